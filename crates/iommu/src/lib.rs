@@ -1,0 +1,402 @@
+//! An IOMMU, as the VFIO type1 engine sees one: a translation table with a page-size bitmap and an
+//! aperture, `map` (all or nothing, split into the largest page sizes that alignment allows, as the
+//! kernel's `iommu_map` does), `unmap` (a large leaf unmaps whole, so it may remove more than asked),
+//! `iova_to_phys`, and an IOTLB modelled by a gather and `iotlb_sync`.
+//!
+//! It knows nothing of VFIO, processes or pinning. The page-size split (`pgsize::iommu_pgsize`) is
+//! written once, here, for every format; the formats (`format`) only store leaves, in their real
+//! hardware encodings (Intel VT-d second-level tables, ARM VMSAv8-64 stage-1 tables) or, for
+//! `mock`, in a sorted map that accepts any page-size bitmap.
+
+pub mod fault;
+pub mod format;
+pub mod pgsize;
+
+use std::sync::Arc;
+
+pub use fault::{FaultInjector, FaultPoint};
+pub use format::{Format, Granule};
+
+/// The CPU page size the engine pins in.
+pub const PAGE_SHIFT: u32 = 12;
+/// 4 KiB.
+pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+
+/// Access permissions of a mapping, as the kernel's `IOMMU_READ`/`IOMMU_WRITE`/`IOMMU_CACHE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Prot(pub u8);
+
+impl Prot {
+    pub const NONE: Prot = Prot(0);
+    /// The device may read.
+    pub const READ: Prot = Prot(1);
+    /// The device may write.
+    pub const WRITE: Prot = Prot(2);
+    /// Cache-coherent (snooped) access; type1 adds it to every map.
+    pub const CACHE: Prot = Prot(4);
+    pub const RW: Prot = Prot(3);
+
+    pub fn contains(self, other: Prot) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn union(self, other: Prot) -> Prot {
+        Prot(self.0 | other.0)
+    }
+    /// READ and WRITE only.
+    pub fn rw_bits(self) -> Prot {
+        Prot(self.0 & 3)
+    }
+}
+
+/// One leaf of a page table: a naturally aligned block of `size` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    pub iova: u64,
+    pub paddr: u64,
+    pub size: u64,
+    /// The permissions decoded from the entry (READ/WRITE only).
+    pub prot: Prot,
+}
+
+/// A raw page-table entry as the hardware would read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pte {
+    /// Level in the format's own numbering: x86_64 1 = 4K leaf … 4 = PML4 (5 = PML5);
+    /// ARM 3 = page … 0 = top. `mock` reports 0.
+    pub level: u32,
+    /// The 64-bit descriptor.
+    pub raw: u64,
+}
+
+/// Errors of the IOMMU layer. Each maps to the errno the kernel's IOMMU core or driver returns.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("iova {iova:#x}, paddr {paddr:#x} and size {size:#x} must all be aligned to the domain's minimum page size {min:#x}")]
+    Unaligned { iova: u64, paddr: u64, size: u64, min: u64 },
+    #[error("iova range [{iova:#x}, +{size:#x}) leaves the domain's aperture [{start:#x}, {end:#x}]")]
+    OutOfAperture { iova: u64, size: u64, start: u64, end: u64 },
+    #[error("iova {iova:#x} is already mapped (unmap it first)")]
+    Exists { iova: u64 },
+    #[error("no memory for a page-table page")]
+    NoMemory,
+    #[error("injected failure of map_pages at iova {iova:#x}")]
+    Injected { iova: u64 },
+    #[error("page sizes {requested:#x} are not a non-empty subset of what format {format} supports ({supported:#x})")]
+    BadPgsizes { format: String, requested: u64, supported: u64 },
+    #[error("aperture [{start:#x}, {end:#x}] is empty or beyond what format {format} can translate (up to {max:#x})")]
+    BadAperture { format: String, start: u64, end: u64, max: u64 },
+    #[error("unknown IOMMU format {0:?} (x86_64, arm64-4k, arm64-16k, arm64-64k, mock)")]
+    UnknownFormat(String),
+}
+
+impl Error {
+    /// The errno the kernel would return for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Unaligned { .. } | Error::BadPgsizes { .. } | Error::BadAperture { .. } | Error::UnknownFormat(_) => 22, // EINVAL
+            Error::OutOfAperture { .. } => 34, // ERANGE, as io-pgtable-arm
+            Error::Exists { .. } => 17,        // EEXIST
+            Error::NoMemory | Error::Injected { .. } => 12, // ENOMEM
+        }
+    }
+}
+
+/// What a domain is built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainConfig {
+    pub format: Format,
+    /// A subset of the format's page sizes (any bitmap for `mock`); `None` = all the format has
+    /// (`mock`: 4K|2M|1G).
+    pub pgsize_bitmap: Option<u64>,
+    /// Inclusive `[start, end]`; `None` = the format's default.
+    pub aperture: Option<(u64, u64)>,
+}
+
+impl DomainConfig {
+    pub fn new(format: Format) -> Self {
+        DomainConfig { format, pgsize_bitmap: None, aperture: None }
+    }
+}
+
+/// Operation counters of a domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `iommu_map` calls (one per physically contiguous run).
+    pub map_calls: u64,
+    /// `map_pages` calls (one per run of equal-size leaves).
+    pub map_pages_calls: u64,
+    /// `iommu_unmap`/`iommu_unmap_fast` calls.
+    pub unmap_calls: u64,
+    /// IOTLB flushes (`iotlb_sync`, and the flush inside a synchronous `unmap`).
+    pub iotlb_flushes: u64,
+}
+
+/// The IOTLB gather of the kernel (`struct iommu_iotlb_gather`): the span of IOVA unmapped
+/// without a flush, to be flushed by one `iotlb_sync`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Gather {
+    start: u64,
+    end: u64,
+    pending: bool,
+}
+
+impl Gather {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    fn add(&mut self, start: u64, last: u64) {
+        if self.pending {
+            self.start = self.start.min(start);
+            self.end = self.end.max(last);
+        } else {
+            self.start = start;
+            self.end = last;
+            self.pending = true;
+        }
+    }
+    /// Whether anything waits for a flush.
+    pub fn is_pending(&self) -> bool {
+        self.pending
+    }
+}
+
+/// A page-table implementation of one format. It only stores and removes leaves; the split into
+/// page sizes, alignment and aperture checks, counters and the IOTLB are the `Domain`'s.
+pub(crate) trait PageTable: Send + std::fmt::Debug {
+    /// Install `count` leaves of `pgsize` bytes at `iova` → `paddr` (both aligned to `pgsize`,
+    /// `pgsize` one of the table's leaf sizes). Returns the bytes installed; on error the leaves
+    /// installed by this call stay (the caller removes them), as the kernel's `map_pages`.
+    /// `faults` is consulted once per table page allocated (`FaultPoint::TableAlloc`).
+    fn map_pages(
+        &mut self,
+        iova: u64,
+        paddr: u64,
+        pgsize: u64,
+        count: u64,
+        prot: Prot,
+        faults: Option<&FaultInjector>,
+    ) -> (u64, Result<(), Error>);
+    /// Remove every leaf that intersects `[iova, last]` (inclusive), whole; table pages that
+    /// become empty are freed. Returns the bytes removed (0 where nothing is mapped).
+    fn unmap_range(&mut self, iova: u64, last: u64) -> u64;
+    /// The leaf containing `iova`.
+    fn translate(&self, iova: u64) -> Option<Leaf>;
+    /// The raw leaf entry containing `iova` and its level.
+    fn leaf_pte(&self, iova: u64) -> Option<Pte>;
+    /// Every leaf, in IOVA order.
+    fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf));
+    /// Table pages in use (the root included; 0 for `mock`).
+    fn table_pages(&self) -> u64;
+    /// Leaves installed, indexed by log2 of the page size.
+    fn leaf_counts(&self) -> &[u64; 64];
+}
+
+/// An IOMMU domain: one translation table with its page sizes, aperture, counters and IOTLB.
+#[derive(Debug)]
+pub struct Domain {
+    format: Format,
+    pgsize_bitmap: u64,
+    aperture: (u64, u64),
+    table: Box<dyn PageTable>,
+    stats: Stats,
+    /// Unmapped IOVA ranges (inclusive) whose IOTLB entries were not flushed yet.
+    stale: Vec<(u64, u64)>,
+    faults: Option<Arc<FaultInjector>>,
+}
+
+impl Domain {
+    /// A domain of `cfg.format`, checking the page sizes and aperture against the format.
+    pub fn new(cfg: DomainConfig) -> Result<Domain, Error> {
+        let format = cfg.format;
+        let supported = format.supported_pgsizes();
+        let pgsize_bitmap = match cfg.pgsize_bitmap {
+            None => format.default_pgsizes(),
+            Some(b) => {
+                if b == 0 || (format != Format::Mock && b & !supported != 0) {
+                    return Err(Error::BadPgsizes { format: format.name(), requested: b, supported });
+                }
+                b
+            }
+        };
+        let max = format.max_iova();
+        let aperture = cfg.aperture.unwrap_or((0, max));
+        if aperture.0 > aperture.1 || aperture.1 > max {
+            return Err(Error::BadAperture { format: format.name(), start: aperture.0, end: aperture.1, max });
+        }
+        let table = format::new_table(format, pgsize_bitmap);
+        Ok(Domain { format, pgsize_bitmap, aperture, table, stats: Stats::default(), stale: Vec::new(), faults: None })
+    }
+
+    /// Share a fault injector: `map_pages` calls and table allocations become injectable.
+    pub fn set_faults(&mut self, faults: Option<Arc<FaultInjector>>) {
+        self.faults = faults;
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    pub fn pgsize_bitmap(&self) -> u64 {
+        self.pgsize_bitmap
+    }
+    /// The smallest page size.
+    pub fn min_pgsize(&self) -> u64 {
+        1 << self.pgsize_bitmap.trailing_zeros()
+    }
+    /// Inclusive `[start, end]` of translatable IOVA.
+    pub fn aperture(&self) -> (u64, u64) {
+        self.aperture
+    }
+    /// The reserved regions the IOMMU driver reports for a device in this domain (the MSI window).
+    pub fn reserved_regions(&self) -> Vec<(u64, u64)> {
+        self.format.default_reserved()
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn table_pages(&self) -> u64 {
+        self.table.table_pages()
+    }
+    /// `(page size, leaves)` for every page size of the bitmap, smallest first (zeros included).
+    pub fn leaves_by_size(&self) -> Vec<(u64, u64)> {
+        let counts = self.table.leaf_counts();
+        (0..64).filter(|&s| self.pgsize_bitmap & (1 << s) != 0).map(|s| (1u64 << s, counts[s as usize])).collect()
+    }
+    /// Leaves of exactly `size` bytes.
+    pub fn leaves_of(&self, size: u64) -> u64 {
+        if size.is_power_of_two() {
+            self.table.leaf_counts()[size.trailing_zeros() as usize]
+        } else {
+            0
+        }
+    }
+    /// All leaves.
+    pub fn total_leaves(&self) -> u64 {
+        self.table.leaf_counts().iter().sum()
+    }
+
+    /// `iommu_map`: map the physically contiguous run `[iova, iova+size)` → `paddr`, split into
+    /// page sizes by `iommu_pgsize`, one `map_pages` call per run of equal-size leaves. All or
+    /// nothing: on any error what this call installed is removed again.
+    pub fn map(&mut self, iova: u64, paddr: u64, size: u64, prot: Prot) -> Result<(), Error> {
+        self.stats.map_calls += 1;
+        let min = self.min_pgsize();
+        if (iova | paddr | size) & (min - 1) != 0 || size == 0 {
+            return Err(Error::Unaligned { iova, paddr, size, min });
+        }
+        let last = iova.checked_add(size - 1);
+        match last {
+            Some(last) if iova >= self.aperture.0 && last <= self.aperture.1 => {}
+            _ => {
+                return Err(Error::OutOfAperture { iova, size, start: self.aperture.0, end: self.aperture.1 });
+            }
+        }
+        let faults = self.faults.clone();
+        let faults = faults.as_deref();
+        let (mut cur, mut pa, mut left) = (iova, paddr, size);
+        while left != 0 {
+            let Some((pgsize, count)) = pgsize::iommu_pgsize(self.pgsize_bitmap, cur, pa, left) else {
+                // Unreachable after the alignment check above; treated as the kernel's EINVAL.
+                self.rollback(iova, size - left);
+                return Err(Error::Unaligned { iova, paddr, size, min });
+            };
+            self.stats.map_pages_calls += 1;
+            if faults.is_some_and(|f| f.hit(FaultPoint::IommuMap)) {
+                self.rollback(iova, size - left);
+                return Err(Error::Injected { iova: cur });
+            }
+            let (mapped, res) = self.table.map_pages(cur, pa, pgsize, count, prot, faults);
+            left -= mapped;
+            if let Err(e) = res {
+                self.rollback(iova, size - left);
+                return Err(e);
+            }
+            cur = cur.wrapping_add(mapped);
+            pa = pa.wrapping_add(mapped);
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, iova: u64, done: u64) {
+        if done != 0 {
+            self.table.unmap_range(iova, iova + (done - 1));
+        }
+    }
+
+    fn unmap_nosync(&mut self, iova: u64, size: u64) -> Option<(u64, u64, u64)> {
+        self.stats.unmap_calls += 1;
+        let min = self.min_pgsize();
+        if size == 0 || (iova | size) & (min - 1) != 0 {
+            return None;
+        }
+        let last = iova.checked_add(size - 1)?;
+        let removed = self.table.unmap_range(iova, last);
+        if removed == 0 {
+            return None;
+        }
+        Some((iova, last.max(iova + (removed - 1)), removed))
+    }
+
+    /// `iommu_unmap`: remove every leaf intersecting `[iova, iova+size)`, whole, then flush the
+    /// IOTLB. Returns the bytes removed, which exceed `size` when a larger leaf is cut into;
+    /// 0 where nothing is mapped or the range is not aligned to the minimum page size.
+    pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
+        match self.unmap_nosync(iova, size) {
+            None => 0,
+            Some((start, last, removed)) => {
+                self.stats.iotlb_flushes += 1;
+                self.stale.retain(|&(s, e)| e < start || s > last);
+                removed
+            }
+        }
+    }
+
+    /// `iommu_unmap_fast`: as `unmap`, but the IOTLB flush is deferred into `gather`; until
+    /// `iotlb_sync` the range stays stale (a device could still translate through it).
+    pub fn unmap_fast(&mut self, iova: u64, size: u64, gather: &mut Gather) -> u64 {
+        match self.unmap_nosync(iova, size) {
+            None => 0,
+            Some((start, last, removed)) => {
+                gather.add(start, last);
+                self.stale.push((start, last));
+                removed
+            }
+        }
+    }
+
+    /// `iommu_iotlb_sync`: flush what `gather` collected.
+    pub fn iotlb_sync(&mut self, gather: &mut Gather) {
+        if !gather.pending {
+            return;
+        }
+        self.stats.iotlb_flushes += 1;
+        let (s0, e0) = (gather.start, gather.end);
+        self.stale.retain(|&(s, e)| !(s >= s0 && e <= e0));
+        *gather = Gather::default();
+    }
+
+    /// Whether any of `[iova, iova+size)` was unmapped and not yet flushed from the IOTLB.
+    pub fn iotlb_stale(&self, iova: u64, size: u64) -> bool {
+        let last = iova.saturating_add(size.saturating_sub(1));
+        self.stale.iter().any(|&(s, e)| s <= last && e >= iova)
+    }
+
+    /// `iommu_iova_to_phys`: the physical address of any byte inside a leaf.
+    pub fn iova_to_phys(&self, iova: u64) -> Option<u64> {
+        self.table.translate(iova).map(|l| l.paddr + (iova - l.iova))
+    }
+
+    /// The leaf containing `iova`.
+    pub fn translate(&self, iova: u64) -> Option<Leaf> {
+        self.table.translate(iova)
+    }
+
+    /// The raw descriptor of the leaf containing `iova`.
+    pub fn leaf_pte(&self, iova: u64) -> Option<Pte> {
+        self.table.leaf_pte(iova)
+    }
+
+    /// Every leaf in IOVA order.
+    pub fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf)) {
+        self.table.for_each_leaf(f)
+    }
+}
