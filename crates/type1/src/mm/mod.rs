@@ -1,0 +1,172 @@
+//! Process memory as the engine sees it: `PageSource` pins and unpins user pages and tells which
+//! pfns are reserved (device MMIO). `sim` is a deterministic model of a process; a real-memory
+//! source would implement the same trait.
+
+pub mod pincount;
+pub mod sim;
+
+use crate::PAGE_SIZE;
+
+/// How a page source reports what it pinned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinMode {
+    /// One batch entry per 4 KiB page, at most `capacity` pages: the kernel's `vfio_batch` of
+    /// `struct page` pointers (GUP fills one slot per page).
+    PerPage,
+    /// One batch entry per piece of a folio (a whole 2M/1G huge page in one entry), at most
+    /// `capacity` entries: the large-folio fast path.
+    Folio,
+}
+
+/// A physically contiguous piece of pinned memory in a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PfnRun {
+    pub pfn: u64,
+    pub npages: u64,
+    /// `is_invalid_reserved_pfn`: the page is not accounted and not unpinned.
+    pub reserved: bool,
+}
+
+/// The pin batch (`struct vfio_batch`): what one call of the page source returned, and how much
+/// of it the engine has consumed. Leftovers are carried into the next pin run (spec §3.2).
+#[derive(Debug)]
+pub struct Batch {
+    pub runs: Vec<PfnRun>,
+    /// Index of the current entry.
+    pub idx: usize,
+    /// Pages of `runs[idx]` already consumed.
+    pub off: u64,
+    /// Entries the source may return per call (pages in `PerPage` mode).
+    pub capacity: usize,
+    pub mode: PinMode,
+}
+
+impl Batch {
+    /// The kernel's `VFIO_BATCH_MAX_CAPACITY` (one page of pointers).
+    pub const MAX_CAPACITY: usize = 512;
+
+    pub fn new(mode: PinMode, capacity: usize) -> Self {
+        Batch { runs: Vec::with_capacity(capacity), idx: 0, off: 0, capacity, mode }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.idx >= self.runs.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.idx = 0;
+        self.off = 0;
+    }
+
+    /// The current page: (pfn, reserved).
+    pub fn current(&self) -> Option<(u64, bool)> {
+        self.runs.get(self.idx).map(|r| (r.pfn + self.off, r.reserved))
+    }
+
+    /// `num_pages_contiguous`: pages from the current one on that follow each other physically
+    /// with the same reservedness, at most `max`.
+    pub fn contiguous_pages(&self, max: u64) -> u64 {
+        let Some(first) = self.runs.get(self.idx) else { return 0 };
+        let mut n = (first.npages - self.off).min(max);
+        let mut next = first.pfn + self.off + n;
+        for r in &self.runs[self.idx + 1..] {
+            if n >= max || r.pfn != next || r.reserved != first.reserved {
+                break;
+            }
+            let take = r.npages.min(max - n);
+            n += take;
+            next += take;
+        }
+        n
+    }
+
+    /// Consume `n` pages.
+    pub fn advance(&mut self, mut n: u64) {
+        while n > 0 {
+            let Some(r) = self.runs.get(self.idx) else { return };
+            let left = r.npages - self.off;
+            if n < left {
+                self.off += n;
+                return;
+            }
+            n -= left;
+            self.idx += 1;
+            self.off = 0;
+        }
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// The unconsumed pages, as runs (for `vfio_batch_unpin`).
+    pub fn leftovers(&self) -> impl Iterator<Item = PfnRun> + '_ {
+        self.runs.iter().enumerate().skip(self.idx).map(move |(i, r)| {
+            let skip = if i == self.idx { self.off } else { 0 };
+            PfnRun { pfn: r.pfn + skip, npages: r.npages - skip, reserved: r.reserved }
+        })
+    }
+}
+
+/// What one pin call produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// Pages were pinned into the batch.
+    Pages,
+    /// A `VM_PFNMAP` range (device MMIO): `npages` physically contiguous reserved pfns from `pfn`
+    /// up to the end of the user page-table leaf, not pinned; the batch stays empty.
+    Pfnmap { pfn: u64, npages: u64 },
+}
+
+/// Why pinning failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MmError {
+    #[error("nothing is mapped at vaddr {vaddr:#x}")]
+    NotMapped { vaddr: u64 },
+    #[error("vaddr {vaddr:#x} is in a read-only mapping ({name}) and the map asks for device writes")]
+    ReadOnly { vaddr: u64, name: String },
+    #[error("injected failure of the pin at vaddr {vaddr:#x}")]
+    Injected { vaddr: u64 },
+}
+
+/// Pins user memory.
+pub trait PageSource {
+    /// `vaddr_get_pfns`: pin up to `npages` pages from `vaddr` (at most `batch.capacity` entries)
+    /// into `batch` (which is empty), for device writes if `write`. Stops early at a page it cannot
+    /// pin; fails only if it cannot pin the first one. A `VM_PFNMAP` mapping returns
+    /// `Pinned::Pfnmap` instead.
+    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> Result<Pinned, MmError>;
+
+    /// Drop one pin from each of `npages` pages from `pfn`; reserved pfns are skipped when
+    /// `skip_reserved`. `dirty` marks the pages dirty (the device could write them). Returns the
+    /// pages unpinned.
+    fn unpin(&mut self, pfn: u64, npages: u64, dirty: bool, skip_reserved: bool) -> u64;
+
+    /// Whether `pfn` is reserved (`is_invalid_reserved_pfn`).
+    fn is_reserved(&self, pfn: u64) -> bool;
+
+    /// Non-reserved pages among `npages` from `pfn`.
+    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64;
+
+    /// Pins held in total (the sum of every page's pin count).
+    fn pinned_pages(&self) -> u64;
+
+    /// Every pinned range as `(first pfn, pages, pin count)`, in pfn order, adjacent ranges of
+    /// equal count merged.
+    fn pin_ranges(&self) -> Vec<(u64, u64, u32)>;
+
+    /// Reserved pfn ranges `[start, end)` (device MMIO).
+    fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
+        Vec::new()
+    }
+
+    /// Problems the source noticed (an unpin of a page that was not pinned).
+    fn violations(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Bytes to pages.
+pub fn pages(bytes: u64) -> u64 {
+    bytes / PAGE_SIZE
+}

@@ -1,0 +1,624 @@
+//! `mm::sim`: a deterministic model of a process's memory for the engine to pin.
+//!
+//! Regions (`mmap`) have a backing (4K pages, THP, hugetlb 2M/1G, or `pfnmap` device MMIO) and a
+//! physical layout. `Contiguous` places the region in one physically contiguous block aligned to
+//! the backing page size *and no more* (a 4K region's base is ≡ 4K mod 2M, a 2M region's ≡ 2M
+//! mod 1G), so superpages appear only where the backing makes them. `Scattered` places every
+//! backing page at a pseudo-random, naturally aligned frame from a seeded permutation, with no
+//! two pages of the region physically adjacent, so every pin run is exactly one backing page.
+//! Nothing is stored per page: the physical address of any page is computed, and pin counts are
+//! kept as ranges (`PinCounts`), so a TiB-sized address space costs what its pins cost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use iommu::{FaultInjector, FaultPoint};
+
+use super::pincount::PinCounts;
+use super::{Batch, MmError, PageSource, PfnRun, PinMode, Pinned};
+use crate::PAGE_SIZE;
+
+const SZ_2M: u64 = 1 << 21;
+const SZ_1G: u64 = 1 << 30;
+
+/// What backs a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// Ordinary 4 KiB pages.
+    Page4k,
+    /// Transparent huge pages: 2M folios wherever a 2M-aligned block lies wholly inside the region.
+    Thp,
+    /// hugetlbfs 2 MiB pages.
+    Hugetlb2m,
+    /// hugetlbfs 1 GiB pages.
+    Hugetlb1g,
+    /// A `VM_PFNMAP` mapping of device MMIO (a BAR): reserved pfns, never pinned or charged.
+    Pfnmap,
+}
+
+impl Backing {
+    /// The unit of physical placement (the huge page size; 4K otherwise).
+    pub fn unit(self) -> u64 {
+        match self {
+            Backing::Page4k | Backing::Pfnmap => PAGE_SIZE,
+            Backing::Thp | Backing::Hugetlb2m => SZ_2M,
+            Backing::Hugetlb1g => SZ_1G,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::Page4k => "4k",
+            Backing::Thp => "thp",
+            Backing::Hugetlb2m => "hugetlb-2m",
+            Backing::Hugetlb1g => "hugetlb-1g",
+            Backing::Pfnmap => "pfnmap",
+        }
+    }
+}
+
+/// Physical placement of a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Contiguous,
+    Scattered,
+}
+
+/// A request to create memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmapSpec {
+    pub name: String,
+    pub size: u64,
+    pub backing: Backing,
+    pub layout: Layout,
+    pub seed: u64,
+    pub writable: bool,
+    pub at: Option<u64>,
+    pub phys: Option<u64>,
+}
+
+impl MmapSpec {
+    /// A contiguous, writable region with the allocator's placement.
+    pub fn new(name: &str, size: u64, backing: Backing) -> Self {
+        MmapSpec {
+            name: name.to_string(),
+            size,
+            backing,
+            layout: Layout::Contiguous,
+            seed: 0,
+            writable: true,
+            at: None,
+            phys: None,
+        }
+    }
+}
+
+/// Errors of the model itself (bad trace input), not of the engine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    #[error("a region named {0:?} exists already (munmap it first or choose another name)")]
+    Exists(String),
+    #[error("no region named {0:?}")]
+    NoSuchRegion(String),
+    #[error("size {size:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {backing}")]
+    BadSize { name: String, size: u64, unit: u64, backing: &'static str },
+    #[error("{what} {value:#x} of {name:?} must be aligned to {align:#x}")]
+    Unaligned { name: String, what: &'static str, value: u64, align: u64 },
+    #[error("region {name:?} at [{start:#x}, {end:#x}) overlaps existing memory; choose another at=")]
+    Overlap { name: String, start: u64, end: u64 },
+    #[error("{0:?}: a pfnmap region is one contiguous BAR; layout=scattered is not possible")]
+    ScatteredPfnmap(String),
+    #[error("munmap of {name:?}: offset {offset:#x} + size {size:#x} is not inside the region ({region_size:#x} bytes) or not aligned to {unit:#x}")]
+    BadMunmap { name: String, offset: u64, size: u64, region_size: u64, unit: u64 },
+    #[error("{name:?} does not fit in the address space (size {size:#x})")]
+    NoSpace { name: String, size: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct Region {
+    name: String,
+    vaddr: u64,
+    size: u64,
+    backing: Backing,
+    layout: Layout,
+    seed: u64,
+    pbase: u64,
+    writable: bool,
+    /// Placement units (huge pages) the region spans.
+    nunits: u64,
+}
+
+impl Region {
+    /// Physical address of byte `off` of the region, and the pages from it to the end of its
+    /// folio.
+    fn locate(&self, off: u64) -> (u64, u64) {
+        let unit = self.backing.unit();
+        let (u, within) = (off / unit, off % unit);
+        let paddr = match self.layout {
+            Layout::Contiguous => self.pbase + off,
+            Layout::Scattered => self.pbase + 2 * permute(u, self.nunits, self.seed) * unit + within,
+        };
+        let folio = match self.backing {
+            Backing::Page4k | Backing::Pfnmap => PAGE_SIZE,
+            // A THP folio needs the whole 2M block inside the region; the tail gets 4K pages.
+            Backing::Thp if (u + 1) * unit > self.size => PAGE_SIZE,
+            _ => unit,
+        };
+        let folio_left = (folio - (off % folio)) / PAGE_SIZE;
+        (paddr, folio_left)
+    }
+
+    /// Bytes from `off` to where the physical placement may jump (end of a scattered unit).
+    fn contiguous_bytes(&self, off: u64) -> u64 {
+        match self.layout {
+            Layout::Contiguous => self.size - off,
+            Layout::Scattered => {
+                let unit = self.backing.unit();
+                (unit - off % unit).min(self.size - off)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Vma {
+    end: u64,
+    region: usize,
+}
+
+/// The simulated process memory.
+#[derive(Debug)]
+pub struct SimMm {
+    regions: Vec<Region>,
+    names: HashMap<String, usize>,
+    vmas: BTreeMap<u64, Vma>,
+    pins: PinCounts,
+    /// Reserved (MMIO) pfn ranges `[start, end)`.
+    mmio: Vec<(u64, u64)>,
+    next_vaddr: u64,
+    next_ram: u64,
+    next_mmio: u64,
+    faults: Option<Arc<FaultInjector>>,
+    violations: Vec<String>,
+}
+
+impl Default for SimMm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn align_up(x: u64, a: u64) -> Option<u64> {
+    x.checked_add(a - 1).map(|v| v & !(a - 1))
+}
+
+/// splitmix64's finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A seeded permutation of `[0, n)`: a 4-round balanced Feistel network over the smallest even
+/// bit width that covers `n`, with cycle walking. No table, O(1) expected per call.
+pub fn permute(i: u64, n: u64, seed: u64) -> u64 {
+    if n <= 1 {
+        return 0;
+    }
+    let bits = 64 - (n - 1).leading_zeros();
+    let half = bits.div_ceil(2);
+    let mask = (1u64 << half) - 1;
+    let mut x = i;
+    loop {
+        let (mut l, mut r) = (x >> half, x & mask);
+        for round in 0..4u64 {
+            let f = mix(r ^ mix(seed.wrapping_add(round))) & mask;
+            let nl = r;
+            r = l ^ f;
+            l = nl;
+        }
+        x = (l << half) | r;
+        if x < n {
+            return x;
+        }
+    }
+}
+
+impl SimMm {
+    /// Where regions without `at=` start (user space, below 2^47).
+    pub const VADDR_BASE: u64 = 0x7f00_0000_0000;
+    /// Where RAM is placed (above the first 4 GiB, so no pfn is 0).
+    pub const RAM_BASE: u64 = 0x1_0000_0000;
+    /// Where device MMIO is placed (below 2^48, inside every format's output range).
+    pub const MMIO_BASE: u64 = 0xe000_0000_0000;
+
+    pub fn new() -> Self {
+        SimMm {
+            regions: Vec::new(),
+            names: HashMap::new(),
+            vmas: BTreeMap::new(),
+            pins: PinCounts::new(),
+            mmio: Vec::new(),
+            next_vaddr: Self::VADDR_BASE,
+            next_ram: Self::RAM_BASE,
+            next_mmio: Self::MMIO_BASE,
+            faults: None,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Share a fault injector: every pin becomes injectable.
+    pub fn set_faults(&mut self, faults: Option<Arc<FaultInjector>>) {
+        self.faults = faults;
+    }
+
+    /// The start vaddr of a region by name.
+    pub fn region_vaddr(&self, name: &str) -> Option<u64> {
+        self.names.get(name).map(|&i| self.regions[i].vaddr)
+    }
+
+    /// `(vaddr, size, backing)` of a region by name.
+    pub fn region(&self, name: &str) -> Option<(u64, u64, Backing)> {
+        self.names.get(name).map(|&i| {
+            let r = &self.regions[i];
+            (r.vaddr, r.size, r.backing)
+        })
+    }
+
+    /// The physical address backing `vaddr`, if mapped.
+    pub fn vaddr_to_phys(&self, vaddr: u64) -> Option<u64> {
+        let (_, vma) = self.vma_at(vaddr)?;
+        let r = &self.regions[vma.region];
+        Some(r.locate(vaddr - r.vaddr).0)
+    }
+
+    /// The folio size (bytes) of the page at `vaddr`, if mapped: the hint a huge page gives.
+    pub fn folio_size(&self, vaddr: u64) -> Option<u64> {
+        let (_, vma) = self.vma_at(vaddr)?;
+        let r = &self.regions[vma.region];
+        let off = vaddr - r.vaddr;
+        let (_, left) = r.locate(off);
+        let unit = r.backing.unit();
+        Some(if left * PAGE_SIZE + (off % unit) == unit { unit } else { PAGE_SIZE })
+    }
+
+    fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
+        let (&s, &v) = self.vmas.range(..=vaddr).next_back()?;
+        (vaddr < v.end).then_some((s, v))
+    }
+
+    /// Create a region; returns its vaddr.
+    pub fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, SimError> {
+        let name = spec.name.clone();
+        if self.names.contains_key(&name) {
+            return Err(SimError::Exists(name));
+        }
+        let backing = spec.backing;
+        let unit = backing.unit();
+        let size_unit = match backing {
+            Backing::Hugetlb2m | Backing::Hugetlb1g => unit,
+            _ => PAGE_SIZE,
+        };
+        if spec.size == 0 || spec.size % size_unit != 0 {
+            return Err(SimError::BadSize { name, size: spec.size, unit: size_unit, backing: backing.name() });
+        }
+        if backing == Backing::Pfnmap && spec.layout == Layout::Scattered {
+            return Err(SimError::ScatteredPfnmap(name));
+        }
+        let nunits = spec.size.div_ceil(unit);
+        let no_space = || SimError::NoSpace { name: spec.name.clone(), size: spec.size };
+        // Virtual placement.
+        let valign = match backing {
+            Backing::Pfnmap => spec.size.checked_next_power_of_two().unwrap_or(SZ_1G).min(SZ_1G),
+            _ => unit,
+        };
+        let vaddr = match spec.at {
+            Some(at) => {
+                let need = if matches!(backing, Backing::Hugetlb2m | Backing::Hugetlb1g) { unit } else { PAGE_SIZE };
+                if at % need != 0 {
+                    return Err(SimError::Unaligned { name, what: "at", value: at, align: need });
+                }
+                at
+            }
+            None => align_up(self.next_vaddr, valign).ok_or_else(no_space)?,
+        };
+        let vend = vaddr.checked_add(spec.size).ok_or_else(no_space)?;
+        let overlap = self.vmas.range(..vend).next_back().is_some_and(|(_, v)| v.end > vaddr);
+        if overlap {
+            return Err(SimError::Overlap { name, start: vaddr, end: vend });
+        }
+        // Physical placement.
+        let pspan = match spec.layout {
+            Layout::Contiguous => nunits * unit,
+            Layout::Scattered => 2 * nunits * unit,
+        };
+        let pbase = match spec.phys {
+            Some(p) => {
+                let need = if backing == Backing::Pfnmap { PAGE_SIZE } else { unit };
+                if p % need != 0 {
+                    return Err(SimError::Unaligned { name, what: "phys", value: p, align: need });
+                }
+                p.checked_add(pspan).ok_or_else(no_space)?;
+                p
+            }
+            None if backing == Backing::Pfnmap => {
+                let a = spec.size.checked_next_power_of_two().ok_or_else(no_space)?;
+                let base = align_up(self.next_mmio, a).ok_or_else(no_space)?;
+                self.next_mmio = base.checked_add(pspan).ok_or_else(no_space)?;
+                base
+            }
+            None => {
+                // Aligned to the unit and no more, unless scattered (then the slots decide).
+                let base = match (spec.layout, unit) {
+                    (Layout::Scattered, u) => align_up(self.next_ram, u),
+                    (_, PAGE_SIZE) => align_up(self.next_ram, SZ_2M).map(|b| b + PAGE_SIZE),
+                    (_, SZ_2M) => align_up(self.next_ram, SZ_1G).map(|b| b + SZ_2M),
+                    (_, u) => align_up(self.next_ram, u),
+                }
+                .ok_or_else(no_space)?;
+                // One unit of gap so that regions never touch physically.
+                self.next_ram = base.checked_add(pspan + unit).ok_or_else(no_space)?;
+                base
+            }
+        };
+        if backing == Backing::Pfnmap {
+            self.mmio.push((pbase / PAGE_SIZE, (pbase + spec.size) / PAGE_SIZE));
+        }
+        let idx = self.regions.len();
+        self.regions.push(Region {
+            name: name.clone(),
+            vaddr,
+            size: spec.size,
+            backing,
+            layout: spec.layout,
+            seed: spec.seed,
+            pbase,
+            writable: spec.writable,
+            nunits,
+        });
+        self.names.insert(name, idx);
+        self.vmas.insert(vaddr, Vma { end: vend, region: idx });
+        if spec.at.is_none() {
+            // Leave an unmapped gap after every region.
+            self.next_vaddr = vend.saturating_add(valign.max(PAGE_SIZE));
+        }
+        Ok(vaddr)
+    }
+
+    /// Remove a region, or `size` bytes of it from `offset`. Pins already taken stay valid.
+    pub fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), SimError> {
+        let &idx = self.names.get(name).ok_or_else(|| SimError::NoSuchRegion(name.to_string()))?;
+        let r = self.regions[idx].clone();
+        let unit = match r.backing {
+            Backing::Hugetlb2m | Backing::Hugetlb1g => r.backing.unit(),
+            _ => PAGE_SIZE,
+        };
+        let (off, size) = range.unwrap_or((0, r.size));
+        let bad = || SimError::BadMunmap { name: name.to_string(), offset: off, size, region_size: r.size, unit };
+        let end_off = off.checked_add(size).ok_or_else(bad)?;
+        if size == 0 || end_off > r.size || off % unit != 0 || size % unit != 0 {
+            return Err(bad());
+        }
+        let (start, end) = (r.vaddr + off, r.vaddr + end_off);
+        let hit: Vec<(u64, Vma)> = self
+            .vmas
+            .range(..end)
+            .filter(|(&s, v)| v.region == idx && v.end > start && s < end)
+            .map(|(&s, &v)| (s, v))
+            .collect();
+        for (s, v) in hit {
+            self.vmas.remove(&s);
+            if s < start {
+                self.vmas.insert(s, Vma { end: start, region: idx });
+            }
+            if v.end > end {
+                self.vmas.insert(end, Vma { end: v.end, region: idx });
+            }
+        }
+        if !self.vmas.values().any(|v| v.region == idx) {
+            self.names.remove(name);
+        }
+        Ok(())
+    }
+
+    /// The pin count of one pfn.
+    pub fn pin_count(&self, pfn: u64) -> u32 {
+        self.pins.get(pfn)
+    }
+
+    fn pin_pfnmap(&self, vaddr: u64, npages: u64, write: bool, vstart: u64, vma: Vma) -> Result<Pinned, MmError> {
+        let r = &self.regions[vma.region];
+        if write && !r.writable {
+            return Err(MmError::ReadOnly { vaddr, name: r.name.clone() });
+        }
+        let paddr = r.pbase + (vaddr - r.vaddr);
+        // The user page-table leaf (vfio-pci installs PUD/PMD leaves where vaddr and pfn are
+        // co-aligned and the leaf lies inside the vma; `follow_pfnmap` reports its size).
+        let mut leaf = PAGE_SIZE;
+        for l in [SZ_1G, SZ_2M] {
+            let ls = vaddr & !(l - 1);
+            if ls >= vstart && ls.checked_add(l).is_some_and(|e| e <= vma.end) && (paddr - (vaddr - ls)) % l == 0 {
+                leaf = l;
+                break;
+            }
+        }
+        let n = npages.min((leaf - vaddr % leaf) / PAGE_SIZE);
+        Ok(Pinned::Pfnmap { pfn: paddr / PAGE_SIZE, npages: n })
+    }
+}
+
+impl PageSource for SimMm {
+    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> Result<Pinned, MmError> {
+        if self.faults.as_deref().is_some_and(|f| f.hit(FaultPoint::Pin)) {
+            return Err(MmError::Injected { vaddr });
+        }
+        let Some((vstart, vma)) = self.vma_at(vaddr) else {
+            return Err(MmError::NotMapped { vaddr });
+        };
+        if self.regions[vma.region].backing == Backing::Pfnmap {
+            return self.pin_pfnmap(vaddr, npages, write, vstart, vma);
+        }
+        let per_page = batch.mode == PinMode::PerPage;
+        let max_pages = if per_page { npages.min(batch.capacity as u64) } else { npages };
+        let mut addr = vaddr;
+        let mut got = 0u64;
+        // Like GUP: walk on through adjacent vmas until something cannot be pinned.
+        'vmas: while got < max_pages {
+            let Some((_, vma)) = self.vma_at(addr) else { break };
+            let r = &self.regions[vma.region];
+            if r.backing == Backing::Pfnmap || (write && !r.writable) {
+                if got == 0 {
+                    return Err(MmError::ReadOnly { vaddr, name: r.name.clone() });
+                }
+                break;
+            }
+            while got < max_pages && addr < vma.end {
+                if !per_page && batch.runs.len() >= batch.capacity {
+                    break 'vmas;
+                }
+                let off = addr - r.vaddr;
+                let (paddr, folio_left) = r.locate(off);
+                let span = (r.contiguous_bytes(off).min(vma.end - addr) / PAGE_SIZE).min(max_pages - got);
+                let n = if per_page { span } else { span.min(folio_left) };
+                let pfn = paddr / PAGE_SIZE;
+                if per_page {
+                    batch.runs.extend((0..n).map(|i| PfnRun { pfn: pfn + i, npages: 1, reserved: false }));
+                } else {
+                    batch.runs.push(PfnRun { pfn, npages: n, reserved: false });
+                }
+                self.pins.add(pfn, n);
+                got += n;
+                addr += n * PAGE_SIZE;
+            }
+        }
+        if got == 0 {
+            return Err(MmError::NotMapped { vaddr });
+        }
+        Ok(Pinned::Pages)
+    }
+
+    fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, skip_reserved: bool) -> u64 {
+        let end = pfn + npages;
+        let mut pieces = vec![(pfn, end)];
+        if skip_reserved {
+            for &(ms, me) in &self.mmio {
+                pieces = pieces
+                    .into_iter()
+                    .flat_map(|(s, e)| {
+                        if me <= s || ms >= e {
+                            vec![(s, e)]
+                        } else {
+                            let mut v = Vec::new();
+                            if s < ms {
+                                v.push((s, ms));
+                            }
+                            if me < e {
+                                v.push((me, e));
+                            }
+                            v
+                        }
+                    })
+                    .collect();
+            }
+        }
+        let mut done = 0;
+        for (s, e) in pieces {
+            let missing = self.pins.sub(s, e - s);
+            if missing != 0 {
+                self.violations.push(format!("unpin of {missing} page(s) in pfn range [{s:#x}, {e:#x}) that were not pinned"));
+            }
+            done += e - s - missing;
+        }
+        done
+    }
+
+    fn is_reserved(&self, pfn: u64) -> bool {
+        self.mmio.iter().any(|&(s, e)| pfn >= s && pfn < e)
+    }
+
+    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
+        let end = pfn + npages;
+        let reserved: u64 = self.mmio.iter().map(|&(s, e)| e.min(end).saturating_sub(s.max(pfn))).sum();
+        npages - reserved.min(npages)
+    }
+
+    fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
+        self.mmio.clone()
+    }
+
+    fn pinned_pages(&self) -> u64 {
+        self.pins.total()
+    }
+
+    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
+        self.pins.ranges()
+    }
+
+    fn violations(&self) -> Vec<String> {
+        self.violations.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_is_a_permutation() {
+        for n in [1u64, 2, 3, 7, 64, 1000] {
+            let mut seen: Vec<u64> = (0..n).map(|i| permute(i, n, 42)).collect();
+            seen.sort();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn contiguous_4k_is_not_2m_aligned_and_thp_is() {
+        let mut mm = SimMm::new();
+        let v = mm.mmap(&MmapSpec::new("a", 4 << 20, Backing::Page4k)).unwrap();
+        assert_eq!(mm.vaddr_to_phys(v).unwrap() % SZ_2M, PAGE_SIZE);
+        let t = mm.mmap(&MmapSpec::new("t", 4 << 20, Backing::Thp)).unwrap();
+        let p = mm.vaddr_to_phys(t).unwrap();
+        assert_eq!(p % SZ_2M, 0);
+        assert_ne!(p % SZ_1G, 0);
+        assert_eq!(mm.folio_size(t + 4096), Some(SZ_2M));
+    }
+
+    #[test]
+    fn scattered_pages_never_touch() {
+        let mut mm = SimMm::new();
+        let mut s = MmapSpec::new("s", 64 * PAGE_SIZE, Backing::Page4k);
+        s.layout = Layout::Scattered;
+        s.seed = 7;
+        let v = mm.mmap(&s).unwrap();
+        let mut pfns: Vec<u64> = (0..64).map(|i| mm.vaddr_to_phys(v + i * PAGE_SIZE).unwrap() / PAGE_SIZE).collect();
+        pfns.sort();
+        assert!(pfns.windows(2).all(|w| w[1] - w[0] >= 2));
+    }
+
+    #[test]
+    fn pin_stops_at_hole_and_fails_on_it() {
+        let mut mm = SimMm::new();
+        let v = mm.mmap(&MmapSpec::new("a", 8 * PAGE_SIZE, Backing::Page4k)).unwrap();
+        mm.munmap("a", Some((4 * PAGE_SIZE, 4 * PAGE_SIZE))).unwrap();
+        let mut b = Batch::new(PinMode::PerPage, 512);
+        assert_eq!(mm.pin(v, 8, true, &mut b), Ok(Pinned::Pages));
+        assert_eq!(b.runs.len(), 4);
+        assert_eq!(mm.pinned_pages(), 4);
+        let mut b2 = Batch::new(PinMode::PerPage, 512);
+        assert!(matches!(mm.pin(v + 4 * PAGE_SIZE, 4, true, &mut b2), Err(MmError::NotMapped { .. })));
+        assert_eq!(mm.unpin(b.runs[0].pfn, 4, true, false), 4);
+        assert_eq!(mm.pinned_pages(), 0);
+    }
+
+    #[test]
+    fn folio_mode_pins_a_1g_page_in_one_entry() {
+        let mut mm = SimMm::new();
+        let v = mm.mmap(&MmapSpec::new("g", 2 * SZ_1G, Backing::Hugetlb1g)).unwrap();
+        let mut b = Batch::new(PinMode::Folio, 512);
+        mm.pin(v, 2 * SZ_1G / PAGE_SIZE, true, &mut b).unwrap();
+        assert_eq!(b.runs.len(), 2);
+        assert_eq!(b.runs[0].npages, SZ_1G / PAGE_SIZE);
+        assert_eq!(b.contiguous_pages(u64::MAX), 2 * SZ_1G / PAGE_SIZE, "contiguous layout: both folios adjacent");
+    }
+}
