@@ -72,19 +72,46 @@ pub struct Pte {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("iova {iova:#x}, paddr {paddr:#x} and size {size:#x} must all be aligned to the domain's minimum page size {min:#x}")]
-    Unaligned { iova: u64, paddr: u64, size: u64, min: u64 },
-    #[error("iova range [{iova:#x}, +{size:#x}) leaves the domain's aperture [{start:#x}, {end:#x}]")]
-    OutOfAperture { iova: u64, size: u64, start: u64, end: u64 },
+    Unaligned {
+        iova: u64,
+        paddr: u64,
+        size: u64,
+        min: u64,
+    },
+    #[error(
+        "iova range [{iova:#x}, +{size:#x}) leaves the domain's aperture [{start:#x}, {end:#x}]"
+    )]
+    OutOfAperture {
+        iova: u64,
+        size: u64,
+        start: u64,
+        end: u64,
+    },
     #[error("iova {iova:#x} is already mapped (unmap it first)")]
     Exists { iova: u64 },
+    #[error("physical range [{paddr:#x}, +{size:#x}) is beyond what the format can address (up to {max:#x})")]
+    PaddrOutOfRange { paddr: u64, size: u64, max: u64 },
+    #[error(
+        "the format cannot encode a mapping with permissions {prot:?} (neither READ nor WRITE)"
+    )]
+    BadProt { prot: Prot },
     #[error("no memory for a page-table page")]
     NoMemory,
     #[error("injected failure of map_pages at iova {iova:#x}")]
     Injected { iova: u64 },
     #[error("page sizes {requested:#x} are not a non-empty subset of what format {format} supports ({supported:#x})")]
-    BadPgsizes { format: String, requested: u64, supported: u64 },
+    BadPgsizes {
+        format: String,
+        requested: u64,
+        supported: u64,
+    },
     #[error("aperture [{start:#x}, {end:#x}] is empty or beyond what format {format} can translate (up to {max:#x})")]
-    BadAperture { format: String, start: u64, end: u64, max: u64 },
+    BadAperture {
+        format: String,
+        start: u64,
+        end: u64,
+        max: u64,
+    },
     #[error("unknown IOMMU format {0:?} (x86_64, arm64-4k, arm64-16k, arm64-64k, mock)")]
     UnknownFormat(String),
 }
@@ -93,9 +120,15 @@ impl Error {
     /// The errno the kernel would return for this error.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::Unaligned { .. } | Error::BadPgsizes { .. } | Error::BadAperture { .. } | Error::UnknownFormat(_) => 22, // EINVAL
-            Error::OutOfAperture { .. } => 34, // ERANGE, as io-pgtable-arm
-            Error::Exists { .. } => 17,        // EEXIST
+            // EINVAL; BadProt as intel-iommu's __domain_mapping for a mapping without R and W.
+            Error::Unaligned { .. }
+            | Error::BadPgsizes { .. }
+            | Error::BadAperture { .. }
+            | Error::UnknownFormat(_)
+            | Error::BadProt { .. } => 22,
+            // ERANGE, as io-pgtable-arm (`iova >> ias`, `paddr >> oas`).
+            Error::OutOfAperture { .. } | Error::PaddrOutOfRange { .. } => 34,
+            Error::Exists { .. } => 17,                     // EEXIST
             Error::NoMemory | Error::Injected { .. } => 12, // ENOMEM
         }
     }
@@ -114,7 +147,11 @@ pub struct DomainConfig {
 
 impl DomainConfig {
     pub fn new(format: Format) -> Self {
-        DomainConfig { format, pgsize_bitmap: None, aperture: None }
+        DomainConfig {
+            format,
+            pgsize_bitmap: None,
+            aperture: None,
+        }
     }
 }
 
@@ -183,6 +220,11 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     fn translate(&self, iova: u64) -> Option<Leaf>;
     /// The raw leaf entry containing `iova` and its level.
     fn leaf_pte(&self, iova: u64) -> Option<Pte>;
+    /// The entries a hardware walk for `iova` reads, root first, down to the leaf or the first
+    /// empty entry (which is included, as raw 0). `mock` has no tables: just its leaf, if any.
+    fn walk(&self, iova: u64) -> Vec<Pte> {
+        self.leaf_pte(iova).into_iter().collect()
+    }
     /// Every leaf, in IOVA order.
     fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf));
     /// Table pages in use (the root included; 0 for `mock`).
@@ -208,12 +250,19 @@ impl Domain {
     /// A domain of `cfg.format`, checking the page sizes and aperture against the format.
     pub fn new(cfg: DomainConfig) -> Result<Domain, Error> {
         let format = cfg.format;
+        if !format.is_valid() {
+            return Err(Error::UnknownFormat(format.name()));
+        }
         let supported = format.supported_pgsizes();
         let pgsize_bitmap = match cfg.pgsize_bitmap {
             None => format.default_pgsizes(),
             Some(b) => {
                 if b == 0 || (format != Format::Mock && b & !supported != 0) {
-                    return Err(Error::BadPgsizes { format: format.name(), requested: b, supported });
+                    return Err(Error::BadPgsizes {
+                        format: format.name(),
+                        requested: b,
+                        supported,
+                    });
                 }
                 b
             }
@@ -221,10 +270,23 @@ impl Domain {
         let max = format.max_iova();
         let aperture = cfg.aperture.unwrap_or((0, max));
         if aperture.0 > aperture.1 || aperture.1 > max {
-            return Err(Error::BadAperture { format: format.name(), start: aperture.0, end: aperture.1, max });
+            return Err(Error::BadAperture {
+                format: format.name(),
+                start: aperture.0,
+                end: aperture.1,
+                max,
+            });
         }
         let table = format::new_table(format, pgsize_bitmap);
-        Ok(Domain { format, pgsize_bitmap, aperture, table, stats: Stats::default(), stale: Vec::new(), faults: None })
+        Ok(Domain {
+            format,
+            pgsize_bitmap,
+            aperture,
+            table,
+            stats: Stats::default(),
+            stale: Vec::new(),
+            faults: None,
+        })
     }
 
     /// Share a fault injector: `map_pages` calls and table allocations become injectable.
@@ -259,7 +321,10 @@ impl Domain {
     /// `(page size, leaves)` for every page size of the bitmap, smallest first (zeros included).
     pub fn leaves_by_size(&self) -> Vec<(u64, u64)> {
         let counts = self.table.leaf_counts();
-        (0..64).filter(|&s| self.pgsize_bitmap & (1 << s) != 0).map(|s| (1u64 << s, counts[s as usize])).collect()
+        (0..64)
+            .filter(|&s| self.pgsize_bitmap & (1 << s) != 0)
+            .map(|s| (1u64 << s, counts[s as usize]))
+            .collect()
     }
     /// Leaves of exactly `size` bytes.
     pub fn leaves_of(&self, size: u64) -> u64 {
@@ -281,23 +346,47 @@ impl Domain {
         self.stats.map_calls += 1;
         let min = self.min_pgsize();
         if (iova | paddr | size) & (min - 1) != 0 || size == 0 {
-            return Err(Error::Unaligned { iova, paddr, size, min });
+            return Err(Error::Unaligned {
+                iova,
+                paddr,
+                size,
+                min,
+            });
         }
         let last = iova.checked_add(size - 1);
         match last {
             Some(last) if iova >= self.aperture.0 && last <= self.aperture.1 => {}
             _ => {
-                return Err(Error::OutOfAperture { iova, size, start: self.aperture.0, end: self.aperture.1 });
+                return Err(Error::OutOfAperture {
+                    iova,
+                    size,
+                    start: self.aperture.0,
+                    end: self.aperture.1,
+                });
             }
+        }
+        let max_pa = self.format.max_paddr();
+        if paddr.checked_add(size - 1).is_none_or(|e| e > max_pa) {
+            return Err(Error::PaddrOutOfRange {
+                paddr,
+                size,
+                max: max_pa,
+            });
         }
         let faults = self.faults.clone();
         let faults = faults.as_deref();
         let (mut cur, mut pa, mut left) = (iova, paddr, size);
         while left != 0 {
-            let Some((pgsize, count)) = pgsize::iommu_pgsize(self.pgsize_bitmap, cur, pa, left) else {
+            let Some((pgsize, count)) = pgsize::iommu_pgsize(self.pgsize_bitmap, cur, pa, left)
+            else {
                 // Unreachable after the alignment check above; treated as the kernel's EINVAL.
                 self.rollback(iova, size - left);
-                return Err(Error::Unaligned { iova, paddr, size, min });
+                return Err(Error::Unaligned {
+                    iova,
+                    paddr,
+                    size,
+                    min,
+                });
             };
             self.stats.map_pages_calls += 1;
             if faults.is_some_and(|f| f.hit(FaultPoint::IommuMap)) {
@@ -329,11 +418,18 @@ impl Domain {
             return None;
         }
         let last = iova.checked_add(size - 1)?;
+        // Leaves are removed whole: the span the IOTLB must forget runs from the start of the
+        // leaf holding `iova` to the end of the leaf holding `last`.
+        let start = self.table.translate(iova).map_or(iova, |l| l.iova);
+        let end = self
+            .table
+            .translate(last)
+            .map_or(last, |l| l.iova + (l.size - 1));
         let removed = self.table.unmap_range(iova, last);
         if removed == 0 {
             return None;
         }
-        Some((iova, last.max(iova + (removed - 1)), removed))
+        Some((start, end, removed))
     }
 
     /// `iommu_unmap`: remove every leaf intersecting `[iova, iova+size)`, whole, then flush the
@@ -382,7 +478,9 @@ impl Domain {
 
     /// `iommu_iova_to_phys`: the physical address of any byte inside a leaf.
     pub fn iova_to_phys(&self, iova: u64) -> Option<u64> {
-        self.table.translate(iova).map(|l| l.paddr + (iova - l.iova))
+        self.table
+            .translate(iova)
+            .map(|l| l.paddr + (iova - l.iova))
     }
 
     /// The leaf containing `iova`.
@@ -393,6 +491,13 @@ impl Domain {
     /// The raw descriptor of the leaf containing `iova`.
     pub fn leaf_pte(&self, iova: u64) -> Option<Pte> {
         self.table.leaf_pte(iova)
+    }
+
+    /// The raw entries a hardware walk for `iova` reads, root first: table descriptors, then the
+    /// leaf or the empty entry where the walk stops. An IOVA beyond the format's input-address
+    /// range reads nothing. For `mock`, just the leaf.
+    pub fn walk(&self, iova: u64) -> Vec<Pte> {
+        self.table.walk(iova)
     }
 
     /// Every leaf in IOVA order.

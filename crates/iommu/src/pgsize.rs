@@ -62,7 +62,12 @@ pub fn iommu_pgsize(pgsize_bitmap: u64, iova: u64, paddr: u64, size: u64) -> Opt
 /// The whole split of a run, as the kernel's `iommu_map_nosync` loop produces it: a list of
 /// `(iova, paddr, pgsize, count)` calls. Used by tests and reports; `Domain::map` runs the same
 /// loop without allocating.
-pub fn split(pgsize_bitmap: u64, iova: u64, paddr: u64, size: u64) -> Option<Vec<(u64, u64, u64, u64)>> {
+pub fn split(
+    pgsize_bitmap: u64,
+    iova: u64,
+    paddr: u64,
+    size: u64,
+) -> Option<Vec<(u64, u64, u64, u64)>> {
     let mut out = Vec::new();
     let (mut iova, mut paddr, mut size) = (iova, paddr, size);
     while size != 0 {

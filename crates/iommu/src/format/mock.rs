@@ -13,7 +13,10 @@ pub(crate) struct MockTable {
 
 impl MockTable {
     pub(crate) fn new(_pgsize_bitmap: u64) -> Self {
-        MockTable { leaves: BTreeMap::new(), counts: [0; 64] }
+        MockTable {
+            leaves: BTreeMap::new(),
+            counts: [0; 64],
+        }
     }
 
     fn covering(&self, iova: u64) -> Option<(u64, (u64, u64, Prot))> {
@@ -36,11 +39,13 @@ impl PageTable for MockTable {
         for i in 0..count {
             let at = iova + i * pgsize;
             let last = at + (pgsize - 1);
-            let clash = self.covering(at).is_some() || self.leaves.range(at..=last).next().is_some();
+            let clash =
+                self.covering(at).is_some() || self.leaves.range(at..=last).next().is_some();
             if clash {
                 return (done, Err(Error::Exists { iova: at }));
             }
-            self.leaves.insert(at, (paddr + i * pgsize, pgsize, prot.rw_bits()));
+            self.leaves
+                .insert(at, (paddr + i * pgsize, pgsize, prot.rw_bits()));
             self.counts[pgsize.trailing_zeros() as usize] += 1;
             done += pgsize;
         }
@@ -65,16 +70,29 @@ impl PageTable for MockTable {
     }
 
     fn translate(&self, iova: u64) -> Option<Leaf> {
-        self.covering(iova).map(|(s, (paddr, size, prot))| Leaf { iova: s, paddr, size, prot })
+        self.covering(iova).map(|(s, (paddr, size, prot))| Leaf {
+            iova: s,
+            paddr,
+            size,
+            prot,
+        })
     }
 
     fn leaf_pte(&self, iova: u64) -> Option<Pte> {
-        self.covering(iova).map(|(_, (paddr, _, prot))| Pte { level: 0, raw: paddr | prot.0 as u64 })
+        self.covering(iova).map(|(_, (paddr, _, prot))| Pte {
+            level: 0,
+            raw: paddr | prot.0 as u64,
+        })
     }
 
     fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf)) {
         for (&s, &(paddr, size, prot)) in &self.leaves {
-            f(Leaf { iova: s, paddr, size, prot });
+            f(Leaf {
+                iova: s,
+                paddr,
+                size,
+                prot,
+            });
         }
     }
 

@@ -2,7 +2,10 @@
 //! (`radix`); `mock` is a sorted map of leaves that accepts any page-size bitmap, sub-4K sizes
 //! included, as the kernel's iommufd selftest mock does.
 
+pub mod arm64;
 mod mock;
+mod radix;
+pub mod x86_64;
 
 use crate::{Error, PageTable, Prot};
 
@@ -41,9 +44,15 @@ impl Format {
             "x86_64" => Format::X86_64 { levels: 4 },
             "x86_64-3level" => Format::X86_64 { levels: 3 },
             "x86_64-5level" => Format::X86_64 { levels: 5 },
-            "arm64-4k" => Format::Arm64 { granule: Granule::K4 },
-            "arm64-16k" => Format::Arm64 { granule: Granule::K16 },
-            "arm64-64k" => Format::Arm64 { granule: Granule::K64 },
+            "arm64-4k" => Format::Arm64 {
+                granule: Granule::K4,
+            },
+            "arm64-16k" => Format::Arm64 {
+                granule: Granule::K16,
+            },
+            "arm64-64k" => Format::Arm64 {
+                granule: Granule::K64,
+            },
             "mock" => Format::Mock,
             _ => return Err(Error::UnknownFormat(name.to_string())),
         })
@@ -54,9 +63,15 @@ impl Format {
         match self {
             Format::X86_64 { levels: 4 } => "x86_64".into(),
             Format::X86_64 { levels } => format!("x86_64-{levels}level"),
-            Format::Arm64 { granule: Granule::K4 } => "arm64-4k".into(),
-            Format::Arm64 { granule: Granule::K16 } => "arm64-16k".into(),
-            Format::Arm64 { granule: Granule::K64 } => "arm64-64k".into(),
+            Format::Arm64 {
+                granule: Granule::K4,
+            } => "arm64-4k".into(),
+            Format::Arm64 {
+                granule: Granule::K16,
+            } => "arm64-16k".into(),
+            Format::Arm64 {
+                granule: Granule::K64,
+            } => "arm64-64k".into(),
             Format::Mock => "mock".into(),
         }
     }
@@ -64,9 +79,16 @@ impl Format {
     /// Every page size the format can encode (`mock`: any, reported as all bits).
     pub fn supported_pgsizes(&self) -> u64 {
         match self {
-            Format::X86_64 { .. } | Format::Arm64 { granule: Granule::K4 } => SZ_4K | SZ_2M | SZ_1G,
-            Format::Arm64 { granule: Granule::K16 } => SZ_16K | SZ_32M,
-            Format::Arm64 { granule: Granule::K64 } => SZ_64K | SZ_512M,
+            Format::X86_64 { .. }
+            | Format::Arm64 {
+                granule: Granule::K4,
+            } => SZ_4K | SZ_2M | SZ_1G,
+            Format::Arm64 {
+                granule: Granule::K16,
+            } => SZ_16K | SZ_32M,
+            Format::Arm64 {
+                granule: Granule::K64,
+            } => SZ_64K | SZ_512M,
             Format::Mock => u64::MAX,
         }
     }
@@ -79,10 +101,32 @@ impl Format {
         }
     }
 
+    /// Whether the format is one this crate can build (x86_64 has 3, 4 or 5 levels).
+    pub fn is_valid(&self) -> bool {
+        !matches!(self, Format::X86_64 { levels } if !(3..=5).contains(levels))
+    }
+
     /// The last translatable IOVA.
     pub fn max_iova(&self) -> u64 {
         match self {
-            Format::X86_64 { levels } => (1u64 << (12 + 9 * *levels as u32)) - 1,
+            Format::X86_64 { levels } => {
+                let bits = 12 + 9 * *levels as u32;
+                if bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bits) - 1
+                }
+            }
+            Format::Arm64 { .. } => (1u64 << 48) - 1,
+            Format::Mock => u64::MAX,
+        }
+    }
+
+    /// The last physical address a leaf can point to: VT-d second-level entries hold address
+    /// bits 51:12, ARM stage-1 descriptors (48-bit output address) bits 47:granule.
+    pub fn max_paddr(&self) -> u64 {
+        match self {
+            Format::X86_64 { .. } => (1u64 << 52) - 1,
             Format::Arm64 { .. } => (1u64 << 48) - 1,
             Format::Mock => u64::MAX,
         }
@@ -115,7 +159,7 @@ impl Format {
 pub(crate) fn new_table(format: Format, pgsize_bitmap: u64) -> Box<dyn PageTable> {
     match format {
         Format::Mock => Box::new(mock::MockTable::new(pgsize_bitmap)),
-        // The radix formats are added with their encodings; until then the mock stores leaves.
-        _ => Box::new(mock::MockTable::new(pgsize_bitmap)),
+        Format::X86_64 { levels } => Box::new(radix::RadixTable::new(x86_64::desc(levels as u32))),
+        Format::Arm64 { granule } => Box::new(radix::RadixTable::new(arm64::desc(granule))),
     }
 }

@@ -1,0 +1,494 @@
+//! One radix page-table engine for every hardware format, driven by a small format description
+//! ([`Desc`]): granule shift, bits per level, number of levels, which levels may hold leaves, and
+//! the encodings of leaf and table descriptors. The formats themselves (`x86_64`, `arm64`) only
+//! build a `Desc`.
+//!
+//! Table pages live in an arena (`tables`, one boxed entry array per page) with a free list. A
+//! table page has a "physical address" `TABLE_BASE + index × granule`, and table descriptors hold
+//! that address in the format's real encoding, so a dump of the tables reads as the hardware
+//! would read it. Every table keeps a count of its live entries; a table that becomes empty is
+//! freed (it is all zero by then, so it is reused without re-zeroing). The root is never freed.
+//!
+//! The hot paths do not allocate once the arena has grown (free-list reuse), use no hashing, and
+//! make no per-leaf dynamic call: a `map_pages` call encodes its attributes once and then writes
+//! consecutive leaves of one table page in a tight loop (`attrs | paddr`), re-walking from the
+//! root only when it crosses into the next table page.
+
+use crate::{Error, FaultInjector, FaultPoint, Leaf, PageTable, Prot, Pte};
+
+/// The "physical address" of table page 0 of the arena: 16 TiB, above any memory the models
+/// place (≥ 2^40), below every format's output-address limit (< 2^48), aligned to every granule.
+pub(crate) const TABLE_BASE: u64 = 1 << 44;
+
+/// The most levels any format has (x86_64 5-level).
+const MAX_LEVELS: usize = 5;
+
+/// A page-table format, as the engine needs it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Desc {
+    /// log2 of the smallest page (and of a table page).
+    pub granule_shift: u32,
+    /// Index bits per level below the root (a table page holds `1 << bits_per_level` entries).
+    pub bits_per_level: u32,
+    /// Number of levels, root included.
+    pub levels: u32,
+    /// Input-address bits (the root resolves `ia_bits - shift(0)` of them).
+    pub ia_bits: u32,
+    /// Bit `d` set ⇒ a leaf may sit at depth `d` (depth 0 = root, `levels - 1` = page level).
+    pub leaf_depths: u32,
+    /// Format level number of the root; `descending` ⇒ level = `root_level - depth` (x86: 4 … 1),
+    /// else `root_level + depth` (ARM: 0 … 3).
+    pub root_level: u32,
+    pub descending: bool,
+    /// Output-address bits of a descriptor (both leaf and table).
+    pub oa_mask: u64,
+    /// Attribute bits of a table descriptor (everything but the address).
+    pub table_attrs: u64,
+    /// Above the page level, an entry is a leaf (block) iff `raw & block_mask == block_val`;
+    /// at the page level every non-zero entry is a leaf.
+    pub block_mask: u64,
+    pub block_val: u64,
+    /// The attribute bits of a leaf (everything but the address) for `prot`; `page` = the leaf
+    /// sits at the page (last) level. Called once per `map_pages` call, never per leaf.
+    pub leaf_attrs: fn(prot: Prot, page: bool) -> u64,
+    /// READ/WRITE granted by a leaf descriptor.
+    pub leaf_prot: fn(raw: u64) -> Prot,
+    /// Whether the format can encode a leaf for `prot` (x86 cannot encode "no access").
+    pub prot_ok: fn(prot: Prot) -> bool,
+}
+
+impl Desc {
+    /// Address bits resolved below depth `d`: the size a leaf at depth `d` maps.
+    #[inline]
+    pub fn shift(&self, d: usize) -> u32 {
+        self.granule_shift + self.bits_per_level * (self.levels - 1 - d as u32)
+    }
+    #[inline]
+    fn entries(&self) -> usize {
+        1 << self.bits_per_level
+    }
+    #[inline]
+    fn index(&self, iova: u64, d: usize) -> usize {
+        ((iova >> self.shift(d)) as usize) & (self.entries() - 1)
+    }
+    /// The last translatable IOVA.
+    pub fn max_iova(&self) -> u64 {
+        if self.ia_bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.ia_bits) - 1
+        }
+    }
+    /// The last encodable physical address.
+    pub fn max_paddr(&self) -> u64 {
+        self.oa_mask | ((1u64 << self.granule_shift) - 1)
+    }
+    /// The format's level number of depth `d`.
+    pub fn level(&self, d: usize) -> u32 {
+        if self.descending {
+            self.root_level - d as u32
+        } else {
+            self.root_level + d as u32
+        }
+    }
+    /// Every leaf size the format can encode.
+    pub fn pgsizes(&self) -> u64 {
+        (0..self.levels as usize)
+            .filter(|&d| self.leaf_depths & (1 << d) != 0)
+            .fold(0, |m, d| m | 1u64 << self.shift(d))
+    }
+    #[inline]
+    fn is_leaf(&self, raw: u64, d: usize) -> bool {
+        d + 1 == self.levels as usize
+            || (self.leaf_depths & (1 << d) != 0 && raw & self.block_mask == self.block_val)
+    }
+}
+
+/// A radix table of one format.
+#[derive(Debug)]
+pub(crate) struct RadixTable {
+    desc: Desc,
+    /// Table pages; index 0 is the root.
+    tables: Vec<Box<[u64]>>,
+    /// Live (non-zero) entries of each table page.
+    live: Vec<u32>,
+    /// Free table pages (all zero).
+    free: Vec<u32>,
+    /// Table pages in use, the root included.
+    pages: u64,
+    counts: [u64; 64],
+    /// Depth of a leaf of size `1 << s`, or `u8::MAX` where the format has no such leaf.
+    depth_of_shift: [u8; 64],
+}
+
+impl RadixTable {
+    pub(crate) fn new(desc: Desc) -> Self {
+        assert!(desc.levels as usize <= MAX_LEVELS && desc.levels >= 1);
+        let mut depth_of_shift = [u8::MAX; 64];
+        for d in 0..desc.levels as usize {
+            if desc.leaf_depths & (1 << d) != 0 {
+                depth_of_shift[desc.shift(d) as usize] = d as u8;
+            }
+        }
+        RadixTable {
+            desc,
+            tables: vec![vec![0u64; desc.entries()].into_boxed_slice()],
+            live: vec![0],
+            free: Vec::new(),
+            pages: 1,
+            counts: [0; 64],
+            depth_of_shift,
+        }
+    }
+
+    /// The "physical address" of table page `t`.
+    #[inline]
+    fn table_addr(&self, t: u32) -> u64 {
+        TABLE_BASE + ((t as u64) << self.desc.granule_shift)
+    }
+
+    /// The table page a table descriptor points to.
+    #[inline]
+    fn table_of(&self, raw: u64) -> u32 {
+        ((raw & self.desc.oa_mask).wrapping_sub(TABLE_BASE) >> self.desc.granule_shift) as u32
+    }
+
+    /// A zeroed table page, from the free list or the heap; `None` when fault injection says so.
+    fn alloc(&mut self, faults: Option<&FaultInjector>) -> Option<u32> {
+        if faults.is_some_and(|f| f.hit(FaultPoint::TableAlloc)) {
+            return None;
+        }
+        self.pages += 1;
+        if let Some(t) = self.free.pop() {
+            debug_assert!(self.tables[t as usize].iter().all(|&e| e == 0));
+            return Some(t);
+        }
+        let t = self.tables.len() as u32;
+        self.tables
+            .push(vec![0u64; self.desc.entries()].into_boxed_slice());
+        self.live.push(0);
+        Some(t)
+    }
+
+    fn release(&mut self, t: u32) {
+        debug_assert!(t != 0 && self.live[t as usize] == 0);
+        self.pages -= 1;
+        self.free.push(t);
+    }
+
+    /// Walk from the root to the table page at depth `leaf_d` that holds the entry for `iova`,
+    /// allocating missing tables. On failure every table this walk allocated is freed again.
+    fn walk_alloc(
+        &mut self,
+        iova: u64,
+        leaf_d: usize,
+        faults: Option<&FaultInjector>,
+    ) -> Result<u32, Error> {
+        let mut t = 0u32;
+        // (parent table, index in it) of each table this walk allocated.
+        let mut made: [(u32, usize); MAX_LEVELS] = [(0, 0); MAX_LEVELS];
+        let mut n_made = 0;
+        for d in 0..leaf_d {
+            let i = self.desc.index(iova, d);
+            let e = self.tables[t as usize][i];
+            if e == 0 {
+                let Some(c) = self.alloc(faults) else {
+                    self.unwind(&made[..n_made]);
+                    return Err(Error::NoMemory);
+                };
+                self.tables[t as usize][i] = self.table_addr(c) | self.desc.table_attrs;
+                self.live[t as usize] += 1;
+                made[n_made] = (t, i);
+                n_made += 1;
+                t = c;
+            } else if self.desc.is_leaf(e, d) {
+                // A larger leaf covers this IOVA (no tables were made: we came through tables).
+                debug_assert_eq!(n_made, 0);
+                return Err(Error::Exists { iova });
+            } else {
+                t = self.table_of(e);
+            }
+        }
+        Ok(t)
+    }
+
+    /// Free a chain of freshly allocated (empty) tables, deepest first.
+    fn unwind(&mut self, made: &[(u32, usize)]) {
+        for &(p, i) in made.iter().rev() {
+            let c = self.table_of(self.tables[p as usize][i]);
+            if self.live[c as usize] != 0 {
+                break;
+            }
+            self.tables[p as usize][i] = 0;
+            self.live[p as usize] -= 1;
+            self.release(c);
+        }
+    }
+
+    /// Free the tables on the path to `iova` (down to depth `leaf_d`) that are empty.
+    fn prune(&mut self, iova: u64, leaf_d: usize) {
+        let mut path: [(u32, usize); MAX_LEVELS] = [(0, 0); MAX_LEVELS];
+        let mut t = 0u32;
+        let mut n = 0;
+        for d in 0..leaf_d {
+            let i = self.desc.index(iova, d);
+            let e = self.tables[t as usize][i];
+            if e == 0 || self.desc.is_leaf(e, d) {
+                break;
+            }
+            path[n] = (t, i);
+            n += 1;
+            t = self.table_of(e);
+        }
+        self.unwind(&path[..n]);
+    }
+
+    /// The entry holding `iova`: (depth, raw), if a leaf covers it.
+    fn find(&self, iova: u64) -> Option<(usize, u64)> {
+        if iova > self.desc.max_iova() {
+            return None;
+        }
+        let mut t = 0usize;
+        for d in 0..self.desc.levels as usize {
+            let e = self.tables[t][self.desc.index(iova, d)];
+            if e == 0 {
+                return None;
+            }
+            if self.desc.is_leaf(e, d) {
+                return Some((d, e));
+            }
+            t = self.table_of(e) as usize;
+        }
+        None
+    }
+
+    fn leaf_at(&self, d: usize, raw: u64, iova: u64) -> Leaf {
+        let size = 1u64 << self.desc.shift(d);
+        Leaf {
+            iova: iova & !(size - 1),
+            paddr: raw & self.desc.oa_mask & !(size - 1),
+            size,
+            prot: (self.desc.leaf_prot)(raw),
+        }
+    }
+
+    /// Remove the leaves of table `t` (depth `d`, its span starting at `tbase`) intersecting
+    /// `[lo, hi]`, both inside that span; returns the bytes removed.
+    fn unmap_in(&mut self, t: u32, d: usize, tbase: u64, lo: u64, hi: u64) -> u64 {
+        let shift = self.desc.shift(d);
+        let (a, b) = (self.desc.index(lo, d), self.desc.index(hi, d));
+        let tu = t as usize;
+        if d + 1 == self.desc.levels as usize {
+            // Page level: every non-zero entry is a leaf. A tight loop over the slice.
+            let mut n = 0u32;
+            for e in &mut self.tables[tu][a..=b] {
+                if *e != 0 {
+                    *e = 0;
+                    n += 1;
+                }
+            }
+            self.live[tu] -= n;
+            self.counts[shift as usize] -= n as u64;
+            return (n as u64) << shift;
+        }
+        let mut removed = 0;
+        let span_mask = (1u64 << shift) - 1;
+        for i in a..=b {
+            let e = self.tables[tu][i];
+            if e == 0 {
+                continue; // a hole: on to the next boundary of this level
+            }
+            if self.desc.is_leaf(e, d) {
+                self.tables[tu][i] = 0;
+                self.live[tu] -= 1;
+                self.counts[shift as usize] -= 1;
+                removed += 1u64 << shift;
+                continue;
+            }
+            // The span of entry i is [base, base + span_mask] (below max_iova: no overflow).
+            let base = tbase | ((i as u64) << shift);
+            let (clo, chi) = (lo.max(base), hi.min(base + span_mask));
+            let c = self.table_of(e);
+            removed += self.unmap_in(c, d + 1, base, clo, chi);
+            if self.live[c as usize] == 0 {
+                self.tables[tu][i] = 0;
+                self.live[tu] -= 1;
+                self.release(c);
+            }
+        }
+        removed
+    }
+
+    fn each_in(&self, t: usize, d: usize, base: u64, f: &mut dyn FnMut(Leaf)) {
+        let shift = self.desc.shift(d);
+        for (i, &e) in self.tables[t].iter().enumerate() {
+            if e == 0 {
+                continue;
+            }
+            let iova = base | ((i as u64) << shift);
+            if self.desc.is_leaf(e, d) {
+                f(self.leaf_at(d, e, iova));
+            } else {
+                self.each_in(self.table_of(e) as usize, d + 1, iova, f);
+            }
+        }
+    }
+}
+
+impl PageTable for RadixTable {
+    fn map_pages(
+        &mut self,
+        iova: u64,
+        paddr: u64,
+        pgsize: u64,
+        count: u64,
+        prot: Prot,
+        faults: Option<&FaultInjector>,
+    ) -> (u64, Result<(), Error>) {
+        let shift = pgsize.trailing_zeros();
+        let leaf_d = if pgsize.is_power_of_two() {
+            self.depth_of_shift[shift as usize]
+        } else {
+            u8::MAX
+        };
+        if leaf_d == u8::MAX || count == 0 {
+            let supported = self.desc.pgsizes();
+            return (
+                0,
+                Err(Error::BadPgsizes {
+                    format: "radix".into(),
+                    requested: pgsize,
+                    supported,
+                }),
+            );
+        }
+        if !(self.desc.prot_ok)(prot) {
+            return (0, Err(Error::BadProt { prot }));
+        }
+        let leaf_d = leaf_d as usize;
+        // Both ends must be encodable: the IOVA within the input-address bits, the physical
+        // address within the output-address bits.
+        let size = count.saturating_mul(pgsize);
+        let max_iova = self.desc.max_iova();
+        if count
+            .checked_mul(pgsize)
+            .and_then(|b| iova.checked_add(b - 1))
+            .is_none_or(|e| e > max_iova)
+        {
+            return (
+                0,
+                Err(Error::OutOfAperture {
+                    iova,
+                    size,
+                    start: 0,
+                    end: max_iova,
+                }),
+            );
+        }
+        let max_pa = self.desc.max_paddr();
+        if paddr.checked_add(size - 1).is_none_or(|e| e > max_pa) {
+            return (
+                0,
+                Err(Error::PaddrOutOfRange {
+                    paddr,
+                    size,
+                    max: max_pa,
+                }),
+            );
+        }
+        debug_assert!((iova | paddr) & (pgsize - 1) == 0);
+        let attrs = (self.desc.leaf_attrs)(prot, leaf_d + 1 == self.desc.levels as usize);
+        let entries = self.desc.entries();
+        let mut done = 0u64;
+        let mut left = count;
+        let (mut iova, mut pa) = (iova, paddr);
+        while left != 0 {
+            let t = match self.walk_alloc(iova, leaf_d, faults) {
+                Ok(t) => t,
+                Err(e) => return (done, Err(e)),
+            };
+            let i = self.desc.index(iova, leaf_d);
+            let n = (entries - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+            // The fast path: n consecutive leaves of one table page.
+            let mut written = 0usize;
+            let mut clash = false;
+            let mut p = pa;
+            for e in &mut self.tables[t as usize][i..i + n] {
+                if *e != 0 {
+                    clash = true;
+                    break;
+                }
+                *e = attrs | p;
+                p = p.wrapping_add(pgsize);
+                written += 1;
+            }
+            self.live[t as usize] += written as u32;
+            self.counts[shift as usize] += written as u64;
+            let bytes = (written as u64) << shift;
+            done += bytes;
+            if clash {
+                let at = iova + bytes;
+                if written == 0 {
+                    // Nothing went into this table page: if the walk made it, free it again.
+                    self.prune(at, leaf_d);
+                }
+                return (done, Err(Error::Exists { iova: at }));
+            }
+            left -= written as u64;
+            iova = iova.wrapping_add(bytes);
+            pa = pa.wrapping_add(bytes);
+        }
+        (done, Ok(()))
+    }
+
+    fn unmap_range(&mut self, iova: u64, last: u64) -> u64 {
+        let max = self.desc.max_iova();
+        if iova > last || iova > max {
+            return 0;
+        }
+        self.unmap_in(0, 0, 0, iova, last.min(max))
+    }
+
+    fn translate(&self, iova: u64) -> Option<Leaf> {
+        self.find(iova).map(|(d, raw)| self.leaf_at(d, raw, iova))
+    }
+
+    fn leaf_pte(&self, iova: u64) -> Option<Pte> {
+        self.find(iova).map(|(d, raw)| Pte {
+            level: self.desc.level(d),
+            raw,
+        })
+    }
+
+    fn walk(&self, iova: u64) -> Vec<Pte> {
+        let mut out = Vec::new();
+        if iova > self.desc.max_iova() {
+            return out;
+        }
+        let mut t = 0usize;
+        for d in 0..self.desc.levels as usize {
+            let raw = self.tables[t][self.desc.index(iova, d)];
+            out.push(Pte {
+                level: self.desc.level(d),
+                raw,
+            });
+            if raw == 0 || self.desc.is_leaf(raw, d) {
+                break;
+            }
+            t = self.table_of(raw) as usize;
+        }
+        out
+    }
+
+    fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf)) {
+        self.each_in(0, 0, 0, f);
+    }
+
+    fn table_pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn leaf_counts(&self) -> &[u64; 64] {
+        &self.counts
+    }
+}
