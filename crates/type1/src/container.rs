@@ -155,7 +155,13 @@ pub struct MapDma {
 impl MapDma {
     /// A read-write map with the structure's size as argsz.
     pub fn rw(vaddr: u64, iova: u64, size: u64) -> Self {
-        MapDma { argsz: 32, flags: MAP_FLAG_READ | MAP_FLAG_WRITE, vaddr, iova, size }
+        MapDma {
+            argsz: 32,
+            flags: MAP_FLAG_READ | MAP_FLAG_WRITE,
+            vaddr,
+            iova,
+            size,
+        }
     }
 }
 
@@ -178,10 +184,22 @@ pub struct UnmapDma {
 
 impl UnmapDma {
     pub fn range(iova: u64, size: u64) -> Self {
-        UnmapDma { argsz: 24, flags: 0, iova, size, bitmap: None }
+        UnmapDma {
+            argsz: 24,
+            flags: 0,
+            iova,
+            size,
+            bitmap: None,
+        }
     }
     pub fn all() -> Self {
-        UnmapDma { argsz: 24, flags: UNMAP_FLAG_ALL, iova: 0, size: 0, bitmap: None }
+        UnmapDma {
+            argsz: 24,
+            flags: UNMAP_FLAG_ALL,
+            iova: 0,
+            size: 0,
+            bitmap: None,
+        }
     }
 }
 
@@ -340,7 +358,10 @@ impl<M: PageSource> Container<M> {
         &self.domains
     }
     pub fn domain(&self, name: &str) -> Option<&Domain> {
-        self.domains.iter().find(|d| d.name == name).map(|d| &d.domain)
+        self.domains
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| &d.domain)
     }
     /// The valid IOVA ranges (inclusive); empty = no constraint (no domain).
     pub fn iova_ranges(&self) -> &[(u64, u64)] {
@@ -378,7 +399,11 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_find_dma`: a mapping overlapping `[start, last]`.
     fn find_dma(&self, start: u64, last: u64) -> Option<&Dma> {
-        self.dmas.range(..=last).next_back().map(|(_, d)| d).filter(|d| d.iova + (d.size - 1) >= start)
+        self.dmas
+            .range(..=last)
+            .next_back()
+            .map(|(_, d)| d)
+            .filter(|d| d.iova + (d.size - 1) >= start)
     }
 
     /// The IOVAs of the mappings overlapping `[start, last]`, lowest first.
@@ -402,19 +427,35 @@ impl<M: PageSource> Container<M> {
     /// `VFIO_IOMMU_MAP_DMA`.
     pub fn map_dma(&mut self, req: &MapDma) -> Result<(), Error> {
         if req.argsz < 32 {
-            return Err(Error::Argsz { argsz: req.argsz, min: 32 });
+            return Err(Error::Argsz {
+                argsz: req.argsz,
+                min: 32,
+            });
         }
         let allowed = MAP_FLAG_READ | MAP_FLAG_WRITE | MAP_FLAG_VADDR;
         if req.flags & !allowed != 0 {
-            return Err(Error::UnknownFlags { bits: req.flags & !allowed, allowed });
+            return Err(Error::UnknownFlags {
+                bits: req.flags & !allowed,
+                allowed,
+            });
         }
         let (iova, vaddr, size) = (req.iova, req.vaddr, req.size);
         if size == 0 {
             return Err(Error::ZeroSize);
         }
         let errno = self.cfg.kernel.wrap_errno();
-        let last = iova.checked_add(size - 1).ok_or(Error::Wraps { what: "iova", start: iova, size, errno })?;
-        vaddr.checked_add(size - 1).ok_or(Error::Wraps { what: "vaddr", start: vaddr, size, errno })?;
+        let last = iova.checked_add(size - 1).ok_or(Error::Wraps {
+            what: "iova",
+            start: iova,
+            size,
+            errno,
+        })?;
+        vaddr.checked_add(size - 1).ok_or(Error::Wraps {
+            what: "vaddr",
+            start: vaddr,
+            size,
+            errno,
+        })?;
         let mut prot = Prot::NONE;
         if req.flags & MAP_FLAG_WRITE != 0 {
             prot = prot.union(Prot::WRITE);
@@ -429,7 +470,11 @@ impl<M: PageSource> Container<M> {
         let pgsize = self.min_pgsize();
         for (what, value) in [("size", size), ("iova", iova), ("vaddr", vaddr)] {
             if value & (pgsize - 1) != 0 {
-                return Err(Error::Unaligned { what, value, pgsize });
+                return Err(Error::Unaligned {
+                    what,
+                    value,
+                    pgsize,
+                });
             }
         }
         match self.find_dma(iova, last) {
@@ -444,13 +489,20 @@ impl<M: PageSource> Container<M> {
                 return Ok(());
             }
             Some(d) => {
-                return Err(Error::Exists { iova, size, dma_iova: d.iova, dma_size: d.size });
+                return Err(Error::Exists {
+                    iova,
+                    size,
+                    dma_iova: d.iova,
+                    dma_size: d.size,
+                });
             }
             None if set_vaddr => return Err(Error::VaddrNoDma { iova, size }),
             None => {}
         }
         if self.dma_avail == 0 {
-            return Err(Error::NoEntries { limit: self.cfg.dma_entry_limit });
+            return Err(Error::NoEntries {
+                limit: self.cfg.dma_entry_limit,
+            });
         }
         if !self.iova_valid(iova, last) {
             return Err(Error::OutsideIovaRanges { iova, last });
@@ -526,9 +578,20 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_pin_pages_remote`: one physically contiguous, uniformly reserved run from `vaddr`,
     /// charged to the account. All or nothing.
-    fn pin_pages_remote(&mut self, dma: &mut Dma, vaddr: u64, npage: u64, limit: u64, batch: &mut Batch) -> Result<Run, Error> {
+    fn pin_pages_remote(
+        &mut self,
+        dma: &mut Dma,
+        vaddr: u64,
+        npage: u64,
+        limit: u64,
+        batch: &mut Batch,
+    ) -> Result<Run, Error> {
         let write = dma.prot.contains(Prot::WRITE);
-        let mut npage = if self.cfg.strategy == Strategy::PerPage { 1 } else { npage };
+        let mut npage = if self.cfg.strategy == Strategy::PerPage {
+            1
+        } else {
+            npage
+        };
         let mut vaddr = vaddr;
         let (mut base, mut rsvd) = match batch.current() {
             Some((pfn, r)) => (Some(pfn), r),
@@ -552,7 +615,11 @@ impl<M: PageSource> Container<M> {
                         }
                         if !self.mm.is_reserved(pfn) {
                             // A PFNMAP of ordinary RAM is refused (`follow_fault_pfn`).
-                            break if pinned == 0 { Err(Error::Fault(MmError::NotMapped { vaddr })) } else { Ok(()) };
+                            break if pinned == 0 {
+                                Err(Error::Fault(MmError::NotMapped { vaddr }))
+                            } else {
+                                Ok(())
+                            };
                         }
                         if Some(pfn) != base.map(|b| b + pinned) || !rsvd {
                             break Ok(());
@@ -565,7 +632,9 @@ impl<M: PageSource> Container<M> {
                     Ok(Pinned::Pages) => {}
                 }
             }
-            let Some((pfn, r)) = batch.current() else { break Ok(()) };
+            let Some((pfn, r)) = batch.current() else {
+                break Ok(());
+            };
             let b = *base.get_or_insert_with(|| {
                 rsvd = r;
                 pfn
@@ -577,8 +646,14 @@ impl<M: PageSource> Container<M> {
             let mut acct = 0;
             if !rsvd {
                 acct = nr;
-                if !dma.lock_cap && self.locked.saturating_add(lock_acct).saturating_add(acct) > limit {
-                    break Err(Error::Memlock { limit, locked: self.locked, more: lock_acct + acct });
+                if !dma.lock_cap
+                    && self.locked.saturating_add(lock_acct).saturating_add(acct) > limit
+                {
+                    break Err(Error::Memlock {
+                        limit,
+                        locked: self.locked,
+                        more: lock_acct + acct,
+                    });
                 }
             }
             lock_acct += acct;
@@ -601,7 +676,10 @@ impl<M: PageSource> Container<M> {
             self.batch_unpin(batch);
             return Err(e);
         }
-        Ok(Run { pfn: base.unwrap_or(0), npages: pinned })
+        Ok(Run {
+            pfn: base.unwrap_or(0),
+            npages: pinned,
+        })
     }
 
     /// `vfio_batch_unpin`: drop the pins of the unconsumed pages of a batch.
@@ -627,7 +705,11 @@ impl<M: PageSource> Container<M> {
             }
             let limit = self.limit_pages();
             if !dma.lock_cap && self.locked.saturating_add(n) > limit {
-                return Err(Error::Memlock { limit, locked: self.locked, more: n });
+                return Err(Error::Memlock {
+                    limit,
+                    locked: self.locked,
+                    more: n,
+                });
             }
             self.stats.charges += 1;
             self.locked += n;
@@ -635,7 +717,10 @@ impl<M: PageSource> Container<M> {
         } else {
             let n = npage.unsigned_abs();
             if n > self.locked {
-                self.violations.push(format!("uncharge of {n} pages with only {} locked", self.locked));
+                self.violations.push(format!(
+                    "uncharge of {n} pages with only {} locked",
+                    self.locked
+                ));
             }
             self.locked = self.locked.saturating_sub(n);
             dma.locked_vm = dma.locked_vm.saturating_sub(n);
@@ -647,7 +732,10 @@ impl<M: PageSource> Container<M> {
     /// done are unmapped again.
     fn iommu_map(&mut self, iova: u64, paddr: u64, len: u64, prot: Prot) -> Result<(), Error> {
         for k in 0..self.domains.len() {
-            if let Err(e) = self.domains[k].domain.map(iova, paddr, len, prot.union(Prot::CACHE)) {
+            if let Err(e) = self.domains[k]
+                .domain
+                .map(iova, paddr, len, prot.union(Prot::CACHE))
+            {
                 for j in (0..k).rev() {
                     self.domains[j].domain.unmap(iova, len);
                 }
@@ -658,7 +746,13 @@ impl<M: PageSource> Container<M> {
     }
 
     /// `vfio_unpin_pages_remote`: returns the pages unpinned (reserved ones are skipped).
-    fn unpin_pages_remote(&mut self, dma: &mut Dma, pfn: u64, npage: u64, do_accounting: bool) -> u64 {
+    fn unpin_pages_remote(
+        &mut self,
+        dma: &mut Dma,
+        pfn: u64,
+        npage: u64,
+        do_accounting: bool,
+    ) -> u64 {
         let dirty = dma.prot.contains(Prot::WRITE);
         let unlocked = self.mm.unpin(pfn, npage, dirty, dma.has_rsvd);
         if do_accounting {
@@ -676,18 +770,29 @@ impl<M: PageSource> Container<M> {
             return;
         }
         for d in &self.domains {
-            let last_page = iova + len - PAGE_SIZE;
+            let last_page = iova + (len - PAGE_SIZE);
             if d.domain.iotlb_stale(iova, len) {
-                self.violations.push(format!("unpin of iova {iova:#x} before the IOTLB flush of domain {}", d.name));
+                self.violations.push(format!(
+                    "unpin of iova {iova:#x} before the IOTLB flush of domain {}",
+                    d.name
+                ));
             }
             if d.domain.translate(iova).is_some() || d.domain.translate(last_page).is_some() {
-                self.violations.push(format!("unpin of iova {iova:#x} while domain {} still translates it", d.name));
+                self.violations.push(format!(
+                    "unpin of iova {iova:#x} while domain {} still translates it",
+                    d.name
+                ));
             }
         }
     }
 
     /// `vfio_sync_unpin`: flush the IOTLB, then unpin what the flush covered.
-    fn sync_unpin(&mut self, dma: &mut Dma, list: &mut Vec<(u64, u64, u64)>, gather: &mut Gather) -> u64 {
+    fn sync_unpin(
+        &mut self,
+        dma: &mut Dma,
+        list: &mut Vec<(u64, u64, u64)>,
+        gather: &mut Gather,
+    ) -> u64 {
         self.domains[0].domain.iotlb_sync(gather);
         let mut unlocked = 0;
         for (iova, phys, len) in list.drain(..) {
@@ -715,18 +820,24 @@ impl<M: PageSource> Container<M> {
             let iova = dma.iova + pos;
             let first = &self.domains[0].domain;
             let Some(leaf) = first.translate(iova) else {
-                self.violations.push(format!("WARN: iova {iova:#x} of a mapping has no translation"));
+                self.violations.push(format!(
+                    "WARN: iova {iova:#x} of a mapping has no translation"
+                ));
                 pos += PAGE_SIZE;
                 continue;
             };
             let phys = leaf.paddr + (iova - leaf.iova);
             // Look ahead for a physically contiguous run (leaf by leaf: inside a leaf the
             // physical addresses are contiguous, so this equals the kernel's page-by-page walk).
-            let mut len = if per_page { PAGE_SIZE } else { (leaf.iova + leaf.size - iova).min(dma.size - pos) };
+            let mut len = if per_page {
+                PAGE_SIZE
+            } else {
+                (leaf.size - (iova - leaf.iova)).min(dma.size - pos)
+            };
             while !per_page && pos + len < dma.size {
                 match first.translate(iova + len) {
                     Some(n) if n.paddr + (iova + len - n.iova) == phys + len => {
-                        len += (n.iova + n.size - (iova + len)).min(dma.size - pos - len);
+                        len += (n.size - (iova + len - n.iova)).min(dma.size - pos - len);
                     }
                     _ => break,
                 }
@@ -746,7 +857,8 @@ impl<M: PageSource> Container<M> {
             }
             let u = self.domains[0].domain.unmap(iova, len);
             if u == 0 {
-                self.violations.push(format!("WARN: nothing unmapped at iova {iova:#x}"));
+                self.violations
+                    .push(format!("WARN: nothing unmapped at iova {iova:#x}"));
                 break;
             }
             self.check_unpin_order(iova, u);
@@ -766,7 +878,9 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_remove_dma`.
     fn remove_dma(&mut self, key: u64) {
-        let Some(mut dma) = self.dmas.remove(&key) else { return };
+        let Some(mut dma) = self.dmas.remove(&key) else {
+            return;
+        };
         self.unmap_unpin(&mut dma, true);
         if dma.vaddr_invalid {
             self.vaddr_invalid_count -= 1;
@@ -785,11 +899,17 @@ impl<M: PageSource> Container<M> {
     /// `VFIO_IOMMU_UNMAP_DMA`.
     pub fn unmap_dma(&mut self, req: &UnmapDma) -> Result<UnmapReply, Error> {
         if req.argsz < 24 {
-            return Err(Error::Argsz { argsz: req.argsz, min: 24 });
+            return Err(Error::Argsz {
+                argsz: req.argsz,
+                min: 24,
+            });
         }
         let allowed = UNMAP_FLAG_GET_DIRTY_BITMAP | UNMAP_FLAG_ALL | UNMAP_FLAG_VADDR;
         if req.flags & !allowed != 0 {
-            return Err(Error::UnknownFlags { bits: req.flags & !allowed, allowed });
+            return Err(Error::UnknownFlags {
+                bits: req.flags & !allowed,
+                allowed,
+            });
         }
         let get_dirty = req.flags & UNMAP_FLAG_GET_DIRTY_BITMAP != 0;
         let all = req.flags & UNMAP_FLAG_ALL != 0;
@@ -801,9 +921,14 @@ impl<M: PageSource> Container<M> {
         let mut bitmap_arg = None;
         if get_dirty {
             if req.argsz < 48 {
-                return Err(Error::Argsz { argsz: req.argsz, min: 48 });
+                return Err(Error::Argsz {
+                    argsz: req.argsz,
+                    min: 48,
+                });
             }
-            let b = req.bitmap.ok_or(Error::Dirty("GET_DIRTY_BITMAP needs a bitmap"))?;
+            let b = req
+                .bitmap
+                .ok_or(Error::Dirty("GET_DIRTY_BITMAP needs a bitmap"))?;
             if b.pgsize == 0 || !verify_bitmap_size(size >> b.pgsize.trailing_zeros(), b.size) {
                 return Err(Error::Dirty("bitmap size does not match the range"));
             }
@@ -811,7 +936,11 @@ impl<M: PageSource> Container<M> {
         }
         let pgsize = self.min_pgsize();
         if iova & (pgsize - 1) != 0 {
-            return Err(Error::Unaligned { what: "iova", value: iova, pgsize });
+            return Err(Error::Unaligned {
+                what: "iova",
+                value: iova,
+                pgsize,
+            });
         }
         let last = if all {
             if iova != 0 || size != 0 {
@@ -823,10 +952,19 @@ impl<M: PageSource> Container<M> {
                 return Err(Error::ZeroSize);
             }
             if size & (pgsize - 1) != 0 {
-                return Err(Error::Unaligned { what: "size", value: size, pgsize });
+                return Err(Error::Unaligned {
+                    what: "size",
+                    value: size,
+                    pgsize,
+                });
             }
             let errno = self.cfg.kernel.wrap_errno();
-            iova.checked_add(size - 1).ok_or(Error::Wraps { what: "iova", start: iova, size, errno })?
+            iova.checked_add(size - 1).ok_or(Error::Wraps {
+                what: "iova",
+                start: iova,
+                size,
+                errno,
+            })?
         };
         if let Some(b) = bitmap_arg {
             if !self.dirty_tracking {
@@ -840,13 +978,23 @@ impl<M: PageSource> Container<M> {
         if self.cfg.v2 && !all {
             if let Some(d) = self.find_dma(iova, iova) {
                 if d.iova != iova {
-                    return Err(Error::Bisect { iova, last, dma_iova: d.iova, dma_size: d.size });
+                    return Err(Error::Bisect {
+                        iova,
+                        last,
+                        dma_iova: d.iova,
+                        dma_size: d.size,
+                    });
                 }
             }
             if !end_is_empty {
                 if let Some(d) = self.find_dma(last, last) {
                     if d.iova + (d.size - 1) != last {
-                        return Err(Error::Bisect { iova, last, dma_iova: d.iova, dma_size: d.size });
+                        return Err(Error::Bisect {
+                            iova,
+                            last,
+                            dma_iova: d.iova,
+                            dma_size: d.size,
+                        });
                     }
                 }
             }
@@ -865,7 +1013,10 @@ impl<M: PageSource> Container<M> {
             if set_vaddr {
                 if d.vaddr_invalid {
                     for k in invalidated {
-                        self.dmas.get_mut(&k).expect("invalidated above").vaddr_invalid = false;
+                        self.dmas
+                            .get_mut(&k)
+                            .expect("invalidated above")
+                            .vaddr_invalid = false;
                         self.vaddr_invalid_count -= 1;
                     }
                     return Err(Error::VaddrAlreadyInvalid { iova: key });
@@ -885,7 +1036,10 @@ impl<M: PageSource> Container<M> {
             unmapped += d.size;
             self.remove_dma(key);
         }
-        Ok(UnmapReply { size: unmapped, bitmap })
+        Ok(UnmapReply {
+            size: unmapped,
+            bitmap,
+        })
     }
 
     // ---- GET_INFO (spec §1.5) ----
@@ -895,7 +1049,13 @@ impl<M: PageSource> Container<M> {
         if argsz < 16 {
             return Err(Error::Argsz { argsz, min: 16 });
         }
-        let pad = |n: usize| if self.cfg.kernel.pads_caps() { n.next_multiple_of(8) } else { n };
+        let pad = |n: usize| {
+            if self.cfg.kernel.pads_caps() {
+                n.next_multiple_of(8)
+            } else {
+                n
+            }
+        };
         // The capability chain, offsets relative to the start of the info buffer (24).
         let mut caps: Vec<u8> = Vec::new();
         let mut headers: Vec<usize> = Vec::new();
@@ -932,7 +1092,11 @@ impl<M: PageSource> Container<M> {
         }
         let needed = (24 + caps.len()) as u32;
         let flags: u32 = 1 | 2; // PGSIZES | CAPS
-        let (out_argsz, cap_offset): (u32, u32) = if argsz < needed { (needed, 0) } else { (argsz, 24) };
+        let (out_argsz, cap_offset): (u32, u32) = if argsz < needed {
+            (needed, 0)
+        } else {
+            (argsz, 24)
+        };
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&out_argsz.to_le_bytes());
         bytes.extend_from_slice(&flags.to_le_bytes());
@@ -959,7 +1123,12 @@ impl<M: PageSource> Container<M> {
     // ---- DIRTY_PAGES (spec §6) ----
 
     /// `VFIO_IOMMU_DIRTY_PAGES`. `get` is `(iova, size, bitmap)` for GET_BITMAP.
-    pub fn dirty_pages(&mut self, argsz: u32, flags: u32, get: Option<(u64, u64, BitmapArg)>) -> Result<Option<Vec<u64>>, Error> {
+    pub fn dirty_pages(
+        &mut self,
+        argsz: u32,
+        flags: u32,
+        get: Option<(u64, u64, BitmapArg)>,
+    ) -> Result<Option<Vec<u64>>, Error> {
         if !self.cfg.v2 {
             return Err(Error::DirtyV1);
         }
@@ -968,7 +1137,10 @@ impl<M: PageSource> Container<M> {
             return Err(Error::Argsz { argsz, min: 8 });
         }
         if flags & !allowed != 0 {
-            return Err(Error::UnknownFlags { bits: flags & !allowed, allowed });
+            return Err(Error::UnknownFlags {
+                bits: flags & !allowed,
+                allowed,
+            });
         }
         if flags.count_ones() != 1 {
             return Err(Error::Dirty("exactly one of START, STOP, GET_BITMAP"));
@@ -983,7 +1155,8 @@ impl<M: PageSource> Container<M> {
                 Ok(None)
             }
             _ => {
-                let (iova, size, b) = get.ok_or(Error::Dirty("GET_BITMAP needs a range and a bitmap"))?;
+                let (iova, size, b) =
+                    get.ok_or(Error::Dirty("GET_BITMAP needs a range and a bitmap"))?;
                 if argsz < 8 + 40 {
                     return Err(Error::Argsz { argsz, min: 48 });
                 }
@@ -991,7 +1164,12 @@ impl<M: PageSource> Container<M> {
                     return Err(Error::ZeroSize);
                 }
                 let errno = self.cfg.kernel.wrap_errno();
-                let last = iova.checked_add(size - 1).ok_or(Error::Wraps { what: "iova", start: iova, size, errno })?;
+                let last = iova.checked_add(size - 1).ok_or(Error::Wraps {
+                    what: "iova",
+                    start: iova,
+                    size,
+                    errno,
+                })?;
                 if b.pgsize == 0 || !verify_bitmap_size(size >> b.pgsize.trailing_zeros(), b.size) {
                     return Err(Error::Dirty("bitmap size does not match the range"));
                 }
@@ -1000,16 +1178,29 @@ impl<M: PageSource> Container<M> {
                     return Err(Error::Dirty("bitmap page size must be the IOMMU page size"));
                 }
                 if iova & (pgsize - 1) != 0 || size & (pgsize - 1) != 0 {
-                    return Err(Error::Unaligned { what: "iova or size", value: iova | size, pgsize });
+                    return Err(Error::Unaligned {
+                        what: "iova or size",
+                        value: iova | size,
+                        pgsize,
+                    });
                 }
                 if !self.dirty_tracking {
                     return Err(Error::Dirty("dirty tracking is not started"));
                 }
                 for (at, is_start) in [(iova, true), (last, false)] {
                     if let Some(d) = self.find_dma(at, at) {
-                        let ok = if is_start { d.iova == iova } else { d.iova + (d.size - 1) == last };
+                        let ok = if is_start {
+                            d.iova == iova
+                        } else {
+                            d.iova + (d.size - 1) == last
+                        };
                         if !ok {
-                            return Err(Error::Bisect { iova, last, dma_iova: d.iova, dma_size: d.size });
+                            return Err(Error::Bisect {
+                                iova,
+                                last,
+                                dma_iova: d.iova,
+                                dma_size: d.size,
+                            });
                         }
                     }
                 }
@@ -1030,7 +1221,9 @@ impl<M: PageSource> Container<M> {
     // ---- attach / detach (spec §2, §3.6) ----
 
     fn build_iova_list(domains: &[AttachedDomain]) -> Vec<(u64, u64)> {
-        let Some(first) = domains.first() else { return Vec::new() };
+        let Some(first) = domains.first() else {
+            return Vec::new();
+        };
         let (mut s, mut e) = first.domain.aperture();
         for d in domains {
             let (ds, de) = d.domain.aperture();
@@ -1050,7 +1243,11 @@ impl<M: PageSource> Container<M> {
     }
 
     fn update_pgsize_bitmap(&mut self) {
-        let mut bitmap = if self.domains.is_empty() { PAGE_MASK } else { u64::MAX };
+        let mut bitmap = if self.domains.is_empty() {
+            PAGE_MASK
+        } else {
+            u64::MAX
+        };
         for d in &self.domains {
             bitmap &= d.domain.pgsize_bitmap();
         }
@@ -1063,8 +1260,16 @@ impl<M: PageSource> Container<M> {
 
     /// Attach a group with a new IOMMU domain named `name`; `reserved` are the group's reserved
     /// IOVA regions (inclusive). Existing mappings are replayed into it (§3.6).
-    pub fn attach(&mut self, name: &str, mut domain: Domain, reserved: Vec<(u64, u64)>) -> Result<(), Error> {
-        let fail = |why: String| Error::Attach { name: name.to_string(), why };
+    pub fn attach(
+        &mut self,
+        name: &str,
+        mut domain: Domain,
+        reserved: Vec<(u64, u64)>,
+    ) -> Result<(), Error> {
+        let fail = |why: String| Error::Attach {
+            name: name.to_string(),
+            why,
+        };
         if self.domains.iter().any(|d| d.name == name) {
             return Err(fail("a group of that name is attached already".into()));
         }
@@ -1073,25 +1278,53 @@ impl<M: PageSource> Container<M> {
         }
         let (ap_s, ap_e) = domain.aperture();
         if !self.iova_list.is_empty() {
-            let (ls, le) = (self.iova_list[0].0, self.iova_list[self.iova_list.len() - 1].1);
+            let (ls, le) = (
+                self.iova_list[0].0,
+                self.iova_list[self.iova_list.len() - 1].1,
+            );
             if ap_s > le || ap_e < ls {
-                return Err(fail(format!("aperture [{ap_s:#x}, {ap_e:#x}] is disjoint from the valid IOVA ranges")));
+                return Err(fail(format!(
+                    "aperture [{ap_s:#x}, {ap_e:#x}] is disjoint from the valid IOVA ranges"
+                )));
             }
-            if let Some(d) = self.dmas.values().find(|d| d.iova < ap_s || d.iova + (d.size - 1) > ap_e) {
-                return Err(fail(format!("aperture [{ap_s:#x}, {ap_e:#x}] would exclude the mapping at {:#x}", d.iova)));
+            if let Some(d) = self
+                .dmas
+                .values()
+                .find(|d| d.iova < ap_s || d.iova + (d.size - 1) > ap_e)
+            {
+                return Err(fail(format!(
+                    "aperture [{ap_s:#x}, {ap_e:#x}] would exclude the mapping at {:#x}",
+                    d.iova
+                )));
             }
         }
         for &(rs, re) in &reserved {
-            if let Some(d) = self.dmas.values().find(|d| d.iova <= re && d.iova + (d.size - 1) >= rs) {
-                return Err(fail(format!("reserved region [{rs:#x}, {re:#x}] overlaps the mapping at {:#x}", d.iova)));
+            if let Some(d) = self
+                .dmas
+                .values()
+                .find(|d| d.iova <= re && d.iova + (d.size - 1) >= rs)
+            {
+                return Err(fail(format!(
+                    "reserved region [{rs:#x}, {re:#x}] overlaps the mapping at {:#x}",
+                    d.iova
+                )));
             }
         }
-        let common = self.domains.iter().fold(domain.pgsize_bitmap(), |b, d| b & d.domain.pgsize_bitmap());
+        let common = self
+            .domains
+            .iter()
+            .fold(domain.pgsize_bitmap(), |b, d| b & d.domain.pgsize_bitmap());
         if common == 0 {
-            return Err(fail("no IOMMU page size in common with the attached domains".into()));
+            return Err(fail(
+                "no IOMMU page size in common with the attached domains".into(),
+            ));
         }
         domain.set_faults(Some(self.faults.clone()));
-        let new = AttachedDomain { name: name.to_string(), domain, reserved };
+        let new = AttachedDomain {
+            name: name.to_string(),
+            domain,
+            reserved,
+        };
         // The valid ranges: the current list (or, for the first domain, the aperture) clipped to
         // the new aperture, minus the new group's reserved regions.
         let mut list = if self.domains.is_empty() {
@@ -1099,14 +1332,18 @@ impl<M: PageSource> Container<M> {
         } else {
             self.iova_list
                 .iter()
-                .filter_map(|&(s, e)| (s.max(ap_s) <= e.min(ap_e)).then_some((s.max(ap_s), e.min(ap_e))))
+                .filter_map(|&(s, e)| {
+                    (s.max(ap_s) <= e.min(ap_e)).then_some((s.max(ap_s), e.min(ap_e)))
+                })
                 .collect()
         };
         for &(rs, re) in &new.reserved {
             list = subtract(&list, rs, re);
         }
         if list.is_empty() {
-            return Err(fail("no IOVA range is left after the aperture and reserved regions".into()));
+            return Err(fail(
+                "no IOVA range is left after the aperture and reserved regions".into(),
+            ));
         }
         if self.domains.is_empty() {
             self.replay_first(new)?;
@@ -1132,11 +1369,11 @@ impl<M: PageSource> Container<M> {
                     continue;
                 };
                 let phys = leaf.paddr + (iova - leaf.iova);
-                let mut len = (leaf.iova + leaf.size - iova).min(d.size - pos);
+                let mut len = (leaf.size - (iova - leaf.iova)).min(d.size - pos);
                 while pos + len < d.size {
                     match first.translate(iova + len) {
                         Some(n) if n.paddr + (iova + len - n.iova) == phys + len => {
-                            len += (n.iova + n.size - (iova + len)).min(d.size - pos - len);
+                            len += (n.size - (iova + len - n.iova)).min(d.size - pos - len);
                         }
                         _ => break,
                     }
@@ -1174,7 +1411,11 @@ impl<M: PageSource> Container<M> {
 
     /// Detach the group of domain `name`. Detaching the last domain removes every mapping.
     pub fn detach(&mut self, name: &str) -> Result<(), Error> {
-        let idx = self.domains.iter().position(|d| d.name == name).ok_or_else(|| Error::NoSuchDomain(name.to_string()))?;
+        let idx = self
+            .domains
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or_else(|| Error::NoSuchDomain(name.to_string()))?;
         if self.domains.len() == 1 {
             self.unmap_unpin_all();
         }
@@ -1215,22 +1456,36 @@ impl<M: PageSource> Container<M> {
         v.extend(self.mm.violations());
         let sum: u64 = self.dmas.values().map(|d| d.locked_vm).sum();
         if sum != self.locked {
-            v.push(format!("locked pages {} != sum of the mappings' charges {sum}", self.locked));
+            v.push(format!(
+                "locked pages {} != sum of the mappings' charges {sum}",
+                self.locked
+            ));
         }
         let entries = self.dmas.len() as u64 + self.dma_avail as u64;
         if entries != self.cfg.dma_entry_limit as u64 {
-            v.push(format!("{} mappings + {} entries left != limit {}", self.dmas.len(), self.dma_avail, self.cfg.dma_entry_limit));
+            v.push(format!(
+                "{} mappings + {} entries left != limit {}",
+                self.dmas.len(),
+                self.dma_avail,
+                self.cfg.dma_entry_limit
+            ));
         }
         let invalid = self.dmas.values().filter(|d| d.vaddr_invalid).count() as u32;
         if invalid != self.vaddr_invalid_count {
-            v.push(format!("vaddr_invalid_count {} != {invalid} invalid mappings", self.vaddr_invalid_count));
+            v.push(format!(
+                "vaddr_invalid_count {} != {invalid} invalid mappings",
+                self.vaddr_invalid_count
+            ));
         }
         let mut expect_pins = PinCounts::new();
         if let Some(first) = self.domains.first() {
             let reserved = self.mm.reserved_pfn_ranges();
             for d in self.dmas.values() {
                 if !d.iommu_mapped {
-                    v.push(format!("mapping at {:#x} is not mapped into the IOMMU", d.iova));
+                    v.push(format!(
+                        "mapping at {:#x} is not mapped into the IOMMU",
+                        d.iova
+                    ));
                 }
                 let mut covered = 0;
                 let mut charge = 0;
@@ -1243,10 +1498,16 @@ impl<M: PageSource> Container<M> {
                     }
                 }
                 if covered != d.size {
-                    v.push(format!("domain {} covers {covered:#x} of the mapping [{:#x}, +{:#x})", first.name, d.iova, d.size));
+                    v.push(format!(
+                        "domain {} covers {covered:#x} of the mapping [{:#x}, +{:#x})",
+                        first.name, d.iova, d.size
+                    ));
                 }
                 if charge != d.locked_vm {
-                    v.push(format!("mapping at {:#x} charged {} pages but pins {charge} non-reserved pages", d.iova, d.locked_vm));
+                    v.push(format!(
+                        "mapping at {:#x} charged {} pages but pins {charge} non-reserved pages",
+                        d.iova, d.locked_vm
+                    ));
                 }
             }
             for ad in &self.domains {
@@ -1267,17 +1528,26 @@ impl<M: PageSource> Container<M> {
                     }
                 });
                 if let Some(l) = bad {
-                    v.push(format!("domain {}: leaf {l:?} does not match a mapping or the first domain", ad.name));
+                    v.push(format!(
+                        "domain {}: leaf {l:?} does not match a mapping or the first domain",
+                        ad.name
+                    ));
                 }
                 let want: u64 = self.dmas.values().map(|d| d.size).sum();
                 if total != want {
-                    v.push(format!("domain {} translates {total:#x} bytes, the mappings hold {want:#x}", ad.name));
+                    v.push(format!(
+                        "domain {} translates {total:#x} bytes, the mappings hold {want:#x}",
+                        ad.name
+                    ));
                 }
             }
         } else {
             for d in self.dmas.values() {
                 if d.iommu_mapped || d.locked_vm != 0 {
-                    v.push(format!("mapping at {:#x} is marked mapped or charged with no domain", d.iova));
+                    v.push(format!(
+                        "mapping at {:#x} is marked mapped or charged with no domain",
+                        d.iova
+                    ));
                 }
             }
         }
@@ -1310,7 +1580,7 @@ fn leaves_in(domain: &Domain, iova: u64, size: u64) -> Vec<Leaf> {
     while pos < size {
         match domain.translate(iova + pos) {
             Some(l) => {
-                pos += l.iova + l.size - (iova + pos);
+                pos += l.size - (iova + pos - l.iova);
                 out.push(l);
             }
             None => pos += PAGE_SIZE,

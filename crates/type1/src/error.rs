@@ -111,13 +111,27 @@ pub enum Error {
     #[error("size 0: nothing to map or unmap")]
     ZeroSize,
     #[error("{what} {start:#x} + size {size:#x} wraps past the end of the 64-bit space")]
-    Wraps { what: &'static str, start: u64, size: u64, errno: Errno },
+    Wraps {
+        what: &'static str,
+        start: u64,
+        size: u64,
+        errno: Errno,
+    },
     #[error("MAP_DMA needs READ and/or WRITE, or VADDR alone (flags {flags:#x})")]
     BadProt { flags: u32 },
     #[error("{what} {value:#x} is not a multiple of the IOMMU page size {pgsize:#x}")]
-    Unaligned { what: &'static str, value: u64, pgsize: u64 },
+    Unaligned {
+        what: &'static str,
+        value: u64,
+        pgsize: u64,
+    },
     #[error("[{iova:#x}, +{size:#x}) overlaps the mapping [{dma_iova:#x}, +{dma_size:#x})")]
-    Exists { iova: u64, size: u64, dma_iova: u64, dma_size: u64 },
+    Exists {
+        iova: u64,
+        size: u64,
+        dma_iova: u64,
+        dma_size: u64,
+    },
     #[error("no DMA entries left: the limit is {limit} mappings (dma_entry_limit)")]
     NoEntries { limit: u32 },
     #[error("[{iova:#x}, {last:#x}] is not inside one valid IOVA range (see `info`: apertures minus reserved regions)")]
@@ -131,7 +145,12 @@ pub enum Error {
     #[error("injected failure of a locked-memory charge")]
     InjectedCharge,
     #[error("[{iova:#x}, {last:#x}] would split the mapping [{dma_iova:#x}, +{dma_size:#x}); type1v2 unmaps whole mappings only")]
-    Bisect { iova: u64, last: u64, dma_iova: u64, dma_size: u64 },
+    Bisect {
+        iova: u64,
+        last: u64,
+        dma_iova: u64,
+        dma_size: u64,
+    },
     #[error("UNMAP with ALL needs iova=0 and size=0 (got iova {iova:#x}, size {size:#x})")]
     AllWithRange { iova: u64, size: u64 },
     #[error("GET_DIRTY_BITMAP cannot be combined with ALL or VADDR")]

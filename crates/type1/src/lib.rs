@@ -12,8 +12,8 @@ pub mod error;
 pub mod mm;
 
 pub use container::{
-    AttachedDomain, BitmapArg, Config, Container, Dma, EngineStats, InfoReply, KernelProfile, MapDma, Snapshot, Strategy,
-    UnmapDma, UnmapReply,
+    AttachedDomain, BitmapArg, Config, Container, Dma, EngineStats, InfoReply, KernelProfile,
+    MapDma, Snapshot, Strategy, UnmapDma, UnmapReply,
 };
 pub use error::{Errno, Error};
 pub use iommu::{PAGE_SHIFT, PAGE_SIZE};

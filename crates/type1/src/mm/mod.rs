@@ -46,7 +46,13 @@ impl Batch {
     pub const MAX_CAPACITY: usize = 512;
 
     pub fn new(mode: PinMode, capacity: usize) -> Self {
-        Batch { runs: Vec::with_capacity(capacity), idx: 0, off: 0, capacity, mode }
+        Batch {
+            runs: Vec::with_capacity(capacity),
+            idx: 0,
+            off: 0,
+            capacity,
+            mode,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -61,13 +67,17 @@ impl Batch {
 
     /// The current page: (pfn, reserved).
     pub fn current(&self) -> Option<(u64, bool)> {
-        self.runs.get(self.idx).map(|r| (r.pfn + self.off, r.reserved))
+        self.runs
+            .get(self.idx)
+            .map(|r| (r.pfn + self.off, r.reserved))
     }
 
     /// `num_pages_contiguous`: pages from the current one on that follow each other physically
     /// with the same reservedness, at most `max`.
     pub fn contiguous_pages(&self, max: u64) -> u64 {
-        let Some(first) = self.runs.get(self.idx) else { return 0 };
+        let Some(first) = self.runs.get(self.idx) else {
+            return 0;
+        };
         let mut n = (first.npages - self.off).min(max);
         let mut next = first.pfn + self.off + n;
         for r in &self.runs[self.idx + 1..] {
@@ -84,7 +94,9 @@ impl Batch {
     /// Consume `n` pages.
     pub fn advance(&mut self, mut n: u64) {
         while n > 0 {
-            let Some(r) = self.runs.get(self.idx) else { return };
+            let Some(r) = self.runs.get(self.idx) else {
+                return;
+            };
             let left = r.npages - self.off;
             if n < left {
                 self.off += n;
@@ -101,10 +113,18 @@ impl Batch {
 
     /// The unconsumed pages, as runs (for `vfio_batch_unpin`).
     pub fn leftovers(&self) -> impl Iterator<Item = PfnRun> + '_ {
-        self.runs.iter().enumerate().skip(self.idx).map(move |(i, r)| {
-            let skip = if i == self.idx { self.off } else { 0 };
-            PfnRun { pfn: r.pfn + skip, npages: r.npages - skip, reserved: r.reserved }
-        })
+        self.runs
+            .iter()
+            .enumerate()
+            .skip(self.idx)
+            .map(move |(i, r)| {
+                let skip = if i == self.idx { self.off } else { 0 };
+                PfnRun {
+                    pfn: r.pfn + skip,
+                    npages: r.npages - skip,
+                    reserved: r.reserved,
+                }
+            })
     }
 }
 
@@ -123,7 +143,9 @@ pub enum Pinned {
 pub enum MmError {
     #[error("nothing is mapped at vaddr {vaddr:#x}")]
     NotMapped { vaddr: u64 },
-    #[error("vaddr {vaddr:#x} is in a read-only mapping ({name}) and the map asks for device writes")]
+    #[error(
+        "vaddr {vaddr:#x} is in a read-only mapping ({name}) and the map asks for device writes"
+    )]
     ReadOnly { vaddr: u64, name: String },
     #[error("injected failure of the pin at vaddr {vaddr:#x}")]
     Injected { vaddr: u64 },
@@ -135,7 +157,13 @@ pub trait PageSource {
     /// into `batch` (which is empty), for device writes if `write`. Stops early at a page it cannot
     /// pin; fails only if it cannot pin the first one. A `VM_PFNMAP` mapping returns
     /// `Pinned::Pfnmap` instead.
-    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> Result<Pinned, MmError>;
+    fn pin(
+        &mut self,
+        vaddr: u64,
+        npages: u64,
+        write: bool,
+        batch: &mut Batch,
+    ) -> Result<Pinned, MmError>;
 
     /// Drop one pin from each of `npages` pages from `pfn`; reserved pfns are skipped when
     /// `skip_reserved`. `dirty` marks the pages dirty (the device could write them). Returns the

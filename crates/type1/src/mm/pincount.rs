@@ -45,7 +45,9 @@ impl PinCounts {
 
     /// Merge the range starting at `at` with its predecessor if they touch with equal counts.
     fn merge_at(&mut self, at: u64) {
-        let Some(&(e, c)) = self.map.get(&at) else { return };
+        let Some(&(e, c)) = self.map.get(&at) else {
+            return;
+        };
         if let Some((&ps, &(pe, pc))) = self.map.range(..at).next_back() {
             if pe == at && pc == c {
                 self.map.remove(&at);
@@ -78,7 +80,11 @@ impl PinCounts {
         self.split_at(start);
         self.split_at(end);
         let mut cur = start;
-        let segs: Vec<(u64, u64, u32)> = self.map.range(start..end).map(|(&s, &(e, c))| (s, e, c)).collect();
+        let segs: Vec<(u64, u64, u32)> = self
+            .map
+            .range(start..end)
+            .map(|(&s, &(e, c))| (s, e, c))
+            .collect();
         for (s, e, c) in segs {
             if s > cur {
                 self.map.insert(cur, (s, 1));
@@ -105,7 +111,11 @@ impl PinCounts {
         let end = start + n;
         self.split_at(start);
         self.split_at(end);
-        let segs: Vec<(u64, u64, u32)> = self.map.range(start..end).map(|(&s, &(e, c))| (s, e, c)).collect();
+        let segs: Vec<(u64, u64, u32)> = self
+            .map
+            .range(start..end)
+            .map(|(&s, &(e, c))| (s, e, c))
+            .collect();
         let mut covered = 0;
         for (s, e, c) in segs {
             covered += e - s;
@@ -134,7 +144,11 @@ mod tests {
         let mut p = PinCounts::new();
         p.add(10, 5);
         p.add(15, 5);
-        assert_eq!(p.ranges(), vec![(10, 10, 1)], "adjacent count-1 ranges merge");
+        assert_eq!(
+            p.ranges(),
+            vec![(10, 10, 1)],
+            "adjacent count-1 ranges merge"
+        );
         p.add(12, 4);
         assert_eq!(p.ranges(), vec![(10, 2, 1), (12, 4, 2), (16, 4, 1)]);
         assert_eq!(p.total(), 14);

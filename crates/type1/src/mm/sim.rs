@@ -100,16 +100,36 @@ pub enum SimError {
     Exists(String),
     #[error("no region named {0:?}")]
     NoSuchRegion(String),
-    #[error("size {size:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {backing}")]
-    BadSize { name: String, size: u64, unit: u64, backing: &'static str },
+    #[error(
+        "size {size:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {backing}"
+    )]
+    BadSize {
+        name: String,
+        size: u64,
+        unit: u64,
+        backing: &'static str,
+    },
     #[error("{what} {value:#x} of {name:?} must be aligned to {align:#x}")]
-    Unaligned { name: String, what: &'static str, value: u64, align: u64 },
-    #[error("region {name:?} at [{start:#x}, {end:#x}) overlaps existing memory; choose another at=")]
+    Unaligned {
+        name: String,
+        what: &'static str,
+        value: u64,
+        align: u64,
+    },
+    #[error(
+        "region {name:?} at [{start:#x}, {end:#x}) overlaps existing memory; choose another at="
+    )]
     Overlap { name: String, start: u64, end: u64 },
     #[error("{0:?}: a pfnmap region is one contiguous BAR; layout=scattered is not possible")]
     ScatteredPfnmap(String),
     #[error("munmap of {name:?}: offset {offset:#x} + size {size:#x} is not inside the region ({region_size:#x} bytes) or not aligned to {unit:#x}")]
-    BadMunmap { name: String, offset: u64, size: u64, region_size: u64, unit: u64 },
+    BadMunmap {
+        name: String,
+        offset: u64,
+        size: u64,
+        region_size: u64,
+        unit: u64,
+    },
     #[error("{name:?} does not fit in the address space (size {size:#x})")]
     NoSpace { name: String, size: u64 },
 }
@@ -136,7 +156,9 @@ impl Region {
         let (u, within) = (off / unit, off % unit);
         let paddr = match self.layout {
             Layout::Contiguous => self.pbase + off,
-            Layout::Scattered => self.pbase + 2 * permute(u, self.nunits, self.seed) * unit + within,
+            Layout::Scattered => {
+                self.pbase + 2 * permute(u, self.nunits, self.seed) * unit + within
+            }
         };
         let folio = match self.backing {
             Backing::Page4k | Backing::Pfnmap => PAGE_SIZE,
@@ -279,7 +301,11 @@ impl SimMm {
         let off = vaddr - r.vaddr;
         let (_, left) = r.locate(off);
         let unit = r.backing.unit();
-        Some(if left * PAGE_SIZE + (off % unit) == unit { unit } else { PAGE_SIZE })
+        Some(if left * PAGE_SIZE + (off % unit) == unit {
+            unit
+        } else {
+            PAGE_SIZE
+        })
     }
 
     fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
@@ -300,32 +326,61 @@ impl SimMm {
             _ => PAGE_SIZE,
         };
         if spec.size == 0 || spec.size % size_unit != 0 {
-            return Err(SimError::BadSize { name, size: spec.size, unit: size_unit, backing: backing.name() });
+            return Err(SimError::BadSize {
+                name,
+                size: spec.size,
+                unit: size_unit,
+                backing: backing.name(),
+            });
         }
         if backing == Backing::Pfnmap && spec.layout == Layout::Scattered {
             return Err(SimError::ScatteredPfnmap(name));
         }
         let nunits = spec.size.div_ceil(unit);
-        let no_space = || SimError::NoSpace { name: spec.name.clone(), size: spec.size };
+        let no_space = || SimError::NoSpace {
+            name: spec.name.clone(),
+            size: spec.size,
+        };
         // Virtual placement.
         let valign = match backing {
-            Backing::Pfnmap => spec.size.checked_next_power_of_two().unwrap_or(SZ_1G).min(SZ_1G),
+            Backing::Pfnmap => spec
+                .size
+                .checked_next_power_of_two()
+                .unwrap_or(SZ_1G)
+                .min(SZ_1G),
             _ => unit,
         };
         let vaddr = match spec.at {
             Some(at) => {
-                let need = if matches!(backing, Backing::Hugetlb2m | Backing::Hugetlb1g) { unit } else { PAGE_SIZE };
+                let need = if matches!(backing, Backing::Hugetlb2m | Backing::Hugetlb1g) {
+                    unit
+                } else {
+                    PAGE_SIZE
+                };
                 if at % need != 0 {
-                    return Err(SimError::Unaligned { name, what: "at", value: at, align: need });
+                    return Err(SimError::Unaligned {
+                        name,
+                        what: "at",
+                        value: at,
+                        align: need,
+                    });
                 }
                 at
             }
             None => align_up(self.next_vaddr, valign).ok_or_else(no_space)?,
         };
         let vend = vaddr.checked_add(spec.size).ok_or_else(no_space)?;
-        let overlap = self.vmas.range(..vend).next_back().is_some_and(|(_, v)| v.end > vaddr);
+        let overlap = self
+            .vmas
+            .range(..vend)
+            .next_back()
+            .is_some_and(|(_, v)| v.end > vaddr);
         if overlap {
-            return Err(SimError::Overlap { name, start: vaddr, end: vend });
+            return Err(SimError::Overlap {
+                name,
+                start: vaddr,
+                end: vend,
+            });
         }
         // Physical placement.
         let pspan = match spec.layout {
@@ -334,9 +389,18 @@ impl SimMm {
         };
         let pbase = match spec.phys {
             Some(p) => {
-                let need = if backing == Backing::Pfnmap { PAGE_SIZE } else { unit };
+                let need = if backing == Backing::Pfnmap {
+                    PAGE_SIZE
+                } else {
+                    unit
+                };
                 if p % need != 0 {
-                    return Err(SimError::Unaligned { name, what: "phys", value: p, align: need });
+                    return Err(SimError::Unaligned {
+                        name,
+                        what: "phys",
+                        value: p,
+                        align: need,
+                    });
                 }
                 p.checked_add(pspan).ok_or_else(no_space)?;
                 p
@@ -362,7 +426,8 @@ impl SimMm {
             }
         };
         if backing == Backing::Pfnmap {
-            self.mmio.push((pbase / PAGE_SIZE, (pbase + spec.size) / PAGE_SIZE));
+            self.mmio
+                .push((pbase / PAGE_SIZE, (pbase + spec.size) / PAGE_SIZE));
         }
         let idx = self.regions.len();
         self.regions.push(Region {
@@ -377,7 +442,13 @@ impl SimMm {
             nunits,
         });
         self.names.insert(name, idx);
-        self.vmas.insert(vaddr, Vma { end: vend, region: idx });
+        self.vmas.insert(
+            vaddr,
+            Vma {
+                end: vend,
+                region: idx,
+            },
+        );
         if spec.at.is_none() {
             // Leave an unmapped gap after every region.
             self.next_vaddr = vend.saturating_add(valign.max(PAGE_SIZE));
@@ -387,14 +458,23 @@ impl SimMm {
 
     /// Remove a region, or `size` bytes of it from `offset`. Pins already taken stay valid.
     pub fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), SimError> {
-        let &idx = self.names.get(name).ok_or_else(|| SimError::NoSuchRegion(name.to_string()))?;
+        let &idx = self
+            .names
+            .get(name)
+            .ok_or_else(|| SimError::NoSuchRegion(name.to_string()))?;
         let r = self.regions[idx].clone();
         let unit = match r.backing {
             Backing::Hugetlb2m | Backing::Hugetlb1g => r.backing.unit(),
             _ => PAGE_SIZE,
         };
         let (off, size) = range.unwrap_or((0, r.size));
-        let bad = || SimError::BadMunmap { name: name.to_string(), offset: off, size, region_size: r.size, unit };
+        let bad = || SimError::BadMunmap {
+            name: name.to_string(),
+            offset: off,
+            size,
+            region_size: r.size,
+            unit,
+        };
         let end_off = off.checked_add(size).ok_or_else(bad)?;
         if size == 0 || end_off > r.size || off % unit != 0 || size % unit != 0 {
             return Err(bad());
@@ -409,10 +489,22 @@ impl SimMm {
         for (s, v) in hit {
             self.vmas.remove(&s);
             if s < start {
-                self.vmas.insert(s, Vma { end: start, region: idx });
+                self.vmas.insert(
+                    s,
+                    Vma {
+                        end: start,
+                        region: idx,
+                    },
+                );
             }
             if v.end > end {
-                self.vmas.insert(end, Vma { end: v.end, region: idx });
+                self.vmas.insert(
+                    end,
+                    Vma {
+                        end: v.end,
+                        region: idx,
+                    },
+                );
             }
         }
         if !self.vmas.values().any(|v| v.region == idx) {
@@ -426,10 +518,20 @@ impl SimMm {
         self.pins.get(pfn)
     }
 
-    fn pin_pfnmap(&self, vaddr: u64, npages: u64, write: bool, vstart: u64, vma: Vma) -> Result<Pinned, MmError> {
+    fn pin_pfnmap(
+        &self,
+        vaddr: u64,
+        npages: u64,
+        write: bool,
+        vstart: u64,
+        vma: Vma,
+    ) -> Result<Pinned, MmError> {
         let r = &self.regions[vma.region];
         if write && !r.writable {
-            return Err(MmError::ReadOnly { vaddr, name: r.name.clone() });
+            return Err(MmError::ReadOnly {
+                vaddr,
+                name: r.name.clone(),
+            });
         }
         let paddr = r.pbase + (vaddr - r.vaddr);
         // The user page-table leaf (vfio-pci installs PUD/PMD leaves where vaddr and pfn are
@@ -437,19 +539,35 @@ impl SimMm {
         let mut leaf = PAGE_SIZE;
         for l in [SZ_1G, SZ_2M] {
             let ls = vaddr & !(l - 1);
-            if ls >= vstart && ls.checked_add(l).is_some_and(|e| e <= vma.end) && (paddr - (vaddr - ls)) % l == 0 {
+            if ls >= vstart
+                && ls.checked_add(l).is_some_and(|e| e <= vma.end)
+                && (paddr - (vaddr - ls)) % l == 0
+            {
                 leaf = l;
                 break;
             }
         }
         let n = npages.min((leaf - vaddr % leaf) / PAGE_SIZE);
-        Ok(Pinned::Pfnmap { pfn: paddr / PAGE_SIZE, npages: n })
+        Ok(Pinned::Pfnmap {
+            pfn: paddr / PAGE_SIZE,
+            npages: n,
+        })
     }
 }
 
 impl PageSource for SimMm {
-    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> Result<Pinned, MmError> {
-        if self.faults.as_deref().is_some_and(|f| f.hit(FaultPoint::Pin)) {
+    fn pin(
+        &mut self,
+        vaddr: u64,
+        npages: u64,
+        write: bool,
+        batch: &mut Batch,
+    ) -> Result<Pinned, MmError> {
+        if self
+            .faults
+            .as_deref()
+            .is_some_and(|f| f.hit(FaultPoint::Pin))
+        {
             return Err(MmError::Injected { vaddr });
         }
         let Some((vstart, vma)) = self.vma_at(vaddr) else {
@@ -459,16 +577,25 @@ impl PageSource for SimMm {
             return self.pin_pfnmap(vaddr, npages, write, vstart, vma);
         }
         let per_page = batch.mode == PinMode::PerPage;
-        let max_pages = if per_page { npages.min(batch.capacity as u64) } else { npages };
+        let max_pages = if per_page {
+            npages.min(batch.capacity as u64)
+        } else {
+            npages
+        };
         let mut addr = vaddr;
         let mut got = 0u64;
         // Like GUP: walk on through adjacent vmas until something cannot be pinned.
         'vmas: while got < max_pages {
-            let Some((_, vma)) = self.vma_at(addr) else { break };
+            let Some((_, vma)) = self.vma_at(addr) else {
+                break;
+            };
             let r = &self.regions[vma.region];
             if r.backing == Backing::Pfnmap || (write && !r.writable) {
                 if got == 0 {
-                    return Err(MmError::ReadOnly { vaddr, name: r.name.clone() });
+                    return Err(MmError::ReadOnly {
+                        vaddr,
+                        name: r.name.clone(),
+                    });
                 }
                 break;
             }
@@ -478,13 +605,22 @@ impl PageSource for SimMm {
                 }
                 let off = addr - r.vaddr;
                 let (paddr, folio_left) = r.locate(off);
-                let span = (r.contiguous_bytes(off).min(vma.end - addr) / PAGE_SIZE).min(max_pages - got);
+                let span =
+                    (r.contiguous_bytes(off).min(vma.end - addr) / PAGE_SIZE).min(max_pages - got);
                 let n = if per_page { span } else { span.min(folio_left) };
                 let pfn = paddr / PAGE_SIZE;
                 if per_page {
-                    batch.runs.extend((0..n).map(|i| PfnRun { pfn: pfn + i, npages: 1, reserved: false }));
+                    batch.runs.extend((0..n).map(|i| PfnRun {
+                        pfn: pfn + i,
+                        npages: 1,
+                        reserved: false,
+                    }));
                 } else {
-                    batch.runs.push(PfnRun { pfn, npages: n, reserved: false });
+                    batch.runs.push(PfnRun {
+                        pfn,
+                        npages: n,
+                        reserved: false,
+                    });
                 }
                 self.pins.add(pfn, n);
                 got += n;
@@ -525,7 +661,9 @@ impl PageSource for SimMm {
         for (s, e) in pieces {
             let missing = self.pins.sub(s, e - s);
             if missing != 0 {
-                self.violations.push(format!("unpin of {missing} page(s) in pfn range [{s:#x}, {e:#x}) that were not pinned"));
+                self.violations.push(format!(
+                    "unpin of {missing} page(s) in pfn range [{s:#x}, {e:#x}) that were not pinned"
+                ));
             }
             done += e - s - missing;
         }
@@ -538,7 +676,11 @@ impl PageSource for SimMm {
 
     fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
         let end = pfn + npages;
-        let reserved: u64 = self.mmio.iter().map(|&(s, e)| e.min(end).saturating_sub(s.max(pfn))).sum();
+        let reserved: u64 = self
+            .mmio
+            .iter()
+            .map(|&(s, e)| e.min(end).saturating_sub(s.max(pfn)))
+            .sum();
         npages - reserved.min(npages)
     }
 
@@ -575,7 +717,9 @@ mod tests {
     #[test]
     fn contiguous_4k_is_not_2m_aligned_and_thp_is() {
         let mut mm = SimMm::new();
-        let v = mm.mmap(&MmapSpec::new("a", 4 << 20, Backing::Page4k)).unwrap();
+        let v = mm
+            .mmap(&MmapSpec::new("a", 4 << 20, Backing::Page4k))
+            .unwrap();
         assert_eq!(mm.vaddr_to_phys(v).unwrap() % SZ_2M, PAGE_SIZE);
         let t = mm.mmap(&MmapSpec::new("t", 4 << 20, Backing::Thp)).unwrap();
         let p = mm.vaddr_to_phys(t).unwrap();
@@ -591,7 +735,9 @@ mod tests {
         s.layout = Layout::Scattered;
         s.seed = 7;
         let v = mm.mmap(&s).unwrap();
-        let mut pfns: Vec<u64> = (0..64).map(|i| mm.vaddr_to_phys(v + i * PAGE_SIZE).unwrap() / PAGE_SIZE).collect();
+        let mut pfns: Vec<u64> = (0..64)
+            .map(|i| mm.vaddr_to_phys(v + i * PAGE_SIZE).unwrap() / PAGE_SIZE)
+            .collect();
         pfns.sort();
         assert!(pfns.windows(2).all(|w| w[1] - w[0] >= 2));
     }
@@ -599,14 +745,20 @@ mod tests {
     #[test]
     fn pin_stops_at_hole_and_fails_on_it() {
         let mut mm = SimMm::new();
-        let v = mm.mmap(&MmapSpec::new("a", 8 * PAGE_SIZE, Backing::Page4k)).unwrap();
-        mm.munmap("a", Some((4 * PAGE_SIZE, 4 * PAGE_SIZE))).unwrap();
+        let v = mm
+            .mmap(&MmapSpec::new("a", 8 * PAGE_SIZE, Backing::Page4k))
+            .unwrap();
+        mm.munmap("a", Some((4 * PAGE_SIZE, 4 * PAGE_SIZE)))
+            .unwrap();
         let mut b = Batch::new(PinMode::PerPage, 512);
         assert_eq!(mm.pin(v, 8, true, &mut b), Ok(Pinned::Pages));
         assert_eq!(b.runs.len(), 4);
         assert_eq!(mm.pinned_pages(), 4);
         let mut b2 = Batch::new(PinMode::PerPage, 512);
-        assert!(matches!(mm.pin(v + 4 * PAGE_SIZE, 4, true, &mut b2), Err(MmError::NotMapped { .. })));
+        assert!(matches!(
+            mm.pin(v + 4 * PAGE_SIZE, 4, true, &mut b2),
+            Err(MmError::NotMapped { .. })
+        ));
         assert_eq!(mm.unpin(b.runs[0].pfn, 4, true, false), 4);
         assert_eq!(mm.pinned_pages(), 0);
     }
@@ -614,11 +766,17 @@ mod tests {
     #[test]
     fn folio_mode_pins_a_1g_page_in_one_entry() {
         let mut mm = SimMm::new();
-        let v = mm.mmap(&MmapSpec::new("g", 2 * SZ_1G, Backing::Hugetlb1g)).unwrap();
+        let v = mm
+            .mmap(&MmapSpec::new("g", 2 * SZ_1G, Backing::Hugetlb1g))
+            .unwrap();
         let mut b = Batch::new(PinMode::Folio, 512);
         mm.pin(v, 2 * SZ_1G / PAGE_SIZE, true, &mut b).unwrap();
         assert_eq!(b.runs.len(), 2);
         assert_eq!(b.runs[0].npages, SZ_1G / PAGE_SIZE);
-        assert_eq!(b.contiguous_pages(u64::MAX), 2 * SZ_1G / PAGE_SIZE, "contiguous layout: both folios adjacent");
+        assert_eq!(
+            b.contiguous_pages(u64::MAX),
+            2 * SZ_1G / PAGE_SIZE,
+            "contiguous layout: both folios adjacent"
+        );
     }
 }
