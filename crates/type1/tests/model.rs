@@ -162,7 +162,7 @@ impl Model {
         if self
             .dmas
             .iter()
-            .any(|(&i, d)| i <= last && i + d.size - 1 >= iova)
+            .any(|(&i, d)| i <= last && i + d.size > iova)
         {
             return Err(Errno::EEXIST);
         }
@@ -206,7 +206,7 @@ impl Model {
         let containing = |at: u64| {
             self.dmas
                 .iter()
-                .find(|(&i, d)| i <= at && at <= i + d.size - 1)
+                .find(|(&i, d)| i <= at && at < i + d.size)
                 .map(|(&i, d)| (i, d.size))
         };
         if self.v2 {
@@ -224,7 +224,7 @@ impl Model {
         let hit: Vec<u64> = self
             .dmas
             .iter()
-            .filter(|(&i, d)| i <= last && i + d.size - 1 >= iova)
+            .filter(|(&i, d)| i <= last && i + d.size > iova)
             .map(|(&i, _)| i)
             .collect();
         let mut size = 0;
@@ -250,7 +250,7 @@ impl Model {
             && self
                 .dmas
                 .iter()
-                .any(|(&i, dm)| i <= RESV.1 && i + dm.size - 1 >= RESV.0)
+                .any(|(&i, dm)| i <= RESV.1 && i + dm.size > RESV.0)
         {
             return Err(Errno::EINVAL);
         }

@@ -16,6 +16,8 @@ use type1::mm::PageSource;
 use type1::{BitmapArg, Config, Container, Errno, MapDma, UnmapDma};
 
 const RW: u32 = MAP_FLAG_READ | MAP_FLAG_WRITE;
+/// The last page of the 64-bit IOVA space.
+const LAST_PAGE: u64 = !0xfff;
 
 // ---- §8.1 MAP validation ----
 
@@ -79,7 +81,7 @@ fn row_06_map_unaligned_size_iova_vaddr_is_einval() {
 fn row_07_iova_wrap_is_eoverflow_for_map_and_unmap() {
     let mut c = harness(Config::default());
     let v = mmap(&mut c, "m", 2 * K4, Backing::Page4k);
-    let last_page = !0u64 & !0xfff;
+    let last_page = LAST_PAGE;
     assert_eq!(map(&mut c, v, last_page, 2 * K4), Err(Errno::EOVERFLOW));
     assert_eq!(unmap(&mut c, last_page, 2 * K4), Err(Errno::EOVERFLOW));
 }
@@ -92,16 +94,13 @@ fn row_07_iova_wrap_is_einval_on_6_12() {
     };
     let mut c = harness(cfg);
     let v = mmap(&mut c, "m", 2 * K4, Backing::Page4k);
-    assert_eq!(map(&mut c, v, !0u64 & !0xfff, 2 * K4), Err(Errno::EINVAL));
+    assert_eq!(map(&mut c, v, LAST_PAGE, 2 * K4), Err(Errno::EINVAL));
 }
 
 #[test]
 fn row_08_vaddr_wrap_is_eoverflow() {
     let mut c = default_harness();
-    assert_eq!(
-        map(&mut c, !0u64 & !0xfff, A, 2 * K4),
-        Err(Errno::EOVERFLOW)
-    );
+    assert_eq!(map(&mut c, LAST_PAGE, A, 2 * K4), Err(Errno::EOVERFLOW));
 }
 
 fn full_space_domain() -> Domain {
@@ -118,7 +117,7 @@ fn row_09_map_and_unmap_the_last_page_of_the_iova_space() {
     let mut c = Container::new(Config::default(), SimMm::new());
     c.attach("d0", full_space_domain(), vec![]).unwrap();
     let v = mmap(&mut c, "m", K4, Backing::Page4k);
-    let last = u64::MAX & !0xfff;
+    let last = LAST_PAGE;
     assert_eq!(map(&mut c, v, last, K4), Ok(()));
     assert_eq!(unmap(&mut c, last, K4), Ok(K4));
     assert_eq!(c.locked_pages(), 0);
@@ -129,7 +128,7 @@ fn row_10_unmap_all_removes_the_last_page_mapping() {
     let mut c = Container::new(Config::default(), SimMm::new());
     c.attach("d0", full_space_domain(), vec![]).unwrap();
     let v = mmap(&mut c, "m", K4, Backing::Page4k);
-    map(&mut c, v, u64::MAX & !0xfff, K4).unwrap();
+    map(&mut c, v, LAST_PAGE, K4).unwrap();
     assert_eq!(unmap_all(&mut c), K4);
 }
 

@@ -325,7 +325,7 @@ impl SimMm {
             Backing::Hugetlb2m | Backing::Hugetlb1g => unit,
             _ => PAGE_SIZE,
         };
-        if spec.size == 0 || spec.size % size_unit != 0 {
+        if spec.size == 0 || !spec.size.is_multiple_of(size_unit) {
             return Err(SimError::BadSize {
                 name,
                 size: spec.size,
@@ -541,7 +541,7 @@ impl SimMm {
             let ls = vaddr & !(l - 1);
             if ls >= vstart
                 && ls.checked_add(l).is_some_and(|e| e <= vma.end)
-                && (paddr - (vaddr - ls)) % l == 0
+                && (paddr - (vaddr - ls)).is_multiple_of(l)
             {
                 leaf = l;
                 break;
