@@ -94,7 +94,7 @@ fn x86_64_walk_reads_table_entries_with_r_w_and_a_table_address() {
         );
         assert_eq!(t.raw & (1 << 7), 0, "no PS on a table entry");
         let addr = vtd_addr(t.raw);
-        assert!(addr >= 1 << 40 && addr < 1 << 48);
+        assert!((1 << 40..1 << 48).contains(&addr));
     }
     assert_eq!(walk[3].raw, 0x5000 | 1);
     // Three distinct table pages below the root.
