@@ -194,6 +194,32 @@ pub trait PageSource {
     }
 }
 
+/// An error of a memory model's own operations (bad `mmap`/`munmap` input, an OS failure),
+/// as a sentence for a person.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MemError(pub String);
+
+/// A process's memory that traces can create and the engine can pin: `sim::SimMm` (a model)
+/// or `host::HostMm` (the real process).
+pub trait Memory: PageSource {
+    /// Create a region; returns its vaddr. A model may ignore `layout`/`phys` (the kernel places
+    /// real pages) and says so through `notes`.
+    fn mmap(&mut self, spec: &sim::MmapSpec) -> Result<u64, MemError>;
+    /// Remove a region, or `size` bytes of it from `offset`. Existing pins stay valid.
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError>;
+    /// The start of a region by name.
+    fn region_vaddr(&self, name: &str) -> Option<u64>;
+    /// The physical address behind `vaddr`, if known.
+    fn vaddr_to_phys(&self, vaddr: u64) -> Option<u64>;
+    /// The size of the folio (huge page) holding `vaddr`: 4K, 2M or 1G.
+    fn folio_size(&self, vaddr: u64) -> Option<u64>;
+    /// Notes for the user about what the model did not honour (e.g. `phys=` on real memory).
+    fn notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 /// Bytes to pages.
 pub fn pages(bytes: u64) -> u64 {
     bytes / PAGE_SIZE

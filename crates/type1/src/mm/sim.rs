@@ -15,7 +15,7 @@ use std::sync::Arc;
 use iommu::{FaultInjector, FaultPoint};
 
 use super::pincount::PinCounts;
-use super::{Batch, MmError, PageSource, PfnRun, PinMode, Pinned};
+use super::{Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned};
 use crate::PAGE_SIZE;
 
 const SZ_2M: u64 = 1 << 21;
@@ -698,6 +698,24 @@ impl PageSource for SimMm {
 
     fn violations(&self) -> Vec<String> {
         self.violations.clone()
+    }
+}
+
+impl Memory for SimMm {
+    fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
+        SimMm::mmap(self, spec).map_err(|e| MemError(e.to_string()))
+    }
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {
+        SimMm::munmap(self, name, range).map_err(|e| MemError(e.to_string()))
+    }
+    fn region_vaddr(&self, name: &str) -> Option<u64> {
+        SimMm::region_vaddr(self, name)
+    }
+    fn vaddr_to_phys(&self, vaddr: u64) -> Option<u64> {
+        SimMm::vaddr_to_phys(self, vaddr)
+    }
+    fn folio_size(&self, vaddr: u64) -> Option<u64> {
+        SimMm::folio_size(self, vaddr)
     }
 }
 
