@@ -225,6 +225,24 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     fn walk(&self, iova: u64) -> Vec<Pte> {
         self.leaf_pte(iova).into_iter().collect()
     }
+    /// The physically contiguous run from `iova`: its physical address and length, at most
+    /// `max` bytes, across as many leaves as follow each other physically. `None` when `iova` is
+    /// not mapped. (The engine's unmap look-ahead; a table may answer it without re-walking.)
+    fn phys_run(&self, iova: u64, max: u64) -> Option<(u64, u64)> {
+        let leaf = self.translate(iova)?;
+        let phys = leaf.paddr + (iova - leaf.iova);
+        let mut len = (leaf.size - (iova - leaf.iova)).min(max);
+        while len < max {
+            let at = iova + len;
+            match self.translate(at) {
+                Some(n) if n.paddr + (at - n.iova) == phys + len => {
+                    len += (n.size - (at - n.iova)).min(max - len);
+                }
+                _ => break,
+            }
+        }
+        Some((phys, len))
+    }
     /// Every leaf, in IOVA order.
     fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf));
     /// Table pages in use (the root included; 0 for `mock`).
@@ -411,7 +429,9 @@ impl Domain {
         }
     }
 
-    fn unmap_nosync(&mut self, iova: u64, size: u64) -> Option<(u64, u64, u64)> {
+    /// Unmap without flushing: `(start, end, removed)` where `[start, end]` is the span of the
+    /// removed leaves when `want_span` (it costs two walks), else just `[iova, last]`.
+    fn unmap_nosync(&mut self, iova: u64, size: u64, want_span: bool) -> Option<(u64, u64, u64)> {
         self.stats.unmap_calls += 1;
         let min = self.min_pgsize();
         if size == 0 || (iova | size) & (min - 1) != 0 {
@@ -420,11 +440,14 @@ impl Domain {
         let last = iova.checked_add(size - 1)?;
         // Leaves are removed whole: the span the IOTLB must forget runs from the start of the
         // leaf holding `iova` to the end of the leaf holding `last`.
-        let start = self.table.translate(iova).map_or(iova, |l| l.iova);
-        let end = self
-            .table
-            .translate(last)
-            .map_or(last, |l| l.iova + (l.size - 1));
+        let (mut start, mut end) = (iova, last);
+        if want_span {
+            start = self.table.translate(iova).map_or(iova, |l| l.iova);
+            end = self
+                .table
+                .translate(last)
+                .map_or(last, |l| l.iova + (l.size - 1));
+        }
         let removed = self.table.unmap_range(iova, last);
         if removed == 0 {
             return None;
@@ -436,7 +459,9 @@ impl Domain {
     /// IOTLB. Returns the bytes removed, which exceed `size` when a larger leaf is cut into;
     /// 0 where nothing is mapped or the range is not aligned to the minimum page size.
     pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
-        match self.unmap_nosync(iova, size) {
+        // The span only matters to forget stale ranges; skip its walks when there are none.
+        let want_span = !self.stale.is_empty();
+        match self.unmap_nosync(iova, size, want_span) {
             None => 0,
             Some((start, last, removed)) => {
                 self.stats.iotlb_flushes += 1;
@@ -449,7 +474,7 @@ impl Domain {
     /// `iommu_unmap_fast`: as `unmap`, but the IOTLB flush is deferred into `gather`; until
     /// `iotlb_sync` the range stays stale (a device could still translate through it).
     pub fn unmap_fast(&mut self, iova: u64, size: u64, gather: &mut Gather) -> u64 {
-        match self.unmap_nosync(iova, size) {
+        match self.unmap_nosync(iova, size, true) {
             None => 0,
             Some((start, last, removed)) => {
                 gather.add(start, last);
@@ -498,6 +523,16 @@ impl Domain {
     /// range reads nothing. For `mock`, just the leaf.
     pub fn walk(&self, iova: u64) -> Vec<Pte> {
         self.table.walk(iova)
+    }
+
+    /// The physically contiguous run starting at `iova`, at most `max` bytes: `(phys, len)`.
+    /// Inside a leaf physical addresses are contiguous, so this equals the kernel's page-by-page
+    /// `iova_to_phys` look-ahead in `vfio_unmap_unpin`.
+    pub fn phys_run(&self, iova: u64, max: u64) -> Option<(u64, u64)> {
+        if max == 0 {
+            return None;
+        }
+        self.table.phys_run(iova, max)
     }
 
     /// Every leaf in IOVA order.

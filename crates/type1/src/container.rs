@@ -819,29 +819,15 @@ impl<M: PageSource> Container<M> {
         while pos < dma.size {
             let iova = dma.iova + pos;
             let first = &self.domains[0].domain;
-            let Some(leaf) = first.translate(iova) else {
+            // Look ahead for a physically contiguous run (per-page: one page, as before 2013).
+            let max = if per_page { PAGE_SIZE } else { dma.size - pos };
+            let Some((phys, len)) = first.phys_run(iova, max) else {
                 self.violations.push(format!(
                     "WARN: iova {iova:#x} of a mapping has no translation"
                 ));
                 pos += PAGE_SIZE;
                 continue;
             };
-            let phys = leaf.paddr + (iova - leaf.iova);
-            // Look ahead for a physically contiguous run (leaf by leaf: inside a leaf the
-            // physical addresses are contiguous, so this equals the kernel's page-by-page walk).
-            let mut len = if per_page {
-                PAGE_SIZE
-            } else {
-                (leaf.size - (iova - leaf.iova)).min(dma.size - pos)
-            };
-            while !per_page && pos + len < dma.size {
-                match first.translate(iova + len) {
-                    Some(n) if n.paddr + (iova + len - n.iova) == phys + len => {
-                        len += (n.size - (iova + len - n.iova)).min(dma.size - pos - len);
-                    }
-                    _ => break,
-                }
-            }
             let unmapped = self.domains[0].domain.unmap_fast(iova, len, &mut gather);
             if unmapped > 0 {
                 list.push((iova, phys, unmapped));
@@ -1364,20 +1350,10 @@ impl<M: PageSource> Container<M> {
             let mut pos = 0;
             while pos < d.size {
                 let iova = d.iova + pos;
-                let Some(leaf) = first.translate(iova) else {
+                let Some((phys, len)) = first.phys_run(iova, d.size - pos) else {
                     pos += PAGE_SIZE;
                     continue;
                 };
-                let phys = leaf.paddr + (iova - leaf.iova);
-                let mut len = (leaf.size - (iova - leaf.iova)).min(d.size - pos);
-                while pos + len < d.size {
-                    match first.translate(iova + len) {
-                        Some(n) if n.paddr + (iova + len - n.iova) == phys + len => {
-                            len += (n.size - (iova + len - n.iova)).min(d.size - pos - len);
-                        }
-                        _ => break,
-                    }
-                }
                 // On failure the new domain is dropped whole: nothing else was touched.
                 new.domain.map(iova, phys, len, d.prot.union(Prot::CACHE))?;
                 pos += len;

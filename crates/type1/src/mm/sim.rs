@@ -584,6 +584,8 @@ impl PageSource for SimMm {
         };
         let mut addr = vaddr;
         let mut got = 0u64;
+        // Pin counts are updated once per physically contiguous stretch, not per entry.
+        let mut pending: Option<(u64, u64)> = None;
         // Like GUP: walk on through adjacent vmas until something cannot be pinned.
         'vmas: while got < max_pages {
             let Some((_, vma)) = self.vma_at(addr) else {
@@ -607,9 +609,17 @@ impl PageSource for SimMm {
                 let (paddr, folio_left) = r.locate(off);
                 let span =
                     (r.contiguous_bytes(off).min(vma.end - addr) / PAGE_SIZE).min(max_pages - got);
-                let n = if per_page { span } else { span.min(folio_left) };
+                // Base pages are folios of one page each: an entry per page, as per-page mode.
+                let base_pages = per_page || r.backing == Backing::Page4k;
+                let n = if base_pages {
+                    span.min(batch.capacity as u64 - batch.runs.len() as u64)
+                        .max(1)
+                } else {
+                    span.min(folio_left)
+                };
+                let n = if per_page { span } else { n };
                 let pfn = paddr / PAGE_SIZE;
-                if per_page {
+                if base_pages {
                     batch.runs.extend((0..n).map(|i| PfnRun {
                         pfn: pfn + i,
                         npages: 1,
@@ -622,10 +632,20 @@ impl PageSource for SimMm {
                         reserved: false,
                     });
                 }
-                self.pins.add(pfn, n);
+                pending = match pending {
+                    Some((s, len)) if s + len == pfn => Some((s, len + n)),
+                    Some((s, len)) => {
+                        self.pins.add(s, len);
+                        Some((pfn, n))
+                    }
+                    None => Some((pfn, n)),
+                };
                 got += n;
                 addr += n * PAGE_SIZE;
             }
+        }
+        if let Some((s, len)) = pending {
+            self.pins.add(s, len);
         }
         if got == 0 {
             return Err(MmError::NotMapped { vaddr });
