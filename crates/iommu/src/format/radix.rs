@@ -279,14 +279,10 @@ impl RadixTable {
         let (a, b) = (self.desc.index(lo, d), self.desc.index(hi, d));
         let tu = t as usize;
         if d + 1 == self.desc.levels as usize {
-            // Page level: every non-zero entry is a leaf. A tight loop over the slice.
-            let mut n = 0u32;
-            for e in &mut self.tables[tu][a..=b] {
-                if *e != 0 {
-                    *e = 0;
-                    n += 1;
-                }
-            }
+            // Page level: every non-zero entry is a leaf. Count them, then clear the slice.
+            let slots = &mut self.tables[tu][a..=b];
+            let n = slots.iter().filter(|&&e| e != 0).count() as u32;
+            slots.fill(0);
             self.live[tu] -= n;
             self.counts[shift as usize] -= n as u64;
             return (n as u64) << shift;
@@ -333,6 +329,24 @@ impl RadixTable {
             }
         }
     }
+}
+
+/// How many leading entries of `slots` are zero.
+#[inline]
+fn free_prefix(slots: &[u64]) -> usize {
+    let mut chunks = slots.chunks_exact(8);
+    let mut n = 0;
+    for c in &mut chunks {
+        if c.iter().fold(0, |a, &e| a | e) != 0 {
+            return n + c.iter().position(|&e| e != 0).unwrap_or(0);
+        }
+        n += 8;
+    }
+    n + chunks
+        .remainder()
+        .iter()
+        .position(|&e| e != 0)
+        .unwrap_or(chunks.remainder().len())
 }
 
 impl PageTable for RadixTable {
@@ -409,18 +423,13 @@ impl PageTable for RadixTable {
             };
             let i = self.desc.index(iova, leaf_d);
             let n = (entries - i).min(usize::try_from(left).unwrap_or(usize::MAX));
-            // The fast path: n consecutive leaves of one table page.
-            let mut written = 0usize;
-            let mut clash = false;
-            let mut p = pa;
-            for e in &mut self.tables[t as usize][i..i + n] {
-                if *e != 0 {
-                    clash = true;
-                    break;
-                }
-                *e = attrs | p;
-                p = p.wrapping_add(pgsize);
-                written += 1;
+            // The fast path: n consecutive leaves of one table page. Find how many slots are free
+            // (an OR over chunks of 8, which vectorises), then fill them (also vectorised).
+            let slots = &mut self.tables[t as usize][i..i + n];
+            let written = free_prefix(slots);
+            let clash = written < n;
+            for (j, e) in slots[..written].iter_mut().enumerate() {
+                *e = attrs | pa.wrapping_add((j as u64) << shift);
             }
             self.live[t as usize] += written as u32;
             self.counts[shift as usize] += written as u64;
