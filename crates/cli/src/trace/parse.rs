@@ -70,8 +70,17 @@ pub const ERRNOS: &[&str] = &[
     "ERANGE",
 ];
 
-/// The IOMMU page-table formats `domain format=` accepts.
-pub const FORMATS: &[&str] = &["x86_64", "arm64-4k", "arm64-16k", "arm64-64k", "mock"];
+/// The IOMMU page-table formats `domain format=` accepts (`x86_64-3level` and `x86_64-5level`
+/// are additive: the 39-bit tables of QEMU's emulated VT-d, and 57-bit five-level tables).
+pub const FORMATS: &[&str] = &[
+    "x86_64",
+    "x86_64-3level",
+    "x86_64-5level",
+    "arm64-4k",
+    "arm64-16k",
+    "arm64-64k",
+    "mock",
+];
 
 /// The kernel versions `container kernel=` accepts (additive).
 pub const KERNELS: &[&str] = &["7.2", "6.12", "6.1"];
