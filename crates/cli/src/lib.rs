@@ -1,0 +1,12 @@
+//! The `type1` command as a library: the trace language, the runner that replays a trace
+//! against the engine, the reports (for people and for machines) and the built-in demo.
+//!
+//! The binary (`src/main.rs`) is a thin command-line layer over these modules, so that the tests
+//! can drive the same code without spawning a process.
+
+pub mod demo;
+pub mod json;
+pub mod report;
+pub mod runner;
+pub mod trace;
+pub mod units;

@@ -1,0 +1,1125 @@
+//! Replaying a parsed trace against the engine (`type1 replay`).
+//!
+//! [`replay`] runs the statements in order on a [`Container`] over a simulated process
+//! ([`SimMm`]) and returns one [`Record`] per statement: what the call answered, the state the
+//! statement's expectation is compared with, the expectations that failed, and warnings for
+//! people. Three kinds of trouble are kept apart:
+//!
+//! * an **errno** is a result like any other (`map ... => EEXIST` expects one);
+//! * a failed **expectation** or an **invariant violation** (`check`, and the final summary) is
+//!   recorded and the run goes on, so that every failing line is named (exit 1);
+//! * a **trace error** — the trace asks for something the model cannot do (an unknown region
+//!   name, an invalid page-size set, overlapping `mmap`s) — stops the run at that line (exit 2).
+//!
+//! Defaults the trace language leaves to the runner (`argsz=`, bitmap buffers) are documented
+//! on [`replay`].
+
+use std::time::{Duration, Instant};
+
+use iommu::{Domain, DomainConfig, Format};
+use type1::mm::sim::{self, MmapSpec, SimMm};
+use type1::mm::PageSource;
+use type1::{
+    BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
+};
+
+use crate::trace::{
+    Backing, ExpItem, ExpResult, Expect, Layout, LockedExp, Memlock, Stmt, StmtKind, Trace,
+    VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
+};
+use crate::units;
+
+const SZ_4K: u64 = 4096;
+const SZ_2M: u64 = 2 << 20;
+const SZ_1G: u64 = 1 << 30;
+
+/// How to run a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// How the engine pins and maps (`--strategy`).
+    pub strategy: Strategy,
+    /// Check at every unpin that no domain still translates the page (invariant 2).
+    pub check_unpin_order: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strategy: Strategy::Contiguous,
+            check_unpin_order: true,
+        }
+    }
+}
+
+/// What a statement answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The call failed with this errno; `message` says why, for people.
+    Errno {
+        errno: Errno,
+        message: String,
+    },
+    /// `check` (or the summary) found the engine's invariants broken.
+    Invariants(Vec<String>),
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok)
+    }
+    /// The errno name, if the call failed with one.
+    pub fn errno(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Errno { errno, .. } => Some(errno.name()),
+            _ => None,
+        }
+    }
+    /// The human explanation of a failure.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Outcome::Ok => None,
+            Outcome::Errno { message, .. } => Some(message.clone()),
+            Outcome::Invariants(v) => Some(format!("invariants violated: {}", v.join("; "))),
+        }
+    }
+    /// `ok`, the errno name, or `INVARIANT` — the result column of the human report.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Errno { errno, .. } => errno.name(),
+            Outcome::Invariants(_) => "INVARIANT",
+        }
+    }
+    fn from_error(e: &Error) -> Outcome {
+        Outcome::Errno {
+            errno: e.errno(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One attached domain, as `check` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainState {
+    pub name: String,
+    /// The format's name (`x86_64`, `arm64-4k`, ...).
+    pub format: String,
+    pub pgsize_bitmap: u64,
+    /// `(page size, leaves)` for every page size of the domain's bitmap, smallest first.
+    pub leaves: Vec<(u64, u64)>,
+    pub table_pages: u64,
+    pub stats: iommu::Stats,
+}
+
+impl DomainState {
+    /// Leaves of exactly `size` bytes.
+    pub fn leaves_of(&self, size: u64) -> u64 {
+        self.leaves
+            .iter()
+            .find(|&&(s, _)| s == size)
+            .map_or(0, |&(_, n)| n)
+    }
+    /// All leaves.
+    pub fn total_leaves(&self) -> u64 {
+        self.leaves.iter().map(|&(_, n)| n).sum()
+    }
+}
+
+/// One DMA mapping, as `check` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaState {
+    pub iova: u64,
+    pub size: u64,
+    pub vaddr: u64,
+}
+
+/// The whole state `check` and the summary show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub dmas: Vec<DmaState>,
+    /// In attach order.
+    pub domains: Vec<DomainState>,
+    /// Pins held in total.
+    pub pinned: u64,
+    /// Locked pages.
+    pub locked: u64,
+}
+
+impl State {
+    pub fn of(c: &Container<SimMm>) -> State {
+        State {
+            dmas: c
+                .dmas()
+                .map(|d| DmaState {
+                    iova: d.iova,
+                    size: d.size,
+                    vaddr: d.vaddr,
+                })
+                .collect(),
+            domains: c
+                .domains()
+                .iter()
+                .rev()
+                .map(|ad| DomainState {
+                    name: ad.name.clone(),
+                    format: ad.domain.format().name(),
+                    pgsize_bitmap: ad.domain.pgsize_bitmap(),
+                    leaves: ad.domain.leaves_by_size(),
+                    table_pages: ad.domain.table_pages(),
+                    stats: ad.domain.stats().clone(),
+                })
+                .collect(),
+            pinned: c.mm().pinned_pages(),
+            locked: c.locked_pages(),
+        }
+    }
+    pub fn domain(&self, name: &str) -> Option<&DomainState> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+}
+
+/// What GET_INFO delivered into the user's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InfoState {
+    /// The `argsz` the kernel wrote back (the size needed when the buffer was too small).
+    pub argsz: u32,
+    pub iova_pgsizes: u64,
+    /// `None` when the buffer was too small for the capabilities.
+    pub iova_ranges: Option<Vec<(u64, u64)>>,
+    /// `None` when the buffer was too small for the capabilities.
+    pub dma_avail: Option<u32>,
+}
+
+/// The statement-specific part of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    None,
+    Map {
+        vaddr: u64,
+        iova: u64,
+        size: u64,
+    },
+    Unmap {
+        iova: u64,
+        /// The size asked for (0 with `all`).
+        asked: u64,
+        all: bool,
+        /// Bytes unmapped; `None` when the call failed.
+        size: Option<u64>,
+        /// The dirty bitmap, with `flags=dirty`.
+        bitmap: Option<Vec<u64>>,
+    },
+    /// `None` when the call failed.
+    Info(Option<InfoState>),
+    DirtyGet {
+        bitmap: Option<Vec<u64>>,
+    },
+    Check(State),
+}
+
+/// The replay of one statement.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub line: usize,
+    /// The statement as written (without its comment).
+    pub text: String,
+    /// The verb.
+    pub op: &'static str,
+    pub outcome: Outcome,
+    /// Locked pages before the statement.
+    pub locked_before: u64,
+    /// Locked pages after the statement.
+    pub locked: u64,
+    /// DMA entries left after the statement.
+    pub avail: u32,
+    pub detail: Detail,
+    /// Time spent in the engine call (0 for statements that only set up memory).
+    pub elapsed: Duration,
+    /// `expected X, got Y`, one per failed expectation item.
+    pub mismatches: Vec<String>,
+    /// Things a person wants to know (small leaves on huge pages, short unmaps, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The trace asked for something the model cannot do; the run stopped at this line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceError {
+    pub line: usize,
+    pub text: String,
+    pub message: String,
+}
+
+/// The state after the last statement.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The last statement's line + 1.
+    pub line: usize,
+    pub state: State,
+    pub avail: u32,
+    /// Invariant violations at the end (empty = fine).
+    pub violations: Vec<String>,
+}
+
+/// A whole replay.
+#[derive(Debug)]
+pub struct Replay {
+    pub records: Vec<Record>,
+    /// `None` when the trace has no container or stopped with a trace error.
+    pub summary: Option<Summary>,
+    pub error: Option<TraceError>,
+    /// The container at the end (or where the run stopped), for reports.
+    pub container: Option<Container<SimMm>>,
+    pub strategy: Strategy,
+}
+
+impl Replay {
+    /// 0 all good, 1 a failed expectation or a broken invariant, 2 a trace error.
+    pub fn exit_code(&self) -> i32 {
+        if self.error.is_some() {
+            2
+        } else if self.failures().is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Every failure as `(line, text, message)`: failed expectations, `check`s that found a
+    /// broken invariant, and a broken invariant at the end.
+    pub fn failures(&self) -> Vec<(usize, String, String)> {
+        let mut out = Vec::new();
+        for r in &self.records {
+            for m in &r.mismatches {
+                out.push((r.line, r.text.clone(), m.clone()));
+            }
+            if let Outcome::Invariants(v) = &r.outcome {
+                if r.mismatches.is_empty() {
+                    for m in v {
+                        out.push((r.line, r.text.clone(), format!("invariant violated: {m}")));
+                    }
+                }
+            }
+        }
+        if let Some(s) = &self.summary {
+            for m in &s.violations {
+                out.push((
+                    s.line,
+                    "(end of trace)".into(),
+                    format!("invariant violated: {m}"),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Total engine time of the statements with this verb.
+    pub fn time_of(&self, op: &str) -> Duration {
+        self.records
+            .iter()
+            .filter(|r| r.op == op)
+            .map(|r| r.elapsed)
+            .sum()
+    }
+}
+
+/// Replays `trace`; `progress` is called before each statement.
+///
+/// Defaults where the trace language leaves the request to the runner:
+/// * `map`: `argsz` 32; `unmap`: `argsz` 24, or 48 with `flags=dirty`, which also passes a bitmap
+///   of the container's smallest page size, `ceil(size / pgsize / 64) * 8` bytes (at least 8);
+/// * `info`: `argsz` 4096; `dirty start|stop`: `argsz` 8; `dirty get`: `argsz` 48 and a bitmap
+///   of `max(8, ceil(size / pgsize / 64) * 8)` bytes;
+/// * `domain`: the format's reserved regions (the MSI window) unless `reserved=` is given.
+pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) -> Replay {
+    let mut run = Run {
+        c: None,
+        opts: *opts,
+        entries_warned: false,
+    };
+    let mut records = Vec::new();
+    let mut error = None;
+    for stmt in &trace.stmts {
+        progress(stmt);
+        let locked_before = run.c.as_ref().map_or(0, |c| c.locked_pages());
+        match run.exec(stmt) {
+            Err(message) => {
+                error = Some(TraceError {
+                    line: stmt.line,
+                    text: stmt.text.clone(),
+                    message,
+                });
+                break;
+            }
+            Ok(done) => {
+                let (locked, avail) = run
+                    .c
+                    .as_ref()
+                    .map_or((0, 0), |c| (c.locked_pages(), c.dma_avail()));
+                let mut rec = Record {
+                    line: stmt.line,
+                    text: stmt.text.clone(),
+                    op: stmt.kind.verb(),
+                    outcome: done.outcome,
+                    locked_before,
+                    locked,
+                    avail,
+                    detail: done.detail,
+                    elapsed: done.elapsed,
+                    mismatches: Vec::new(),
+                    warnings: done.warnings,
+                };
+                if let Some(w) = run.entries_warning() {
+                    rec.warnings.push(w);
+                }
+                if let Some(exp) = &stmt.expect {
+                    rec.mismatches = evaluate(exp, &rec);
+                }
+                records.push(rec);
+            }
+        }
+    }
+    let summary = match (&run.c, &error) {
+        (Some(c), None) => Some(Summary {
+            line: trace.stmts.last().map_or(0, |s| s.line + 1),
+            state: State::of(c),
+            avail: c.dma_avail(),
+            violations: c.check_invariants().err().unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Replay {
+        records,
+        summary,
+        error,
+        container: run.c,
+        strategy: opts.strategy,
+    }
+}
+
+struct Run {
+    c: Option<Container<SimMm>>,
+    opts: Options,
+    entries_warned: bool,
+}
+
+struct Done {
+    outcome: Outcome,
+    detail: Detail,
+    elapsed: Duration,
+    warnings: Vec<String>,
+}
+
+impl Done {
+    fn ok() -> Done {
+        Done {
+            outcome: Outcome::Ok,
+            detail: Detail::None,
+            elapsed: Duration::ZERO,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let v = f();
+    (v, t.elapsed())
+}
+
+fn outcome_of<T>(r: &Result<T, Error>) -> Outcome {
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::from_error(e),
+    }
+}
+
+/// Bytes of a bitmap buffer covering `size` bytes in pages of `pgsize`: whole u64 words, at
+/// least one.
+fn bitmap_bytes(size: u64, pgsize: u64) -> u64 {
+    let pages = if pgsize == 0 {
+        0
+    } else {
+        size.div_ceil(pgsize)
+    };
+    (pages.div_ceil(64) * 8).max(8)
+}
+
+impl Run {
+    fn container(&mut self) -> Result<&mut Container<SimMm>, String> {
+        self.c
+            .as_mut()
+            .ok_or_else(|| "no container: `container` must be the first statement".to_string())
+    }
+
+    fn exec(&mut self, stmt: &Stmt) -> Result<Done, String> {
+        match &stmt.kind {
+            StmtKind::Container {
+                v2,
+                dma_entry_limit,
+                memlock,
+                cap_ipc_lock,
+                kernel,
+            } => {
+                let kernel_word = kernel.as_deref().unwrap_or("7.2");
+                let kernel = KernelProfile::parse(kernel_word).ok_or_else(|| {
+                    format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)")
+                })?;
+                let cfg = Config {
+                    v2: *v2,
+                    dma_entry_limit: dma_entry_limit.unwrap_or(u16::MAX as u32),
+                    memlock: match memlock {
+                        Some(Memlock::Bytes(b)) => Some(*b),
+                        Some(Memlock::Unlimited) | None => None,
+                    },
+                    cap_ipc_lock: *cap_ipc_lock,
+                    strategy: self.opts.strategy,
+                    kernel,
+                    check_unpin_order: self.opts.check_unpin_order,
+                };
+                self.c = Some(Container::new(cfg, SimMm::new()));
+                Ok(Done::ok())
+            }
+            StmtKind::Domain {
+                name,
+                format,
+                pgsizes,
+                aperture,
+                reserved,
+            } => {
+                let c = self.container()?;
+                let fmt_word = format.as_deref().unwrap_or("x86_64");
+                let fmt = Format::parse(fmt_word)
+                    .map_err(|e| format!("domain {name}: {e}; change format="))?;
+                let cfg = DomainConfig {
+                    format: fmt,
+                    pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
+                    aperture: *aperture,
+                };
+                let domain = Domain::new(cfg).map_err(|e| {
+                    let fix = match e {
+                        iommu::Error::BadPgsizes { .. } => "change pgsizes=",
+                        iommu::Error::BadAperture { .. } => "change aperture=",
+                        iommu::Error::UnknownFormat(_) => "change format=",
+                        _ => "change the domain's arguments",
+                    };
+                    format!("domain {name}: {e}; {fix}")
+                })?;
+                let reserved = reserved
+                    .clone()
+                    .unwrap_or_else(|| domain.reserved_regions());
+                let (r, elapsed) = timed(|| c.attach(name, domain, reserved));
+                Ok(Done {
+                    outcome: outcome_of(&r),
+                    elapsed,
+                    ..Done::ok()
+                })
+            }
+            StmtKind::Detach { name } => {
+                let c = self.container()?;
+                if c.domain(name).is_none() {
+                    let names: Vec<&str> = c.domains().iter().map(|d| d.name.as_str()).collect();
+                    return Err(format!(
+                        "detach {name}: no domain named {name:?} is attached (attached: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ));
+                }
+                let (r, elapsed) = timed(|| c.detach(name));
+                Ok(Done {
+                    outcome: outcome_of(&r),
+                    elapsed,
+                    ..Done::ok()
+                })
+            }
+            StmtKind::Mmap {
+                name,
+                size,
+                backing,
+                layout,
+                seed,
+                prot_write,
+                at,
+                phys,
+            } => {
+                let spec = MmapSpec {
+                    name: name.clone(),
+                    size: *size,
+                    backing: match backing {
+                        Backing::Page4k => sim::Backing::Page4k,
+                        Backing::Thp => sim::Backing::Thp,
+                        Backing::Hugetlb2m => sim::Backing::Hugetlb2m,
+                        Backing::Hugetlb1g => sim::Backing::Hugetlb1g,
+                        Backing::Pfnmap => sim::Backing::Pfnmap,
+                    },
+                    layout: match layout {
+                        Layout::Contiguous => sim::Layout::Contiguous,
+                        Layout::Scattered => sim::Layout::Scattered,
+                    },
+                    seed: *seed,
+                    writable: *prot_write,
+                    at: *at,
+                    phys: *phys,
+                };
+                let c = self.container()?;
+                c.mm_mut()
+                    .mmap(&spec)
+                    .map_err(|e| format!("mmap {name}: {e}"))?;
+                Ok(Done::ok())
+            }
+            StmtKind::Munmap { name, range } => {
+                let c = self.container()?;
+                c.mm_mut()
+                    .munmap(name, *range)
+                    .map_err(|e| format!("munmap {name}: {e}"))?;
+                Ok(Done::ok())
+            }
+            StmtKind::Map {
+                vaddr,
+                iova,
+                size,
+                flags,
+                argsz,
+            } => {
+                let strategy = self.opts.strategy;
+                let c = self.container()?;
+                let vaddr = resolve_vaddr(c, vaddr)?;
+                let req = MapDma {
+                    argsz: argsz.unwrap_or(32),
+                    flags: *flags,
+                    vaddr,
+                    iova: *iova,
+                    size: *size,
+                };
+                let before: Vec<(String, Vec<(u64, u64)>)> = c
+                    .domains()
+                    .iter()
+                    .map(|d| (d.name.clone(), d.domain.leaves_by_size()))
+                    .collect();
+                let (r, elapsed) = timed(|| c.map_dma(&req));
+                let warnings = if r.is_ok() {
+                    hugepage_warnings(c, strategy, &req, &before)
+                } else {
+                    Vec::new()
+                };
+                Ok(Done {
+                    outcome: outcome_of(&r),
+                    detail: Detail::Map {
+                        vaddr,
+                        iova: *iova,
+                        size: *size,
+                    },
+                    elapsed,
+                    warnings,
+                })
+            }
+            StmtKind::Unmap {
+                iova,
+                size,
+                flags,
+                argsz,
+            } => {
+                let c = self.container()?;
+                let dirty = flags & UNMAP_DIRTY != 0;
+                let all = flags & UNMAP_ALL != 0;
+                let bitmap = dirty.then(|| {
+                    let pgsize = 1u64 << c.pgsize_bitmap().trailing_zeros();
+                    BitmapArg {
+                        pgsize,
+                        size: bitmap_bytes(*size, pgsize),
+                    }
+                });
+                let req = UnmapDma {
+                    argsz: argsz.unwrap_or(if dirty { 48 } else { 24 }),
+                    flags: *flags,
+                    iova: *iova,
+                    size: *size,
+                    bitmap,
+                };
+                let (r, elapsed) = timed(|| c.unmap_dma(&req));
+                let mut warnings = Vec::new();
+                if let Ok(reply) = &r {
+                    if !all && reply.size != *size {
+                        let how = if reply.size < *size {
+                            "less than asked: part of the range was not mapped"
+                        } else {
+                            "more than asked: whole mappings were removed"
+                        };
+                        warnings.push(format!(
+                            "unmap of {} at iova {iova:#x} removed {} ({how})",
+                            units::bytes_exact(*size),
+                            units::bytes_exact(reply.size)
+                        ));
+                    }
+                }
+                let outcome = outcome_of(&r);
+                let (usize_, ubitmap) = match r {
+                    Ok(reply) => (Some(reply.size), reply.bitmap),
+                    Err(_) => (None, None),
+                };
+                Ok(Done {
+                    outcome,
+                    detail: Detail::Unmap {
+                        iova: *iova,
+                        asked: *size,
+                        all,
+                        size: usize_,
+                        bitmap: ubitmap,
+                    },
+                    elapsed,
+                    warnings,
+                })
+            }
+            StmtKind::Info { argsz } => {
+                let c = self.container()?;
+                let (r, elapsed) = timed(|| c.get_info(argsz.unwrap_or(4096)));
+                let outcome = outcome_of(&r);
+                let info = r.ok().map(|i| {
+                    let caps = i.cap_offset != 0;
+                    InfoState {
+                        argsz: i.argsz,
+                        iova_pgsizes: i.iova_pgsizes,
+                        iova_ranges: caps.then_some(i.iova_ranges),
+                        dma_avail: caps.then_some(i.dma_avail),
+                    }
+                });
+                Ok(Done {
+                    outcome,
+                    detail: Detail::Info(info),
+                    elapsed,
+                    warnings: Vec::new(),
+                })
+            }
+            StmtKind::DirtyStart | StmtKind::DirtyStop => {
+                let c = self.container()?;
+                let flag = if stmt.kind == StmtKind::DirtyStart {
+                    1
+                } else {
+                    2
+                };
+                let (r, elapsed) = timed(|| c.dirty_pages(8, flag, None));
+                Ok(Done {
+                    outcome: outcome_of(&r),
+                    elapsed,
+                    ..Done::ok()
+                })
+            }
+            StmtKind::DirtyGet { iova, size, pgsize } => {
+                let c = self.container()?;
+                let arg = BitmapArg {
+                    pgsize: *pgsize,
+                    size: bitmap_bytes(*size, *pgsize),
+                };
+                let (r, elapsed) = timed(|| c.dirty_pages(48, 4, Some((*iova, *size, arg))));
+                let outcome = outcome_of(&r);
+                Ok(Done {
+                    outcome,
+                    detail: Detail::DirtyGet {
+                        bitmap: r.ok().flatten(),
+                    },
+                    elapsed,
+                    warnings: Vec::new(),
+                })
+            }
+            StmtKind::Check => {
+                let c = self.container()?;
+                let (r, elapsed) = timed(|| c.check_invariants());
+                let outcome = match r {
+                    Ok(()) => Outcome::Ok,
+                    Err(v) => Outcome::Invariants(v),
+                };
+                Ok(Done {
+                    outcome,
+                    detail: Detail::Check(State::of(c)),
+                    elapsed,
+                    warnings: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// A warning the first time more than 90% of the DMA entries are in use.
+    fn entries_warning(&mut self) -> Option<String> {
+        let c = self.c.as_ref()?;
+        let limit = u64::from(c.config().dma_entry_limit);
+        let used = limit.saturating_sub(u64::from(c.dma_avail()));
+        let high = used * 10 > limit * 9;
+        let first = high && !self.entries_warned;
+        self.entries_warned = high;
+        first.then(|| {
+            format!(
+                "{used} of {limit} DMA entries in use (above 90% of dma_entry_limit): \
+                 map fewer, larger regions or raise the limit"
+            )
+        })
+    }
+}
+
+/// `NAME[+OFFSET]` or an absolute vaddr.
+fn resolve_vaddr(c: &Container<SimMm>, v: &VaddrRef) -> Result<u64, String> {
+    match v {
+        VaddrRef::Abs(a) => Ok(*a),
+        VaddrRef::Named { name, offset } => {
+            let base = c.mm().region_vaddr(name).ok_or_else(|| {
+                format!("vaddr={name}: no region named {name:?} (create it with `mmap {name} size=...` first)")
+            })?;
+            let v = i128::from(base) + offset;
+            u64::try_from(v).map_err(|_| {
+                format!(
+                    "vaddr={name}{offset:+}: the region starts at {base:#x}, so the address \
+                     {v:#x} is outside the 64-bit space"
+                )
+            })
+        }
+    }
+}
+
+fn align_up(x: u128, a: u128) -> u128 {
+    x.div_ceil(a) * a
+}
+
+/// After a successful map of memory backed by huge pages: for each domain that got smaller
+/// leaves than the huge pages allow, a warning saying why.
+fn hugepage_warnings(
+    c: &Container<SimMm>,
+    strategy: Strategy,
+    req: &MapDma,
+    before: &[(String, Vec<(u64, u64)>)],
+) -> Vec<String> {
+    let mm = c.mm();
+    let (vaddr, iova, size) = (req.vaddr, req.iova, req.size);
+    let vend = u128::from(vaddr) + u128::from(size);
+    let mut folio = 0;
+    for a in [SZ_4K, SZ_2M, SZ_1G] {
+        let probe = align_up(u128::from(vaddr), u128::from(a));
+        if probe < vend {
+            folio = folio.max(mm.folio_size(probe as u64).unwrap_or(0));
+        }
+    }
+    if folio <= SZ_4K {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for ad in c.domains().iter().rev() {
+        let Some((_, old)) = before.iter().find(|(n, _)| *n == ad.name) else {
+            continue;
+        };
+        let bitmap = ad.domain.pgsize_bitmap();
+        let candidates = bitmap & !(2 * SZ_4K - 1) & ((folio << 1) - 1);
+        if candidates == 0 {
+            continue; // the domain has nothing between 4K and the folio size: nothing to gain
+        }
+        let p = 1u64 << (63 - candidates.leading_zeros());
+        let first = align_up(u128::from(iova), u128::from(p));
+        let end = (u128::from(iova) + u128::from(size)) / u128::from(p) * u128::from(p);
+        let possible = end.saturating_sub(first);
+        if possible == 0 {
+            continue;
+        }
+        let mut big: u128 = 0;
+        let mut small_leaves = 0u64;
+        for &(s, n) in &ad.domain.leaves_by_size() {
+            let was = old.iter().find(|&&(os, _)| os == s).map_or(0, |&(_, n)| n);
+            let added = n.saturating_sub(was);
+            if s >= p {
+                big += u128::from(s) * u128::from(added);
+            } else {
+                small_leaves += added;
+            }
+        }
+        if big >= possible {
+            continue;
+        }
+        let why = hugepage_reason(mm, strategy, vaddr, iova, size, p);
+        out.push(format!(
+            "map at iova {iova:#x} (size {}): backed by {} huge pages, but domain {} got \
+             {small_leaves} leaves smaller than {} ({} of {} that could be in {}+ leaves are not): {why}",
+            units::bytes(size),
+            units::bytes(folio),
+            ad.name,
+            units::bytes(p),
+            units::bytes((possible - big) as u64),
+            units::bytes(possible as u64),
+            units::bytes(p),
+        ));
+    }
+    out
+}
+
+fn hugepage_reason(
+    mm: &SimMm,
+    strategy: Strategy,
+    vaddr: u64,
+    iova: u64,
+    size: u64,
+    p: u64,
+) -> String {
+    if strategy == Strategy::PerPage {
+        return "the per-page strategy hands the IOMMU one 4K page per call".into();
+    }
+    if let Some(phys) = mm.vaddr_to_phys(vaddr) {
+        if iova % p != phys % p {
+            return format!(
+                "IOVA {iova:#x} and physical address {phys:#x} are not co-aligned modulo {} \
+                 (IOVA mod {0} = {:#x}, physical mod {0} = {:#x}); choose an IOVA congruent to \
+                 the vaddr modulo {0}",
+                units::bytes(p),
+                iova % p,
+                phys % p
+            );
+        }
+    }
+    // Look for the block where the physical run is cut.
+    let first = align_up(u128::from(iova), u128::from(p)) as u64;
+    let mut off = first - iova;
+    let mut steps = 0;
+    while off.checked_add(p).is_some_and(|e| e <= size) && steps < 1 << 20 {
+        let (v0, v1) = (vaddr + off, vaddr + off + p - SZ_4K);
+        match (mm.vaddr_to_phys(v0), mm.vaddr_to_phys(v1)) {
+            (Some(a), Some(b)) => {
+                if b != a + (p - SZ_4K) {
+                    return format!(
+                        "the physical run is cut inside the {} block at vaddr {v0:#x} \
+                         (a physical discontinuity: the pages are not contiguous there)",
+                        units::bytes(p)
+                    );
+                }
+                if mm.is_reserved(a >> 12) != mm.is_reserved(b >> 12) {
+                    return format!(
+                        "the physical run is cut inside the {} block at vaddr {v0:#x} \
+                         (reserved and ordinary pfns meet there)",
+                        units::bytes(p)
+                    );
+                }
+            }
+            _ => {
+                return format!("vaddr {v0:#x} is no longer mapped in the process");
+            }
+        }
+        off += p;
+        steps += 1;
+    }
+    "the pin runs were cut (a physical discontinuity or a reserved pfn), so the IOMMU got \
+     pieces smaller than the huge pages"
+        .into()
+}
+
+/// The expectation items that do not hold, as `expected X, got Y`.
+pub fn evaluate(exp: &Expect, rec: &Record) -> Vec<String> {
+    let mut out = Vec::new();
+    let got_word = rec.outcome.word();
+    match &exp.result {
+        Some(ExpResult::Ok) if !rec.outcome.is_ok() => {
+            out.push(match rec.outcome.message() {
+                Some(m) => format!("expected ok, got {got_word} ({m})"),
+                None => format!("expected ok, got {got_word}"),
+            });
+        }
+        Some(ExpResult::Errno(name)) if rec.outcome.errno() != Some(name.as_str()) => {
+            out.push(match rec.outcome.message() {
+                Some(m) => format!("expected {name}, got {got_word} ({m})"),
+                None => format!("expected {name}, got {got_word}"),
+            });
+        }
+        _ => {}
+    }
+    let state = match &rec.detail {
+        Detail::Check(s) => Some(s),
+        _ => None,
+    };
+    for item in &exp.items {
+        match item {
+            ExpItem::Size(want) => {
+                let got = match &rec.detail {
+                    Detail::Unmap { size, .. } => *size,
+                    _ => None,
+                };
+                match got {
+                    Some(g) if g == *want => {}
+                    Some(g) => out.push(format!(
+                        "expected size={}, got size={}",
+                        units::bytes_exact(*want),
+                        units::bytes_exact(g)
+                    )),
+                    None => out.push(format!(
+                        "expected size={}, got no size (the call failed)",
+                        units::bytes_exact(*want)
+                    )),
+                }
+            }
+            ExpItem::Locked(LockedExp::Abs(want)) => {
+                if rec.locked != *want {
+                    out.push(format!("expected locked={want}, got locked={}", rec.locked));
+                }
+            }
+            ExpItem::Locked(LockedExp::Delta(want)) => {
+                let got = i128::from(rec.locked) - i128::from(rec.locked_before);
+                if got != i128::from(*want) {
+                    out.push(format!(
+                        "expected locked={want:+}, got locked={got:+} ({} -> {})",
+                        rec.locked_before, rec.locked
+                    ));
+                }
+            }
+            ExpItem::Avail(want) => {
+                if u64::from(rec.avail) != *want {
+                    out.push(format!("expected avail={want}, got avail={}", rec.avail));
+                }
+            }
+            ExpItem::Leaves {
+                domain,
+                pgsize,
+                count,
+            } => {
+                let key = format!("leaves.{domain}.{}", units::bytes_exact(*pgsize));
+                match state.map(|s| s.domain(domain)) {
+                    Some(Some(d)) => {
+                        let got = d.leaves_of(*pgsize);
+                        if got != *count {
+                            out.push(format!("expected {key}={count}, got {key}={got}"));
+                        }
+                    }
+                    Some(None) => out.push(format!(
+                        "expected {key}={count}, got no domain named {domain:?}"
+                    )),
+                    None => out.push(format!("expected {key}={count}, but this is not a check")),
+                }
+            }
+            ExpItem::Dmas(want) => match state {
+                Some(s) if s.dmas.len() as u64 == *want => {}
+                Some(s) => out.push(format!("expected dmas={want}, got dmas={}", s.dmas.len())),
+                None => out.push(format!("expected dmas={want}, but this is not a check")),
+            },
+            ExpItem::Pinned(want) => match state {
+                Some(s) if s.pinned == *want => {}
+                Some(s) => out.push(format!("expected pinned={want}, got pinned={}", s.pinned)),
+                None => out.push(format!("expected pinned={want}, but this is not a check")),
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::parse;
+
+    fn run(src: &str) -> Replay {
+        replay(&parse(src).unwrap(), &Options::default(), &mut |_| {})
+    }
+
+    #[test]
+    fn bitmap_bytes_rounds_up_to_whole_words() {
+        assert_eq!(bitmap_bytes(4096, 4096), 8);
+        assert_eq!(bitmap_bytes(64 * 4096, 4096), 8);
+        assert_eq!(bitmap_bytes(65 * 4096, 4096), 16);
+        assert_eq!(bitmap_bytes(0, 4096), 8);
+        assert_eq!(bitmap_bytes(4096, 0), 8);
+    }
+
+    #[test]
+    fn the_format_example_replays_clean() {
+        let r = run("container type1v2 memlock=4M\n\
+                     domain d0 format=x86_64\n\
+                     mmap ram size=8M backing=hugetlb-2m\n\
+                     map vaddr=ram iova=1G size=4M            => ok locked=+1024\n\
+                     map vaddr=ram+2M iova=1G+2M size=2M      => EEXIST\n\
+                     unmap iova=1G+4K size=4K                 => EINVAL\n\
+                     check                                    => leaves.d0.2M=2 leaves.d0.4K=0\n\
+                     map vaddr=ram+4M iova=2G size=4M         => ENOMEM locked=+0\n\
+                     unmap iova=1G size=4M                    => ok size=4M locked=-1024\n");
+        assert_eq!(r.failures(), vec![]);
+        assert_eq!(r.exit_code(), 0);
+        assert_eq!(r.summary.as_ref().unwrap().line, 10);
+    }
+
+    #[test]
+    fn failed_expectations_name_the_line_and_both_values() {
+        let r = run("container\n\
+                     domain d0 format=mock\n\
+                     mmap buf size=8K\n\
+                     map vaddr=buf iova=0 size=8K => EEXIST locked=+1\n\
+                     check => leaves.d9.4K=1 dmas=2\n");
+        let f = r.failures();
+        assert_eq!(r.exit_code(), 1);
+        assert_eq!(f[0].0, 4);
+        assert_eq!(f[0].2, "expected EEXIST, got ok");
+        assert_eq!(f[1].2, "expected locked=+1, got locked=+2 (0 -> 2)");
+        assert_eq!(
+            f[2].2,
+            "expected leaves.d9.4K=1, got no domain named \"d9\""
+        );
+        assert_eq!(f[3].2, "expected dmas=2, got dmas=1");
+    }
+
+    #[test]
+    fn an_unknown_region_is_a_trace_error_that_stops_the_run() {
+        let r = run("container\nmap vaddr=nope iova=0 size=4K\ncheck\n");
+        assert_eq!(r.exit_code(), 2);
+        let e = r.error.unwrap();
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message.contains("no region named \"nope\""),
+            "{}",
+            e.message
+        );
+        assert_eq!(r.records.len(), 1);
+        assert!(r.summary.is_none());
+    }
+
+    #[test]
+    fn an_invalid_domain_is_a_trace_error() {
+        let r = run("container\ndomain d0 format=arm64-16k pgsizes=4K\n");
+        assert_eq!(r.exit_code(), 2);
+        assert!(r.error.unwrap().message.contains("change pgsizes="));
+    }
+
+    #[test]
+    fn detach_of_an_unknown_domain_is_a_trace_error() {
+        let r = run("container\ndomain d0\ndetach d1\n");
+        assert_eq!(r.exit_code(), 2);
+        assert!(r.error.unwrap().message.contains("attached: d0"));
+    }
+
+    #[test]
+    fn small_leaves_on_huge_pages_are_explained() {
+        let r = run("container\n\
+                     domain d0\n\
+                     mmap h size=4M backing=hugetlb-2m\n\
+                     map vaddr=h iova=1G+4K size=4M\n");
+        let w = &r.records[3].warnings;
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("not co-aligned modulo 2M"), "{}", w[0]);
+        let per_page = replay(
+            &parse(
+                "container\ndomain d0\nmmap h size=4M backing=thp\nmap vaddr=h iova=1G size=4M\n",
+            )
+            .unwrap(),
+            &Options {
+                strategy: Strategy::PerPage,
+                ..Options::default()
+            },
+            &mut |_| {},
+        );
+        assert!(per_page.records[3].warnings[0].contains("per-page strategy"));
+        let good =
+            run("container\ndomain d0\nmmap h size=4M backing=thp\nmap vaddr=h iova=1G size=4M\n");
+        assert!(good.records[3].warnings.is_empty());
+    }
+
+    #[test]
+    fn short_unmaps_and_a_nearly_full_entry_table_are_warned_about() {
+        let r = run("container dma_entry_limit=2\n\
+                     domain d0 format=mock\n\
+                     mmap buf size=8K\n\
+                     map vaddr=buf iova=0 size=4K\n\
+                     map vaddr=buf+4K iova=1M size=4K\n\
+                     unmap iova=0 size=8K\n");
+        assert!(r.records[4].warnings[0].contains("2 of 2 DMA entries"));
+        assert!(r.records[5].warnings[0].contains("less than asked"));
+    }
+}

@@ -1,0 +1,104 @@
+//! Numbers for people: byte sizes in binary units (`4K`, `2M`, `1.5G`) and durations.
+
+use std::time::Duration;
+
+const UNITS: [(u64, &str); 6] = [
+    (1 << 60, "E"),
+    (1 << 50, "P"),
+    (1 << 40, "T"),
+    (1 << 30, "G"),
+    (1 << 20, "M"),
+    (1 << 10, "K"),
+];
+
+/// A byte count in the largest binary unit that is at most the value: `4096` → `4K`,
+/// `1610612736` → `1.5G`, `4198400` → `4M` (rounded, at most two decimals), `512` → `512B`.
+pub fn bytes(n: u64) -> String {
+    for (unit, suffix) in UNITS {
+        if n >= unit {
+            if n.is_multiple_of(unit) {
+                return format!("{}{suffix}", n / unit);
+            }
+            let v = n as f64 / unit as f64;
+            let s = format!("{v:.2}");
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            return format!("{s}{suffix}");
+        }
+    }
+    format!("{n}B")
+}
+
+/// A byte count as the trace language writes it exactly: `4K`, `2M`, `4M+4K`, `0x1234`.
+pub fn bytes_exact(n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    let mut terms = Vec::new();
+    let mut left = n;
+    for (unit, suffix) in UNITS.iter().skip(2) {
+        if left >= *unit {
+            terms.push(format!("{}{suffix}", left / unit));
+            left %= unit;
+        }
+    }
+    if left != 0 {
+        return format!("{n:#x}");
+    }
+    terms.join("+")
+}
+
+/// A duration with a sensible unit: `850ns`, `12.3µs`, `4.56ms`, `1.23s`.
+pub fn duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2}s", ns as f64 / 1e9)
+    }
+}
+
+/// A page count with its size in bytes: `1024 (4M)` (just `0` for none).
+pub fn pages(n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    format!("{n} ({})", bytes(n.saturating_mul(4096)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_picks_the_largest_unit() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(4096), "4K");
+        assert_eq!(bytes(2 << 20), "2M");
+        assert_eq!(bytes(3 << 29), "1.5G");
+        assert_eq!(bytes(16 << 30), "16G");
+        assert_eq!(bytes((4 << 20) + 4096), "4M");
+    }
+
+    #[test]
+    fn bytes_exact_round_trips_the_trace_notation() {
+        assert_eq!(bytes_exact(0), "0");
+        assert_eq!(bytes_exact(4096), "4K");
+        assert_eq!(bytes_exact((4 << 20) + 4096), "4M+4K");
+        assert_eq!(bytes_exact(0x1234), "0x1234");
+        assert_eq!(
+            crate::trace::parse_number(&bytes_exact((1 << 30) + (2 << 20))).unwrap(),
+            (1 << 30) + (2 << 20)
+        );
+    }
+
+    #[test]
+    fn duration_units() {
+        assert_eq!(duration(Duration::from_nanos(850)), "850ns");
+        assert_eq!(duration(Duration::from_millis(1230)), "1.23s");
+    }
+}
