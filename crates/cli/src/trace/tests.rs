@@ -330,7 +330,7 @@ fn domain_errors() {
     err_at("domain 0d", 8, "not a valid name");
     err_at("domain d-0", 9, "not a valid name");
     err_at("domain d0 d1", 11, "unexpected word `d1`");
-    err_at("domain d0 format=x86", 18, "x86_64, arm64-4k");
+    err_at("domain d0 format=x86", 18, "x86_64, x86_64-3level");
     err_at("domain d0 format=x86-64", 18, "did you mean `x86_64`?");
     err_at("domain d0 pgsizes=4K,3K", 22, "not a power of two");
     err_at("domain d0 pgsizes=4K,,2M", 22, "empty element");
