@@ -233,7 +233,11 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
         let phys = leaf.paddr + (iova - leaf.iova);
         let mut len = (leaf.size - (iova - leaf.iova)).min(max);
         while len < max {
-            let at = iova + len;
+            // At the top of the address space (the mock's aperture ends at u64::MAX) there is no
+            // next leaf.
+            let Some(at) = iova.checked_add(len) else {
+                break;
+            };
             match self.translate(at) {
                 Some(n) if n.paddr + (at - n.iova) == phys + len => {
                     len += (n.size - (at - n.iova)).min(max - len);

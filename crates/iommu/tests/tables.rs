@@ -403,3 +403,16 @@ fn bench_shape_256_pages_stay_4k_in_one_map_pages_call() {
     assert_eq!(d.unmap(0x1000, 256 * K4), 256 * K4);
     assert_eq!(d.table_pages(), 1);
 }
+
+#[test]
+fn phys_run_stops_at_the_top_of_u64_and_at_physical_gaps() {
+    let mut d = domain(Format::Mock);
+    let top = u64::MAX - (M2 - 1);
+    d.map(top, M2, M2, Prot::RW).unwrap();
+    assert_eq!(d.phys_run(top + K4, u64::MAX), Some((M2 + K4, M2 - K4)));
+    let mut d = x86();
+    d.map(0, 0x10_0000, 2 * K4, Prot::RW).unwrap();
+    d.map(2 * K4, 0x50_0000, K4, Prot::RW).unwrap();
+    assert_eq!(d.phys_run(0, 16 * K4), Some((0x10_0000, 2 * K4)));
+    assert_eq!(d.phys_run(3 * K4, K4), None);
+}
