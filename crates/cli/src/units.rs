@@ -12,15 +12,16 @@ const UNITS: [(u64, &str); 6] = [
 ];
 
 /// A byte count in the largest binary unit that is at most the value: `4096` → `4K`,
-/// `1610612736` → `1.5G`, `4198400` → `4M` (rounded, at most two decimals), `512` → `512B`.
+/// `1610612736` → `1.5G`, `4198400` → `4M` (truncated to two decimals), `512` → `512B`.
 pub fn bytes(n: u64) -> String {
     for (unit, suffix) in UNITS {
         if n >= unit {
             if n.is_multiple_of(unit) {
                 return format!("{}{suffix}", n / unit);
             }
-            let v = n as f64 / unit as f64;
-            let s = format!("{v:.2}");
+            // Truncated, not rounded: 3.9996G is `3.99G`, never `4G`.
+            let hundredths = u128::from(n) * 100 / u128::from(unit);
+            let s = format!("{}.{:02}", hundredths / 100, hundredths % 100);
             let s = s.trim_end_matches('0').trim_end_matches('.');
             return format!("{s}{suffix}");
         }
@@ -82,6 +83,7 @@ mod tests {
         assert_eq!(bytes(3 << 29), "1.5G");
         assert_eq!(bytes(16 << 30), "16G");
         assert_eq!(bytes((4 << 20) + 4096), "4M");
+        assert_eq!(bytes((4 << 30) - (1 << 20)), "3.99G");
     }
 
     #[test]

@@ -1,0 +1,122 @@
+//! The command line: exit codes, error messages, `demo --print`.
+
+use std::process::{Command, Output};
+
+fn type1(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_type1"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn with_trace(tag: &str, src: &str, args: &[&str]) -> (Output, String) {
+    let path = std::env::temp_dir().join(format!("type1-cli-{}-{tag}.trace", std::process::id()));
+    std::fs::write(&path, src).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.push(&p);
+    let out = type1(&all);
+    let _ = std::fs::remove_file(&path);
+    (out, p)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_malformed_trace_exits_2_with_line_and_column_and_runs_nothing() {
+    let (out, path) = with_trace(
+        "malformed",
+        "container\nmmap ram size=4M\nmap vaddr=ram iova=1G sise=4M\n",
+        &["replay", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{path}:3:23: ")), "{err}");
+    assert!(err.contains("3 | map vaddr=ram iova=1G sise=4M"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing runs");
+}
+
+#[test]
+fn a_failed_expectation_exits_1_naming_the_line() {
+    let (out, path) = with_trace(
+        "expect",
+        "container\ndomain d0 format=mock\nmmap b size=8K\n\
+         map vaddr=b iova=0 size=8K => ok locked=+3\n\
+         map vaddr=b iova=0 size=8K => EEXIST\n\
+         check => dmas=2\n",
+        &["replay"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{path}:4: expected locked=+3, got locked=+2")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{path}:6: expected dmas=2, got dmas=1")),
+        "{err}"
+    );
+    assert!(!err.contains(":5:"), "line 5 met its expectation: {err}");
+    // The human report still shows every statement.
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("EEXIST"), "{report}");
+}
+
+#[test]
+fn a_trace_error_exits_2_and_stops_the_run() {
+    let (out, path) = with_trace(
+        "traceerr",
+        "container\nmap vaddr=ram iova=0 size=4K\ninfo\n",
+        &["replay", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{path}:2: error: vaddr=ram: no region named")),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "only the container ran: {stdout}"
+    );
+}
+
+#[test]
+fn several_files_exit_with_the_worst_code() {
+    let ok = std::env::temp_dir().join(format!("type1-cli-{}-ok.trace", std::process::id()));
+    std::fs::write(&ok, "container\ninfo => ok\n").unwrap();
+    let bad = std::env::temp_dir().join(format!("type1-cli-{}-bad.trace", std::process::id()));
+    std::fs::write(&bad, "container\ninfo => EINVAL\n").unwrap();
+    let out = type1(&["replay", ok.to_str().unwrap(), bad.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&ok);
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let out = type1(&["replay", "/nonexistent/x.trace"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read the trace"));
+}
+
+#[test]
+fn demo_print_is_a_valid_trace() {
+    let out = type1(&["demo", "--print"]);
+    assert_eq!(out.status.code(), Some(0));
+    let src = String::from_utf8(out.stdout).unwrap();
+    let t = type1_cli::trace::parse(&src).expect("the printed demo parses");
+    assert!(t.stmts.iter().any(|s| s.kind.verb() == "map"));
+    assert_eq!(src, type1_cli::demo::DEMO_TRACE);
+}
+
+#[test]
+fn an_unknown_strategy_is_refused() {
+    let out = type1(&["replay", "--strategy", "fast", "x.trace"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("per-page"), "{}", stderr(&out));
+}
