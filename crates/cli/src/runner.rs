@@ -813,9 +813,14 @@ fn hugepage_warnings(
             continue; // the domain has nothing between 4K and the folio size: nothing to gain
         }
         let p = 1u64 << (63 - candidates.leading_zeros());
-        let first = align_up(u128::from(iova), u128::from(p));
-        let end = (u128::from(iova) + u128::from(size)) / u128::from(p) * u128::from(p);
-        let possible = end.saturating_sub(first);
+        // The bytes that could be in leaves of `p` or more: whole `p` blocks of the IOVA range,
+        // or of the vaddr range (what a co-aligned IOVA would have allowed).
+        let blocks = |start: u64| {
+            let first = align_up(u128::from(start), u128::from(p));
+            let end = (u128::from(start) + u128::from(size)) / u128::from(p) * u128::from(p);
+            end.saturating_sub(first)
+        };
+        let possible = blocks(iova).max(blocks(vaddr));
         if possible == 0 {
             continue;
         }
@@ -835,15 +840,14 @@ fn hugepage_warnings(
         }
         let why = hugepage_reason(mm, strategy, vaddr, iova, size, p);
         out.push(format!(
-            "map at iova {iova:#x} (size {}): backed by {} huge pages, but domain {} got \
-             {small_leaves} leaves smaller than {} ({} of {} that could be in {}+ leaves are not): {why}",
-            units::bytes(size),
-            units::bytes(folio),
-            ad.name,
-            units::bytes(p),
-            units::bytes((possible - big) as u64),
-            units::bytes(possible as u64),
-            units::bytes(p),
+            "map at iova {iova:#x} ({size_h}, on {folio_h} huge pages): domain {name} got \
+             {small_leaves} leaves smaller than {p_h}, where {lost} could have been in {p_h} \
+             leaves: {why}",
+            size_h = units::bytes(size),
+            folio_h = units::bytes(folio),
+            name = ad.name,
+            p_h = units::bytes(p),
+            lost = units::bytes(possible as u64 - big.min(possible) as u64),
         ));
     }
     out
@@ -1090,10 +1094,14 @@ mod tests {
         let r = run("container\n\
                      domain d0\n\
                      mmap h size=4M backing=hugetlb-2m\n\
-                     map vaddr=h iova=1G+4K size=4M\n");
-        let w = &r.records[3].warnings;
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("not co-aligned modulo 2M"), "{}", w[0]);
+                     map vaddr=h iova=1G+4K size=4M\n\
+                     mmap h2 size=2M backing=hugetlb-2m\n\
+                     map vaddr=h2 iova=2G+4K size=2M\n");
+        for i in [3, 5] {
+            let w = &r.records[i].warnings;
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert!(w[0].contains("not co-aligned modulo 2M"), "{}", w[0]);
+        }
         let per_page = replay(
             &parse(
                 "container\ndomain d0\nmmap h size=4M backing=thp\nmap vaddr=h iova=1G size=4M\n",
