@@ -9,7 +9,9 @@
 
 pub mod container;
 pub mod error;
+pub mod inspect;
 pub mod mm;
+pub mod sys;
 
 pub use container::{
     AttachedDomain, BitmapArg, Config, Container, Dma, EngineStats, InfoReply, KernelProfile,

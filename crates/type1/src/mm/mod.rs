@@ -2,6 +2,7 @@
 //! pfns are reserved (device MMIO). `sim` is a deterministic model of a process; a real-memory
 //! source would implement the same trait.
 
+pub mod host;
 pub mod pincount;
 pub mod sim;
 

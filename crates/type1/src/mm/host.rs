@@ -1,0 +1,938 @@
+//! `mm::host`: the engine's `PageSource` over the real memory of this process (Linux).
+//!
+//! Data model and invariants (check the code against these):
+//!
+//! - **Regions** are anonymous private mappings made by `Memory::mmap` (`sys::Mapping`): 4K pages
+//!   (`MADV_NOHUGEPAGE`, so the kernel never hands out a THP by accident), THP (`MADV_HUGEPAGE`,
+//!   2M-aligned), or hugetlb 2M/1G (`MAP_HUGETLB|MAP_HUGE_2MB/1GB`). Every region is faulted in
+//!   at creation (`MADV_POPULATE_WRITE`, or `_READ` for `prot=r`; touching every page where the
+//!   kernel lacks them). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
+//! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry), read in large
+//!   blocks: one read per pin call covers the whole batch (and reads ahead up to 4096 entries;
+//!   the read-ahead is dropped at every mmap/munmap). Without CAP_SYS_ADMIN the kernel reports
+//!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
+//!   CAP_SYS_ADMIN.
+//! - **Folios** come from `/proc/kpageflags`: a page with COMPOUND_HEAD/TAIL belongs to a folio
+//!   whose head is the nearest naturally aligned HEAD and whose size is where the TAILs stop;
+//!   a folio whose head is not aligned to its size is treated as 4K pages.
+//! - **Reserved** pfns (`is_invalid_reserved_pfn`) are the ones kpageflags marks RESERVED or
+//!   ZERO_PAGE (a read-only region faulted in by reading maps the shared zero page). They are
+//!   neither counted, locked nor unpinned, as in the kernel.
+//! - **Pins**: a pin of the page at vaddr `v` with pfn `p` adds 1 to `locks[v]`, pushes `v` onto
+//!   `rev[p]` and adds 1 to `pins[p]`. The page is `mlock`ed when `locks[v]` goes 0 → 1 and
+//!   `munlock`ed when it goes back to 0. `unpin` receives pfns: it pops a vaddr from `rev[p]`.
+//!   Hence Σ locks = Σ |rev[p]| = `pins.total()`, and a page mapped at two IOVAs is pinned
+//!   (and counted) twice but locked once.
+//! - **munmap** of pinned pages is deferred (the kernel keeps pinned pages alive after munmap;
+//!   unmapping them here would free the pfns the IOMMU still points at): the pieces leave `vmas`
+//!   at once, but a unit (4K page, or the whole huge page for hugetlb) with a pinned page stays
+//!   mapped as a *zombie* until its last pin drops.
+//! - **Drop** unlocks every locked page and unmaps every mapping, zombies included: nothing
+//!   leaks a lock (`VmLck` in `/proc/self/status` returns to where it was).
+//!
+//! Limits of a userspace model: `mlock` keeps pages resident but does not stop the kernel from
+//! migrating them (compaction, khugepaged), which a real GUP pin would; a pfn handed to the
+//! engine stays the one recorded here, and `unpin` uses the record, so the bookkeeping stays
+//! consistent even then.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::pincount::PinCounts;
+use super::sim::{Backing, Layout, MmapSpec};
+use super::{Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned};
+use crate::sys::{self, Advice, HugeTlb, Mapping};
+use crate::PAGE_SIZE;
+
+const SZ_2M: u64 = 1 << 21;
+const SZ_1G: u64 = 1 << 30;
+
+/// `/proc/PID/pagemap` entry bits.
+pub mod pagemap {
+    /// Page present in RAM.
+    pub const PRESENT: u64 = 1 << 63;
+    /// Page swapped out.
+    pub const SWAPPED: u64 = 1 << 62;
+    /// File page or shared anonymous page.
+    pub const FILE_SHARED: u64 = 1 << 61;
+    /// Page exclusively mapped (since 4.2).
+    pub const EXCLUSIVE: u64 = 1 << 56;
+    /// Bits 0–54: the pfn of a present page (0 without CAP_SYS_ADMIN).
+    pub const PFN_MASK: u64 = (1 << 55) - 1;
+
+    /// The pfn of a present entry.
+    pub fn pfn(entry: u64) -> Option<u64> {
+        (entry & PRESENT != 0).then_some(entry & PFN_MASK)
+    }
+}
+
+/// `/proc/kpageflags` bits (include/uapi/linux/kernel-page-flags.h).
+pub mod kpf {
+    pub const LOCKED: u64 = 1 << 0;
+    pub const ANON: u64 = 1 << 12;
+    pub const COMPOUND_HEAD: u64 = 1 << 15;
+    pub const COMPOUND_TAIL: u64 = 1 << 16;
+    /// hugetlbfs page.
+    pub const HUGE: u64 = 1 << 17;
+    pub const NOPAGE: u64 = 1 << 20;
+    /// Transparent huge page.
+    pub const THP: u64 = 1 << 22;
+    pub const ZERO_PAGE: u64 = 1 << 24;
+    /// `PG_reserved` (exported with the "kernel hacking" flags).
+    pub const RESERVED: u64 = 1 << 32;
+}
+
+/// The error for a missing CAP_SYS_ADMIN (pfn 0 from pagemap).
+pub const NO_CAP_SYS_ADMIN: &str = "reading physical page numbers from /proc/PID/pagemap needs \
+     CAP_SYS_ADMIN: without it the kernel reports pfn 0 for every present page (run as root \
+     with CAP_SYS_ADMIN, or use --memory sim)";
+
+/// Read `n` 64-bit entries from `file` at entry index `index` (pagemap, kpageflags). Returns
+/// fewer at the end of the file (e.g. past the end of the user address space).
+pub fn read_entries(file: &File, index: u64, n: usize) -> io::Result<Vec<u64>> {
+    let mut buf = vec![0u8; n * 8];
+    let mut done = 0usize;
+    let off = index
+        .checked_mul(8)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf[..done - done % 8]
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// `/proc/kpageflags` of one pfn (0 when unreadable).
+pub fn page_flags(kpageflags: &File, pfn: u64) -> u64 {
+    read_entries(kpageflags, pfn, 1)
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0)
+}
+
+/// The folio holding `pfn`, as `(head pfn, pages)`, from `/proc/kpageflags`. A page that is not
+/// compound, or a compound page whose head is not aligned to its size, is `(pfn, 1)`.
+pub fn folio_of(kpageflags: &File, pfn: u64) -> (u64, u64) {
+    let flags = |p: u64| page_flags(kpageflags, p);
+    let f = flags(pfn);
+    if f & (kpf::COMPOUND_HEAD | kpf::COMPOUND_TAIL) == 0 {
+        return (pfn, 1);
+    }
+    let is_tail = |p: u64| flags(p) & kpf::COMPOUND_TAIL != 0;
+    // The usual cases first: a PMD-sized (2M) or PUD-sized (1G) folio.
+    for order in [9u32, 18] {
+        let n = 1u64 << order;
+        let head = pfn & !(n - 1);
+        if flags(head) & kpf::COMPOUND_HEAD != 0 && is_tail(head + n - 1) && !is_tail(head + n) {
+            return (head, n);
+        }
+    }
+    // Any other order: the nearest aligned head, then where the tails stop.
+    let head = if f & kpf::COMPOUND_HEAD != 0 {
+        Some(pfn)
+    } else {
+        (1..=18u32)
+            .map(|o| pfn & !((1u64 << o) - 1))
+            .find(|&h| flags(h) & kpf::COMPOUND_HEAD != 0)
+    };
+    let Some(head) = head else {
+        return (pfn, 1);
+    };
+    for order in 1..=18u32 {
+        let n = 1u64 << order;
+        if !is_tail(head + n) {
+            if head % n == 0 && pfn < head + n && (n == 1 || is_tail(head + n - 1)) {
+                return (head, n);
+            }
+            break;
+        }
+    }
+    (pfn, 1)
+}
+
+/// `VmLck` of `/proc/self/status`, in KiB.
+pub fn vm_locked_kib() -> io::Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/status")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no VmLck line in /proc/self/status"))
+}
+
+fn mem_err(what: impl std::fmt::Display) -> MemError {
+    MemError(what.to_string())
+}
+
+#[derive(Debug)]
+struct Region {
+    name: String,
+    vaddr: u64,
+    size: u64,
+    backing: Backing,
+    writable: bool,
+    /// Index into `HostMm::mappings`.
+    mapping: usize,
+}
+
+impl Region {
+    /// The unit of `munmap` (the huge page size for hugetlb).
+    fn unit(&self) -> u64 {
+        match self.backing {
+            Backing::Hugetlb2m => SZ_2M,
+            Backing::Hugetlb1g => SZ_1G,
+            _ => PAGE_SIZE,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Vma {
+    end: u64,
+    region: usize,
+}
+
+/// The vaddrs a pinned pfn was pinned at (one per pin).
+#[derive(Debug)]
+enum Rev {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+/// Pagemap entries read ahead: `entries[i]` is the entry of `start + i * 4K`.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    start: u64,
+    entries: Vec<u64>,
+}
+
+/// Real process memory as a `PageSource`.
+#[derive(Debug)]
+pub struct HostMm {
+    regions: Vec<Region>,
+    names: HashMap<String, usize>,
+    vmas: BTreeMap<u64, Vma>,
+    /// Every mapping ever made (regions index into it); an empty one costs nothing.
+    mappings: Vec<Mapping>,
+    pagemap: File,
+    kpageflags: File,
+    /// Pin counts by pfn (non-reserved pages only).
+    pins: PinCounts,
+    /// Pin counts by vaddr page; a page is mlocked while its count is non-zero.
+    locks: HashMap<u64, u32>,
+    /// pfn → the vaddrs it was pinned at.
+    rev: HashMap<u64, Rev>,
+    /// Units munmapped while pinned: start → (unit size, mapping index).
+    zombies: BTreeMap<u64, (u64, usize)>,
+    readahead: ReadAhead,
+    notes: Vec<String>,
+    violations: Vec<String>,
+    /// Pagemap reads done by pins (a statistic).
+    pagemap_reads: u64,
+}
+
+impl HostMm {
+    /// Entries read ahead from pagemap per pin call, at least.
+    pub const READ_AHEAD: usize = 4096;
+    /// Entries per pagemap read at most (2 MiB of buffer, 1 GiB of address space).
+    const MAX_READ: usize = 1 << 18;
+
+    /// Open `/proc/self/pagemap` and `/proc/kpageflags` and check that pfns are visible.
+    /// Fails, naming CAP_SYS_ADMIN, when they are not.
+    pub fn new() -> Result<HostMm, MemError> {
+        let pagemap = File::open("/proc/self/pagemap")
+            .map_err(|e| mem_err(format!("cannot open /proc/self/pagemap: {e}")))?;
+        let kpageflags = File::open("/proc/kpageflags").map_err(|e| {
+            mem_err(format!(
+                "cannot open /proc/kpageflags ({e}): it needs root with CAP_SYS_ADMIN \
+                 (or use --memory sim)"
+            ))
+        })?;
+        // Probe: one page of our own, written, then its pagemap entry.
+        let probe = Mapping::anon(PAGE_SIZE, true, None, None)
+            .map_err(|e| mem_err(format!("mmap of a probe page: {e}")))?;
+        probe
+            .touch(probe.base(), PAGE_SIZE)
+            .map_err(|e| mem_err(format!("touching the probe page: {e}")))?;
+        let e = read_entries(&pagemap, probe.base() / PAGE_SIZE, 1)
+            .map_err(|e| mem_err(format!("reading /proc/self/pagemap: {e}")))?;
+        match e.first().copied().and_then(pagemap::pfn) {
+            Some(0) => return Err(mem_err(NO_CAP_SYS_ADMIN)),
+            Some(_) => {}
+            None => {
+                return Err(mem_err(
+                    "the probe page is not present in /proc/self/pagemap after writing it",
+                ))
+            }
+        }
+        drop(probe);
+        Ok(HostMm {
+            regions: Vec::new(),
+            names: HashMap::new(),
+            vmas: BTreeMap::new(),
+            mappings: Vec::new(),
+            pagemap,
+            kpageflags,
+            pins: PinCounts::new(),
+            locks: HashMap::new(),
+            rev: HashMap::new(),
+            zombies: BTreeMap::new(),
+            readahead: ReadAhead::default(),
+            notes: Vec::new(),
+            violations: Vec::new(),
+            pagemap_reads: 0,
+        })
+    }
+
+    /// `(vaddr, size, backing)` of a region by name.
+    pub fn region(&self, name: &str) -> Option<(u64, u64, Backing)> {
+        self.names.get(name).map(|&i| {
+            let r = &self.regions[i];
+            (r.vaddr, r.size, r.backing)
+        })
+    }
+
+    /// Pages this source keeps locked (each once, however many pins it has).
+    pub fn locked_pages(&self) -> u64 {
+        self.locks.len() as u64
+    }
+
+    /// Units whose munmap waits for their pins to drop.
+    pub fn deferred_unmaps(&self) -> usize {
+        self.zombies.len()
+    }
+
+    /// Pagemap reads done by pin calls.
+    pub fn pagemap_reads(&self) -> u64 {
+        self.pagemap_reads
+    }
+
+    /// Raw pagemap entries of `npages` pages from `vaddr` (one read per 1 GiB).
+    pub fn pagemap_entries(&self, vaddr: u64, npages: u64) -> io::Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(npages.min(Self::MAX_READ as u64) as usize);
+        let mut idx = vaddr / PAGE_SIZE;
+        let end = idx + npages;
+        while idx < end {
+            let n = ((end - idx) as usize).min(Self::MAX_READ);
+            let v = read_entries(&self.pagemap, idx, n)?;
+            if v.is_empty() {
+                break;
+            }
+            idx += v.len() as u64;
+            out.extend(v);
+        }
+        Ok(out)
+    }
+
+    /// `/proc/kpageflags` of a pfn.
+    pub fn page_flags(&self, pfn: u64) -> u64 {
+        page_flags(&self.kpageflags, pfn)
+    }
+
+    /// The folio of a pfn as `(head pfn, pages)`.
+    pub fn folio_of(&self, pfn: u64) -> (u64, u64) {
+        folio_of(&self.kpageflags, pfn)
+    }
+
+    fn pfn_reserved(&self, pfn: u64) -> bool {
+        self.page_flags(pfn) & (kpf::RESERVED | kpf::ZERO_PAGE) != 0
+    }
+
+    fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
+        let (&s, &v) = self.vmas.range(..=vaddr).next_back()?;
+        (vaddr < v.end).then_some((s, v))
+    }
+
+    fn mmap_inner(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
+        let name = spec.name.clone();
+        if self.names.contains_key(&name) {
+            return Err(mem_err(format!(
+                "a region named {name:?} exists already (munmap it first or choose another name)"
+            )));
+        }
+        let backing = spec.backing;
+        if backing == Backing::Pfnmap {
+            return Err(mem_err(format!(
+                "{name:?}: backing=pfnmap is device MMIO, and device MMIO needs a real device \
+                 BAR: use --memory sim"
+            )));
+        }
+        let unit = match backing {
+            Backing::Hugetlb2m => SZ_2M,
+            Backing::Hugetlb1g => SZ_1G,
+            _ => PAGE_SIZE,
+        };
+        if spec.size == 0 || !spec.size.is_multiple_of(unit) {
+            return Err(mem_err(format!(
+                "size {:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {}",
+                spec.size,
+                backing.name()
+            )));
+        }
+        if let Some(at) = spec.at {
+            if !at.is_multiple_of(unit) {
+                return Err(mem_err(format!(
+                    "at {at:#x} of {name:?} must be aligned to {unit:#x}"
+                )));
+            }
+        }
+        if spec.layout != Layout::Contiguous {
+            self.notes.push(format!(
+                "{name}: layout=scattered ignored: the kernel places real pages"
+            ));
+        }
+        if spec.seed != 0 {
+            self.notes.push(format!(
+                "{name}: seed ignored: the kernel places real pages"
+            ));
+        }
+        if let Some(p) = spec.phys {
+            self.notes.push(format!(
+                "{name}: phys={p:#x} ignored: the kernel places real pages"
+            ));
+        }
+        let huge = match backing {
+            Backing::Hugetlb2m => Some(HugeTlb::Size2M),
+            Backing::Hugetlb1g => Some(HugeTlb::Size1G),
+            _ => None,
+        };
+        let made = match (backing, spec.at) {
+            (Backing::Thp, None) => Mapping::anon_aligned(spec.size, spec.writable, SZ_2M),
+            _ => Mapping::anon(spec.size, spec.writable, spec.at, huge),
+        };
+        let m = made.map_err(|e| match (e.raw_os_error(), huge) {
+            (Some(libc::EEXIST), _) => mem_err(format!(
+                "region {name:?} at [{:#x}, {:#x}) overlaps existing memory; choose another at=",
+                spec.at.unwrap_or(0),
+                spec.at.unwrap_or(0) + spec.size
+            )),
+            (Some(libc::ENOMEM), Some(h)) => {
+                let kb = h.size() >> 10;
+                let free = std::fs::read_to_string(format!(
+                    "/sys/kernel/mm/hugepages/hugepages-{kb}kB/free_hugepages"
+                ))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "?".into());
+                mem_err(format!(
+                    "mmap of {name:?} ({} bytes of {} huge pages) failed: not enough free huge \
+                     pages ({free} free); reserve them with `echo N > \
+                     /sys/kernel/mm/hugepages/hugepages-{kb}kB/nr_hugepages`",
+                    spec.size,
+                    backing.name()
+                ))
+            }
+            _ => mem_err(format!("mmap of {name:?} ({} bytes): {e}", spec.size)),
+        })?;
+        let (vaddr, size) = (m.base(), spec.size);
+        let advice = match backing {
+            Backing::Page4k => Some(Advice::NoHugePage),
+            Backing::Thp => Some(Advice::HugePage),
+            _ => None,
+        };
+        if let Some(a) = advice {
+            sys::madvise(vaddr, size, a)
+                .map_err(|e| mem_err(format!("madvise({a:?}) of {name:?}: {e}")))?;
+        }
+        let populate = if spec.writable {
+            Advice::PopulateWrite
+        } else {
+            Advice::PopulateRead
+        };
+        if let Err(e) = sys::madvise(vaddr, size, populate) {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(mem_err(format!("faulting in {name:?}: {e}")));
+            }
+            // A kernel without MADV_POPULATE_* (before 5.14): touch every page.
+            m.touch(vaddr, size)
+                .map_err(|e| mem_err(format!("faulting in {name:?}: {e}")))?;
+        }
+        self.mappings.push(m);
+        let idx = self.regions.len();
+        self.regions.push(Region {
+            name: name.clone(),
+            vaddr,
+            size,
+            backing,
+            writable: spec.writable,
+            mapping: self.mappings.len() - 1,
+        });
+        self.names.insert(name, idx);
+        self.vmas.insert(
+            vaddr,
+            Vma {
+                end: vaddr + size,
+                region: idx,
+            },
+        );
+        self.readahead = ReadAhead::default();
+        Ok(vaddr)
+    }
+
+    fn munmap_inner(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {
+        let &idx = self
+            .names
+            .get(name)
+            .ok_or_else(|| mem_err(format!("no region named {name:?}")))?;
+        let r = &self.regions[idx];
+        let (unit, rvaddr, rsize, mi) = (r.unit(), r.vaddr, r.size, r.mapping);
+        let (off, size) = range.unwrap_or((0, rsize));
+        let bad = || {
+            mem_err(format!(
+                "munmap of {name:?}: offset {off:#x} + size {size:#x} is not inside the region \
+                 ({rsize:#x} bytes) or not aligned to {unit:#x}"
+            ))
+        };
+        let end_off = off.checked_add(size).ok_or_else(bad)?;
+        if size == 0 || end_off > rsize || !off.is_multiple_of(unit) || !size.is_multiple_of(unit) {
+            return Err(bad());
+        }
+        let (start, end) = (rvaddr + off, rvaddr + end_off);
+        let hit: Vec<(u64, Vma)> = self
+            .vmas
+            .range(..end)
+            .filter(|(&s, v)| v.region == idx && v.end > start && s < end)
+            .map(|(&s, &v)| (s, v))
+            .collect();
+        let mut gone = Vec::new();
+        for (s, v) in hit {
+            self.vmas.remove(&s);
+            if s < start {
+                self.vmas.insert(
+                    s,
+                    Vma {
+                        end: start,
+                        region: idx,
+                    },
+                );
+            }
+            if v.end > end {
+                self.vmas.insert(
+                    end,
+                    Vma {
+                        end: v.end,
+                        region: idx,
+                    },
+                );
+            }
+            gone.push((s.max(start), v.end.min(end)));
+        }
+        // Unmap what nobody pinned; keep pinned units as zombies.
+        let mut free: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in gone {
+            let mut u = s;
+            while u < e {
+                let pinned =
+                    (0..unit / PAGE_SIZE).any(|i| self.locks.contains_key(&(u + i * PAGE_SIZE)));
+                if pinned {
+                    self.zombies.insert(u, (unit, mi));
+                } else {
+                    match free.last_mut() {
+                        Some((_, fe)) if *fe == u => *fe = u + unit,
+                        _ => free.push((u, u + unit)),
+                    }
+                }
+                u += unit;
+            }
+        }
+        for (s, e) in free {
+            self.mappings[mi]
+                .unmap(s, e - s)
+                .map_err(|err| mem_err(format!("munmap of [{s:#x}, {e:#x}) of {name:?}: {err}")))?;
+        }
+        if !self.vmas.values().any(|v| v.region == idx) {
+            self.names.remove(name);
+        }
+        self.readahead = ReadAhead::default();
+        Ok(())
+    }
+
+    /// Pagemap entries of `[vaddr, vaddr + need pages)`, from the read-ahead or one new read of
+    /// at least `READ_AHEAD` entries (at most `avail`).
+    fn entries(&mut self, vaddr: u64, need: u64, avail: u64) -> io::Result<&[u64]> {
+        let ra = &self.readahead;
+        let cached = vaddr >= ra.start
+            && (vaddr - ra.start) / PAGE_SIZE + need <= ra.entries.len() as u64
+            && !ra.entries.is_empty();
+        if !cached {
+            let n = need.max(Self::READ_AHEAD as u64).min(avail) as usize;
+            self.pagemap_reads += 1;
+            let entries = read_entries(&self.pagemap, vaddr / PAGE_SIZE, n)?;
+            self.readahead = ReadAhead {
+                start: vaddr,
+                entries,
+            };
+        }
+        let i = ((vaddr - self.readahead.start) / PAGE_SIZE) as usize;
+        let j = (i + need as usize).min(self.readahead.entries.len());
+        Ok(&self.readahead.entries[i..j])
+    }
+
+    /// Record a pin of `npages` pages from `vaddr` at pfns from `pfn`; mlock what was unlocked.
+    fn take_pins(&mut self, vaddr: u64, pfn: u64, npages: u64) -> io::Result<()> {
+        let mut lock_from: Option<u64> = None;
+        let mut to_lock: Vec<(u64, u64)> = Vec::new();
+        for i in 0..npages {
+            let v = vaddr + i * PAGE_SIZE;
+            let c = self.locks.entry(v).or_insert(0);
+            *c += 1;
+            let newly = *c == 1;
+            match (newly, lock_from) {
+                (true, None) => lock_from = Some(v),
+                (false, Some(s)) => {
+                    to_lock.push((s, v));
+                    lock_from = None;
+                }
+                _ => {}
+            }
+            match self.rev.get_mut(&(pfn + i)) {
+                None => {
+                    self.rev.insert(pfn + i, Rev::One(v));
+                }
+                Some(r) => {
+                    let old = std::mem::replace(r, Rev::Many(Vec::new()));
+                    *r = match old {
+                        Rev::One(a) => Rev::Many(vec![a, v]),
+                        Rev::Many(mut m) => {
+                            m.push(v);
+                            Rev::Many(m)
+                        }
+                    };
+                }
+            }
+        }
+        if let Some(s) = lock_from {
+            to_lock.push((s, vaddr + npages * PAGE_SIZE));
+        }
+        self.pins.add(pfn, npages);
+        for (s, e) in to_lock {
+            sys::mlock(s, e - s)?;
+        }
+        Ok(())
+    }
+
+    /// Pages of `vaddrs` (sorted, unique) whose last pin dropped: munlock them, and unmap the
+    /// zombie units that no longer hold a pinned page.
+    fn release(&mut self, vaddrs: &mut [u64]) {
+        vaddrs.sort_unstable();
+        let mut i = 0;
+        while i < vaddrs.len() {
+            let s = vaddrs[i];
+            let mut e = s + PAGE_SIZE;
+            i += 1;
+            while i < vaddrs.len() && vaddrs[i] == e {
+                e += PAGE_SIZE;
+                i += 1;
+            }
+            if let Err(err) = sys::munlock(s, e - s) {
+                self.violations
+                    .push(format!("munlock of [{s:#x}, {e:#x}) failed: {err}"));
+            }
+        }
+        if self.zombies.is_empty() {
+            return;
+        }
+        let mut units: Vec<(u64, u64, usize)> = Vec::new();
+        for &v in vaddrs.iter() {
+            if let Some((&u, &(size, mi))) = self.zombies.range(..=v).next_back() {
+                let seen = matches!(units.last(), Some(l) if l.0 == u);
+                if v < u + size && !seen {
+                    units.push((u, size, mi));
+                }
+            }
+        }
+        for (u, size, mi) in units {
+            let still =
+                (0..size / PAGE_SIZE).any(|k| self.locks.contains_key(&(u + k * PAGE_SIZE)));
+            if !still {
+                self.zombies.remove(&u);
+                if let Err(err) = self.mappings[mi].unmap(u, size) {
+                    self.violations.push(format!(
+                        "deferred munmap of [{u:#x}, +{size:#x}) failed: {err}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl PageSource for HostMm {
+    fn pin(
+        &mut self,
+        vaddr: u64,
+        npages: u64,
+        write: bool,
+        batch: &mut Batch,
+    ) -> Result<Pinned, MmError> {
+        let vaddr = vaddr & !(PAGE_SIZE - 1);
+        let per_page = batch.mode == PinMode::PerPage;
+        let max_pages = if per_page {
+            npages.min(batch.capacity as u64)
+        } else {
+            npages
+        };
+        // The pinnable span: our vmas from vaddr on, as GUP walks on through adjacent vmas, up
+        // to a read-only one for a write pin. `avail` = the span without the `npages` bound
+        // (how far the read-ahead may go).
+        let mut span = 0u64;
+        let mut avail = 0u64;
+        let mut addr = vaddr;
+        let mut readonly_vmas = false;
+        while avail < max_pages.max(Self::READ_AHEAD as u64) {
+            let Some((_, vma)) = self.vma_at(addr) else {
+                break;
+            };
+            let r = &self.regions[vma.region];
+            if write && !r.writable {
+                if span == 0 {
+                    return Err(MmError::ReadOnly {
+                        vaddr,
+                        name: r.name.clone(),
+                    });
+                }
+                break;
+            }
+            readonly_vmas |= !r.writable;
+            let n = (vma.end - addr) / PAGE_SIZE;
+            span += n.min(max_pages.saturating_sub(span));
+            avail += n;
+            addr = vma.end;
+        }
+        if span == 0 {
+            return Err(MmError::NotMapped { vaddr });
+        }
+        // GUP faults pages in: populate each block before reading its pfns.
+        let populate = if write {
+            Advice::PopulateWrite
+        } else {
+            Advice::PopulateRead
+        };
+        let mut got = 0u64;
+        let mut cap_problem = false;
+        // The folio of the current batch entry (Folio mode): [head, end) in pfns.
+        let mut folio: (u64, u64) = (0, 0);
+        // Folio mode does not know how many pages `capacity` entries hold: read blocks that
+        // grow from READ_AHEAD entries.
+        let mut block = if per_page {
+            span
+        } else {
+            Self::READ_AHEAD as u64
+        };
+        'read: while got < span {
+            let want = (span - got).min(block).min(Self::MAX_READ as u64);
+            block = block.saturating_mul(2);
+            let base = vaddr + got * PAGE_SIZE;
+            let _ = sys::madvise(base, want * PAGE_SIZE, populate);
+            let entries = match self.entries(base, want, avail - got) {
+                Ok(e) => e.to_vec(),
+                Err(_) => break,
+            };
+            if entries.is_empty() {
+                break;
+            }
+            let mut k = 0usize;
+            while k < entries.len() {
+                let Some(pfn) = pagemap::pfn(entries[k]) else {
+                    break 'read;
+                };
+                if pfn == 0 {
+                    cap_problem = true;
+                    break 'read;
+                }
+                let reserved = readonly_vmas && self.pfn_reserved(pfn);
+                // How many pages from here go into one entry: one (PerPage, reserved), or the
+                // piece of the folio that is mapped contiguously from here.
+                let mut n = 1u64;
+                if !per_page && !reserved {
+                    if !(folio.0..folio.1).contains(&pfn) {
+                        let (h, np) = self.folio_of(pfn);
+                        folio = (h, h + np);
+                    }
+                    while k + (n as usize) < entries.len()
+                        && pfn + n < folio.1
+                        && pagemap::pfn(entries[k + n as usize]) == Some(pfn + n)
+                    {
+                        n += 1;
+                    }
+                }
+                // Folio mode: a folio cut by a block boundary continues in the same entry.
+                let continues = !per_page
+                    && !reserved
+                    && k == 0
+                    && batch.runs.last().is_some_and(|last| {
+                        !last.reserved
+                            && last.pfn + last.npages == pfn
+                            && (folio.0..folio.1).contains(&last.pfn)
+                    });
+                if !per_page && !continues && batch.runs.len() >= batch.capacity {
+                    break 'read;
+                }
+                let v = base + k as u64 * PAGE_SIZE;
+                if !reserved {
+                    if let Err(e) = self.take_pins(v, pfn, n) {
+                        self.violations
+                            .push(format!("mlock of [{v:#x}, +{n} pages) failed: {e}"));
+                    }
+                }
+                if continues {
+                    if let Some(last) = batch.runs.last_mut() {
+                        last.npages += n;
+                    }
+                } else {
+                    batch.runs.push(PfnRun {
+                        pfn,
+                        npages: n,
+                        reserved,
+                    });
+                }
+                got += n;
+                k += n as usize;
+            }
+        }
+        if cap_problem {
+            self.violations.push(NO_CAP_SYS_ADMIN.to_string());
+        }
+        if got == 0 {
+            return Err(MmError::NotMapped { vaddr });
+        }
+        Ok(Pinned::Pages)
+    }
+
+    fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
+        let mut done = 0u64;
+        let mut released: Vec<u64> = Vec::new();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut missing: Vec<u64> = Vec::new();
+        for p in pfn..pfn + npages {
+            let v = match self.rev.get_mut(&p) {
+                None => {
+                    // Reserved pfns were never counted (`skip_reserved` or not).
+                    if !self.pfn_reserved(p) {
+                        missing.push(p);
+                    }
+                    continue;
+                }
+                Some(Rev::One(v)) => {
+                    let v = *v;
+                    self.rev.remove(&p);
+                    v
+                }
+                Some(Rev::Many(m)) => {
+                    let v = m.pop().expect("Many is never empty");
+                    if m.len() == 1 {
+                        let last = m[0];
+                        self.rev.insert(p, Rev::One(last));
+                    }
+                    v
+                }
+            };
+            if let Some(c) = self.locks.get_mut(&v) {
+                *c -= 1;
+                if *c == 0 {
+                    self.locks.remove(&v);
+                    released.push(v);
+                }
+            }
+            match runs.last_mut() {
+                Some((s, n)) if *s + *n == p => *n += 1,
+                _ => runs.push((p, 1)),
+            }
+            done += 1;
+        }
+        for (s, n) in runs {
+            self.pins.sub(s, n);
+        }
+        if !missing.is_empty() {
+            self.violations.push(format!(
+                "unpin of {} page(s) in pfn range [{pfn:#x}, {:#x}) that were not pinned",
+                missing.len(),
+                pfn + npages
+            ));
+        }
+        self.release(&mut released);
+        done
+    }
+
+    fn is_reserved(&self, pfn: u64) -> bool {
+        self.pfn_reserved(pfn)
+    }
+
+    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
+        let mut n = 0;
+        let mut p = pfn;
+        while p < pfn + npages {
+            let k = (pfn + npages - p).min(Self::MAX_READ as u64) as usize;
+            let flags = read_entries(&self.kpageflags, p, k).unwrap_or_default();
+            if flags.is_empty() {
+                return n + (pfn + npages - p);
+            }
+            n += flags
+                .iter()
+                .filter(|&&f| f & (kpf::RESERVED | kpf::ZERO_PAGE) == 0)
+                .count() as u64;
+            p += flags.len() as u64;
+        }
+        n
+    }
+
+    fn pinned_pages(&self) -> u64 {
+        self.pins.total()
+    }
+
+    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
+        self.pins.ranges()
+    }
+
+    fn violations(&self) -> Vec<String> {
+        self.violations.clone()
+    }
+}
+
+impl Memory for HostMm {
+    fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
+        self.mmap_inner(spec)
+    }
+
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {
+        self.munmap_inner(name, range)
+    }
+
+    fn region_vaddr(&self, name: &str) -> Option<u64> {
+        self.names.get(name).map(|&i| self.regions[i].vaddr)
+    }
+
+    fn vaddr_to_phys(&self, vaddr: u64) -> Option<u64> {
+        let e = read_entries(&self.pagemap, vaddr / PAGE_SIZE, 1).ok()?;
+        let pfn = pagemap::pfn(*e.first()?)?;
+        (pfn != 0).then_some(pfn * PAGE_SIZE + vaddr % PAGE_SIZE)
+    }
+
+    fn folio_size(&self, vaddr: u64) -> Option<u64> {
+        let pfn = self.vaddr_to_phys(vaddr)? / PAGE_SIZE;
+        let (_, n) = self.folio_of(pfn);
+        Some(n * PAGE_SIZE)
+    }
+
+    fn notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+}
+
+impl Drop for HostMm {
+    fn drop(&mut self) {
+        let mut all: Vec<u64> = self.locks.keys().copied().collect();
+        self.locks.clear();
+        self.rev.clear();
+        self.release(&mut all);
+        // Dropping the mappings unmaps everything, zombies included.
+        self.zombies.clear();
+        self.mappings.clear();
+    }
+}
