@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is a thin command-line layer over these modules, so that the tests
 //! can drive the same code without spawning a process.
 
+pub mod bench;
 pub mod demo;
 pub mod json;
 pub mod report;

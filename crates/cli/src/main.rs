@@ -46,8 +46,41 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    // Room for: `inspect` (dump a domain's tables), `bench`, `kernel-check` (compare with the
-    // kernel oracle). Not implemented yet.
+    /// Time the engine on the kernel's workload shapes (map-unmap per backing and strategy,
+    /// huge-guest, small-maps, fragmented, pagetable, threads, growth).
+    Bench {
+        /// Run only these workloads (repeatable): map-unmap, huge-guest, small-maps, fragmented,
+        /// pagetable, threads, growth.
+        #[arg(long = "workload")]
+        workloads: Vec<String>,
+        /// Region size for map-unmap, fragmented and threads (e.g. 1G; default 1G on sim).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// Sizes for the growth curve, comma-separated (default 64M,256M,1G,4G,16G,64G).
+        #[arg(long, value_parser = parse_size, value_delimiter = ',')]
+        sweep: Vec<u64>,
+        /// Memory to pin: the deterministic model, or this process's real memory.
+        #[arg(long, value_enum, default_value_t = MemoryArg::Sim)]
+        memory: MemoryArg,
+        /// One JSON object per measurement.
+        #[arg(long)]
+        json: bool,
+        /// Draw time against size per backing and strategy into an SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MemoryArg {
+    /// The deterministic model (mm::sim).
+    Sim,
+    /// This process's real memory (mm::host; Linux, needs CAP_SYS_ADMIN for pfns).
+    Host,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    trace::parse_number(s)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,6 +122,14 @@ fn main() -> ExitCode {
                 .unwrap_or(0)
         }
         Cmd::Demo { print, json } => run_demo(print, json),
+        Cmd::Bench {
+            workloads,
+            size,
+            sweep,
+            memory,
+            json,
+            plot,
+        } => run_bench(workloads, size, sweep, memory, json, plot),
     };
     ExitCode::from(code as u8)
 }
@@ -155,4 +196,102 @@ fn run_demo(print: bool, as_json: bool) -> i32 {
         print!("{}", demo::human(&new, &old));
     }
     new.exit_code.max(old.exit_code)
+}
+
+fn run_bench(
+    workloads: Vec<String>,
+    size: Option<u64>,
+    sweep: Vec<u64>,
+    memory: MemoryArg,
+    as_json: bool,
+    plot: Option<PathBuf>,
+) -> i32 {
+    use type1_cli::bench;
+    if let Some(w) = workloads
+        .iter()
+        .find(|w| !bench::WORKLOADS.contains(&w.as_str()))
+    {
+        eprintln!(
+            "unknown workload {w:?}: choose from {}",
+            bench::WORKLOADS.join(", ")
+        );
+        return 2;
+    }
+    let mut workloads = workloads;
+    if plot.is_some() && !workloads.is_empty() && !workloads.iter().any(|w| w == "growth") {
+        workloads.push("growth".into());
+    }
+    let host = memory == MemoryArg::Host;
+    let opts = bench::Options {
+        workloads,
+        size,
+        host,
+        sweep,
+    };
+    let factory: Box<dyn bench::MemoryFactory> = if host {
+        match bench::host_factory() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("bench --memory host: {e}");
+                return 2;
+            }
+        }
+    } else {
+        Box::new(bench::Sim)
+    };
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    let (ms, errs) = bench::run(&opts, factory.as_ref(), &mut |p| {
+        n += 1;
+        eprintln!(
+            "bench [{n}] {p}  ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    });
+    if as_json {
+        for m in &ms {
+            println!("{}", m.to_json());
+        }
+    } else {
+        println!("{}", machine_line());
+        print!("{}", bench::table(&ms));
+    }
+    for e in &errs {
+        eprintln!("bench: a measurement failed: {e}");
+    }
+    if let Some(path) = plot {
+        if !ms.iter().any(|m| m.workload == "growth") {
+            eprintln!(
+                "bench: --plot needs the growth workload (it runs unless --workload excludes it)"
+            );
+            return 2;
+        }
+        if let Err(e) = std::fs::write(&path, bench::plot(&ms)) {
+            eprintln!("bench: cannot write {}: {e}", path.display());
+            return 2;
+        }
+        eprintln!("bench: wrote {}", path.display());
+    }
+    eprintln!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
+    if errs.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+/// The machine the figures come from.
+fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("machine: {cpu}, {cores} cores")
 }

@@ -302,6 +302,8 @@ pub struct Container<M: PageSource> {
     vaddr_invalid_count: u32,
     violations: Vec<String>,
     stats: EngineStats,
+    /// The pin batch's buffer, kept between calls (the kernel keeps a page for it).
+    batch_buf: Vec<crate::mm::PfnRun>,
 }
 
 const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
@@ -323,6 +325,7 @@ impl<M: PageSource> Container<M> {
             vaddr_invalid_count: 0,
             violations: Vec::new(),
             stats: EngineStats::default(),
+            batch_buf: Vec::new(),
         }
     }
 
@@ -529,12 +532,21 @@ impl<M: PageSource> Container<M> {
         Ok(())
     }
 
-    fn new_batch(&self) -> Batch {
-        match self.cfg.strategy {
+    fn new_batch(&mut self) -> Batch {
+        let (mode, capacity) = match self.cfg.strategy {
             // `disable_hugepages`: a batch of one page.
-            Strategy::PerPage => Batch::new(PinMode::PerPage, 1),
-            Strategy::Contiguous => Batch::new(PinMode::PerPage, Batch::MAX_CAPACITY),
-            Strategy::Folio => Batch::new(PinMode::Folio, Batch::MAX_CAPACITY),
+            Strategy::PerPage => (PinMode::PerPage, 1),
+            Strategy::Contiguous => (PinMode::PerPage, Batch::MAX_CAPACITY),
+            Strategy::Folio => (PinMode::Folio, Batch::MAX_CAPACITY),
+        };
+        let mut runs = std::mem::take(&mut self.batch_buf);
+        runs.clear();
+        Batch {
+            runs,
+            idx: 0,
+            off: 0,
+            capacity,
+            mode,
         }
     }
 
@@ -568,6 +580,7 @@ impl<M: PageSource> Container<M> {
             }
         }
         self.batch_unpin(&mut batch);
+        self.batch_buf = std::mem::take(&mut batch.runs);
         dma.iommu_mapped = true;
         if let Err(e) = res {
             self.unmap_unpin(dma, true);
@@ -1399,6 +1412,17 @@ impl<M: PageSource> Container<M> {
         self.iova_list = Self::build_iova_list(&self.domains);
         self.update_pgsize_bitmap();
         Ok(())
+    }
+
+    /// The engine's own heap, estimated from its entry counts (the DMA tree, the IOVA list, the
+    /// domain records; page tables excluded): B-tree entries cost about 1.5× their size.
+    pub fn footprint_estimate(&self) -> u64 {
+        let dma = (std::mem::size_of::<u64>() + std::mem::size_of::<Dma>()) as u64 * 3 / 2;
+        let ranges = self.iova_list.len() as u64 * 16;
+        let domains = self.domains.len() as u64 * std::mem::size_of::<AttachedDomain>() as u64;
+        let batch =
+            self.batch_buf.capacity() as u64 * std::mem::size_of::<crate::mm::PfnRun>() as u64;
+        self.dmas.len() as u64 * dma + ranges + domains + batch + std::mem::size_of::<Self>() as u64
     }
 
     // ---- checking ----

@@ -457,7 +457,7 @@ pub struct Demo {
 
 /// Make 4K, THP and hugetlb (2M; 1G when a 1 GiB page is free) regions in this process, fault
 /// them in, and inspect them. Backings the machine cannot give (no huge pages reserved) are
-/// left out with a note.
+/// left out with a note. The memory is released before this returns.
 pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
     let mut mm = HostMm::new().map_err(|e| {
         if e.0.contains("CAP_SYS_ADMIN") {
@@ -466,6 +466,11 @@ pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
             Error::Demo(e.0)
         }
     })?;
+    demo_in(&mut mm, pgsizes)
+}
+
+/// `demo` in a `HostMm` the caller keeps (the regions stay until it munmaps or drops them).
+pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
     const M: u64 = 1 << 20;
     let free_1g =
         std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages")
@@ -508,7 +513,6 @@ pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
         .collect();
     let mut report = inspect_ranges(std::process::id(), &ranges, pgsizes)?;
     report.notes.extend(notes);
-    drop(mm);
     Ok(Demo { regions, report })
 }
 

@@ -63,18 +63,22 @@ impl PinCounts {
         }
         let end = start + n;
         self.total += n;
-        // Fast path: nothing pinned in [start, end), extend a touching count-1 predecessor.
-        let overlaps = self.map.range(start..end).next().is_some() || self.get(start) != 0;
-        if !overlaps {
-            if let Some((&ps, &(pe, 1))) = self.map.range(..start).next_back() {
+        // Fast path: the last range starting before `end` ends at or before `start`, so nothing
+        // in [start, end) is pinned yet (ranges are sorted and disjoint).
+        let prev = self.map.range(..end).next_back().map(|(&s, &v)| (s, v));
+        if prev.is_none_or(|(_, (e, _))| e <= start) {
+            let mut new_start = start;
+            if let Some((ps, (pe, 1))) = prev {
                 if pe == start {
-                    self.map.insert(ps, (end, 1));
-                    self.merge_at(end);
-                    return;
+                    new_start = ps;
                 }
             }
-            self.map.insert(start, (end, 1));
-            self.merge_at(end);
+            let mut new_end = end;
+            if let Some(&(ne, 1)) = self.map.get(&end) {
+                self.map.remove(&end);
+                new_end = ne;
+            }
+            self.map.insert(new_start, (new_end, 1));
             return;
         }
         self.split_at(start);
@@ -109,6 +113,21 @@ impl PinCounts {
             return 0;
         }
         let end = start + n;
+        // Fast path: one count-1 range holds all of [start, end): cut the hole out of it.
+        if let Some((&s, &(e, 1))) = self.map.range(..=start).next_back() {
+            if e >= end {
+                self.total -= n;
+                if s < start {
+                    self.map.insert(s, (start, 1));
+                } else {
+                    self.map.remove(&s);
+                }
+                if end < e {
+                    self.map.insert(end, (e, 1));
+                }
+                return 0;
+            }
+        }
         self.split_at(start);
         self.split_at(end);
         let segs: Vec<(u64, u64, u32)> = self
@@ -160,6 +179,33 @@ mod tests {
         assert_eq!(p.sub(12, 8), 0);
         assert!(p.ranges().is_empty());
         assert_eq!(p.total(), 0);
+    }
+
+    #[test]
+    fn fast_paths_keep_the_canonical_form() {
+        let mut p = PinCounts::new();
+        p.add(10, 2);
+        p.add(14, 2);
+        p.add(12, 2);
+        assert_eq!(
+            p.ranges(),
+            vec![(10, 6, 1)],
+            "fills a gap between two count-1 ranges"
+        );
+        assert_eq!(p.sub(12, 2), 0);
+        assert_eq!(p.ranges(), vec![(10, 2, 1), (14, 2, 1)]);
+        assert_eq!(p.sub(10, 2), 0);
+        assert_eq!(p.sub(14, 2), 0);
+        assert!(p.ranges().is_empty());
+        p.add(0, 4);
+        p.add(0, 4);
+        p.add(4, 4);
+        assert_eq!(
+            p.ranges(),
+            vec![(0, 4, 2), (4, 4, 1)],
+            "a count-2 neighbour is not merged"
+        );
+        assert_eq!(p.total(), 12);
     }
 
     #[test]

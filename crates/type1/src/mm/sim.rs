@@ -513,6 +513,16 @@ impl SimMm {
         Ok(())
     }
 
+    /// This model's own heap, estimated from entry counts (regions, vmas, pinned ranges).
+    pub fn footprint_estimate(&self) -> u64 {
+        let region = std::mem::size_of::<Region>() as u64 + 32;
+        let vma = (8 + std::mem::size_of::<Vma>()) as u64 * 3 / 2;
+        let pins = 24 * 3 / 2;
+        self.regions.len() as u64 * region
+            + self.vmas.len() as u64 * vma
+            + self.pins.ranges().len() as u64 * pins
+    }
+
     /// The pin count of one pfn.
     pub fn pin_count(&self, pfn: u64) -> u32 {
         self.pins.get(pfn)
