@@ -1,0 +1,853 @@
+//! The host side: run statements against a real kernel inside a QEMU guest.
+//!
+//! 1. Fetch the Debian kernel's packages with `apt-get download` (a private sources list for
+//!    trixie, trixie-backports and bookworm; the host's apt configuration is not touched) and
+//!    unpack them with `dpkg-deb -x` into the cache (`$TYPE1_KERNEL_CACHE`, else
+//!    `$XDG_CACHE_HOME/type1/kernels`, else `~/.cache/type1/kernels`). Decompress the VFIO
+//!    modules, ordered so that each comes after what it depends on.
+//! 2. Build an initramfs: busybox (from `busybox-static`), the modules, the static
+//!    `vfio-replay` binary, the statements as JSON lines, and `kernel/init.sh` as `/init`.
+//! 3. Boot `qemu-system-x86_64` (TCG, q35, one CPU, `intel-iommu,caching-mode=on`, an `edu`
+//!    device), with the monitor on a unix socket. At each `@@CHECKPOINT line=N` read the VT-d
+//!    tables through the monitor (`xp`), then send a newline to let the guest go on. Collect the
+//!    `@@R` records until `@@END`.
+//!
+//! Needs the host packages `qemu-system-x86 cpio kmod busybox-static` (and `xz-utils`,
+//! `zstd`, `dpkg`, `apt`, present on Debian).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::record::Record;
+use crate::stmt::{self, Stmt};
+use crate::vtd::{self, PhysRead, Walk};
+
+/// The `/init` of the guest.
+pub const INIT_SCRIPT: &str = include_str!("../../../kernel/init.sh");
+
+/// The kernel used when none is named: the trixie-backports 7.2 the oracle recorded.
+pub const DEFAULT_KERNEL: &str = "7.2.12+deb13-cloud-amd64";
+
+/// The full Debian version of a short name (`7.2`, `6.12`, `6.1`); a full version is kept.
+pub fn resolve_kernel(name: &str) -> String {
+    match name {
+        "7.2" | "" => DEFAULT_KERNEL.to_string(),
+        "6.12" => "6.12.117+deb13-cloud-amd64".to_string(),
+        "6.1" => "6.1.0-56-cloud-amd64".to_string(),
+        full => full.to_string(),
+    }
+}
+
+/// The edu device: bus 0, device 1, function 0.
+pub const EDU_BUS: u8 = 0;
+pub const EDU_DEVFN: u8 = 0x08;
+
+/// How to run the guest.
+#[derive(Clone, Debug)]
+pub struct GuestOptions {
+    /// `7.2`, `6.12`, `6.1` or a full Debian kernel version.
+    pub kernel: String,
+    /// Where kernels are cached; `None`: [`default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// A static `vfio-replay` to put in the guest; `None`: `$TYPE1_VFIO_REPLAY`, else build it
+    /// with cargo from this workspace (into `target/guest`).
+    pub replay_bin: Option<PathBuf>,
+    /// Gives up (and kills QEMU) after this long.
+    pub timeout: Duration,
+    /// Reserved (intel-iommu `aw-bits`): `None` keeps QEMU's 39 bits.
+    pub aw_bits: Option<u32>,
+}
+
+impl Default for GuestOptions {
+    fn default() -> Self {
+        GuestOptions {
+            kernel: DEFAULT_KERNEL.to_string(),
+            cache_dir: None,
+            replay_bin: None,
+            timeout: Duration::from_secs(600),
+            aw_bits: None,
+        }
+    }
+}
+
+/// Seconds spent in each step.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub fetch: f64,
+    pub build: f64,
+    /// QEMU start to the first record marker.
+    pub boot: f64,
+    /// First marker to `@@END`.
+    pub run: f64,
+    pub total: f64,
+}
+
+/// What the guest answered.
+#[derive(Clone, Debug)]
+pub struct GuestRun {
+    /// The kernel's `uname -r`.
+    pub kernel: String,
+    /// One record per statement, in order; `check` records carry the leaves read at that point.
+    pub records: Vec<Record>,
+    /// The table walk made at each `check`, by line.
+    pub walks: BTreeMap<usize, Walk>,
+    /// The whole console output.
+    pub console: String,
+    pub timings: Timings,
+}
+
+/// Why a guest run failed.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// A host tool is missing or failed (which one, and what it said).
+    Tool(String),
+    /// Getting the kernel failed.
+    Fetch(String),
+    /// Building the initramfs or the guest program failed.
+    Build(String),
+    /// The guest did not finish: what happened, and the console's last lines.
+    Guest { what: String, console_tail: String },
+}
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HarnessError::Tool(s) => write!(f, "host tool: {s}"),
+            HarnessError::Fetch(s) => write!(f, "fetching the kernel: {s}"),
+            HarnessError::Build(s) => write!(f, "building the guest: {s}"),
+            HarnessError::Guest { what, console_tail } => {
+                write!(
+                    f,
+                    "guest: {what}\n--- console (last lines) ---\n{console_tail}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+/// The kernel cache: `$TYPE1_KERNEL_CACHE`, `$XDG_CACHE_HOME/type1/kernels` or
+/// `~/.cache/type1/kernels`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TYPE1_KERNEL_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("type1/kernels");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/type1/kernels")
+}
+
+/// Writes a progress line on stderr (a ready-made `progress` callback).
+pub fn stderr_progress(msg: &str) {
+    eprintln!("kernel-check: {msg}");
+}
+
+fn run_tool(cmd: &mut Command, what: &str) -> Result<String, HarnessError> {
+    let out = cmd
+        .output()
+        .map_err(|e| HarnessError::Tool(format!("{what}: cannot run: {e}")))?;
+    if !out.status.success() {
+        return Err(HarnessError::Tool(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A kernel ready to boot.
+#[derive(Clone, Debug)]
+pub struct KernelFiles {
+    pub version: String,
+    pub vmlinuz: PathBuf,
+    /// Decompressed modules, in load order.
+    pub modules: Vec<(String, PathBuf)>,
+}
+
+const SOURCES: &str = "\
+deb http://deb.debian.org/debian trixie main
+deb http://deb.debian.org/debian trixie-backports main
+deb http://deb.debian.org/debian bookworm main
+deb http://deb.debian.org/debian bookworm-updates main
+deb http://deb.debian.org/debian-security bookworm-security main
+";
+
+/// apt with a private sources list, lists and package cache under `dir`.
+fn apt(dir: &Path, tool: &str) -> Command {
+    let mut c = Command::new(tool);
+    for (k, v) in [
+        ("Dir::Etc::SourceList", dir.join("sources.list")),
+        ("Dir::Etc::SourceParts", PathBuf::from("/dev/null")),
+        ("Dir::State::Lists", dir.join("lists")),
+        ("Dir::Cache", dir.join("cache")),
+    ] {
+        c.arg("-o").arg(format!("{k}={}", v.display()));
+    }
+    c.arg("-o").arg("APT::Sandbox::User=root");
+    c.arg("-q");
+    c
+}
+
+fn apt_update(dir: &Path) -> Result<(), HarnessError> {
+    std::fs::create_dir_all(dir.join("lists/partial")).map_err(fetch_io)?;
+    std::fs::create_dir_all(dir.join("cache/archives/partial")).map_err(fetch_io)?;
+    std::fs::write(dir.join("sources.list"), SOURCES).map_err(fetch_io)?;
+    run_tool(apt(dir, "apt-get").arg("update"), "apt-get update").map(|_| ())
+}
+
+fn fetch_io(e: std::io::Error) -> HarnessError {
+    HarnessError::Fetch(e.to_string())
+}
+
+fn apt_has(dir: &Path, pkg: &str) -> bool {
+    apt(dir, "apt-cache")
+        .args(["show", "--no-all-versions", pkg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The packages that hold kernel `version`: the split `linux-binary-V` + `linux-modules-V` +
+/// `linux-base-V` (7.x), or `linux-image-V` (6.1, 6.12).
+fn kernel_packages(apt_dir: &Path, version: &str) -> Option<Vec<String>> {
+    // 7.x: `linux-image-V` is then only a meta-package over the split ones.
+    let split: Vec<String> = ["binary", "modules", "base"]
+        .iter()
+        .map(|p| format!("linux-{p}-{version}"))
+        .collect();
+    if split.iter().all(|p| apt_has(apt_dir, p)) {
+        return Some(split);
+    }
+    let image = format!("linux-image-{version}");
+    if apt_has(apt_dir, &image) {
+        return Some(vec![image]);
+    }
+    None
+}
+
+/// Makes sure kernel `version` (full or short) is unpacked in `cache`; returns its files.
+pub fn ensure_kernel(
+    version: &str,
+    cache: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<KernelFiles, HarnessError> {
+    let version = resolve_kernel(version);
+    let kdir = cache.join(&version);
+    let ready = kdir.join("ready.json");
+    if let Ok(text) = std::fs::read_to_string(&ready) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            let vmlinuz = PathBuf::from(v["vmlinuz"].as_str().unwrap_or_default());
+            let modules: Vec<(String, PathBuf)> = v["modules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| Some((m[0].as_str()?.to_string(), PathBuf::from(m[1].as_str()?))))
+                .collect();
+            if vmlinuz.exists() && modules.iter().all(|(_, p)| p.exists()) {
+                progress(&format!("kernel {version}: cached in {}", kdir.display()));
+                return Ok(KernelFiles {
+                    version,
+                    vmlinuz,
+                    modules,
+                });
+            }
+        }
+    }
+    progress(&format!("fetching kernel {version} (apt-get download)…"));
+    let apt_dir = cache.join("apt");
+    let mut pkgs = if apt_dir.join("lists").exists() {
+        kernel_packages(&apt_dir, &version)
+    } else {
+        None
+    };
+    if pkgs.is_none() {
+        apt_update(&apt_dir)?;
+        pkgs = kernel_packages(&apt_dir, &version);
+    }
+    let pkgs = pkgs.ok_or_else(|| {
+        HarnessError::Fetch(format!(
+            "no Debian package holds kernel {version} (tried linux-image-{version} and linux-{{binary,modules,base}}-{version} in trixie, trixie-backports, bookworm)"
+        ))
+    })?;
+    let debs = kdir.join("debs");
+    let _ = std::fs::remove_dir_all(&kdir);
+    std::fs::create_dir_all(&debs).map_err(fetch_io)?;
+    run_tool(
+        apt(&apt_dir, "apt-get")
+            .arg("download")
+            .args(&pkgs)
+            .current_dir(&debs),
+        "apt-get download",
+    )?;
+    let root = kdir.join("root");
+    std::fs::create_dir_all(&root).map_err(fetch_io)?;
+    for e in std::fs::read_dir(&debs).map_err(fetch_io)? {
+        let p = e.map_err(fetch_io)?.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            run_tool(
+                Command::new("dpkg-deb").arg("-x").arg(&p).arg(&root),
+                "dpkg-deb -x",
+            )?;
+        }
+    }
+    let moddir = ["usr/lib/modules", "lib/modules"]
+        .iter()
+        .map(|d| root.join(d).join(&version))
+        .find(|p| p.join("kernel").is_dir())
+        .ok_or_else(|| HarnessError::Fetch(format!("no modules directory for {version}")))?;
+    let vmlinuz = [
+        root.join(format!("boot/vmlinuz-{version}")),
+        moddir.join("vmlinuz"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .ok_or_else(|| HarnessError::Fetch(format!("no vmlinuz in the packages of {version}")))?;
+    let modules = prepare_modules(&moddir.join("kernel"), &kdir.join("modules"))?;
+    let _ = std::fs::remove_dir_all(&debs);
+    let v = serde_json::json!({
+        "version": version,
+        "vmlinuz": vmlinuz,
+        "modules": modules.iter().map(|(n, p)| serde_json::json!([n, p])).collect::<Vec<_>>(),
+    });
+    std::fs::write(&ready, v.to_string()).map_err(fetch_io)?;
+    Ok(KernelFiles {
+        version,
+        vmlinuz,
+        modules,
+    })
+}
+
+/// The module name of a file (`vfio-pci.ko.xz` → `vfio_pci`).
+fn module_name(file: &str) -> Option<String> {
+    let i = file.find(".ko")?;
+    Some(file[..i].replace('-', "_"))
+}
+
+fn find_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            find_modules(&p, out)?;
+        } else if let Some(n) = p.file_name().and_then(|n| n.to_str()).and_then(module_name) {
+            out.insert(n, p);
+        }
+    }
+    Ok(())
+}
+
+/// Decompresses `vfio_iommu_type1`, `vfio_pci` and what they depend on (per `modinfo`) into
+/// `out`, and returns them in load order (each after its dependencies).
+fn prepare_modules(kernel: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>, HarnessError> {
+    let mut index = BTreeMap::new();
+    find_modules(kernel, &mut index).map_err(fetch_io)?;
+    std::fs::create_dir_all(out).map_err(fetch_io)?;
+    let mut order: Vec<(String, PathBuf)> = Vec::new();
+    let mut state: BTreeMap<String, bool> = BTreeMap::new(); // false: visiting, true: done
+    fn visit(
+        name: &str,
+        index: &BTreeMap<String, PathBuf>,
+        out: &Path,
+        state: &mut BTreeMap<String, bool>,
+        order: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), HarnessError> {
+        match state.get(name) {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(HarnessError::Fetch(format!(
+                    "module dependency cycle at {name}"
+                )))
+            }
+            None => {}
+        }
+        state.insert(name.to_string(), false);
+        let src = index
+            .get(name)
+            .ok_or_else(|| HarnessError::Fetch(format!("module {name} not in the package")))?;
+        let dst = out.join(format!("{name}.ko"));
+        let s = src.to_string_lossy();
+        let tool = if s.ends_with(".xz") {
+            Some("xz")
+        } else if s.ends_with(".zst") {
+            Some("zstd")
+        } else if s.ends_with(".gz") {
+            Some("gzip")
+        } else {
+            None
+        };
+        match tool {
+            Some(t) => {
+                let bytes = Command::new(t)
+                    .arg("-dc")
+                    .arg(src)
+                    .output()
+                    .map_err(|e| HarnessError::Tool(format!("{t}: {e}")))?;
+                if !bytes.status.success() {
+                    return Err(HarnessError::Tool(format!("{t} -dc {s} failed")));
+                }
+                std::fs::write(&dst, bytes.stdout).map_err(fetch_io)?;
+            }
+            None => {
+                std::fs::copy(src, &dst).map_err(fetch_io)?;
+            }
+        }
+        let deps = run_tool(
+            Command::new("modinfo").args(["-F", "depends"]).arg(&dst),
+            "modinfo (package kmod)",
+        )?;
+        for d in deps.trim().split(',').filter(|d| !d.is_empty()) {
+            visit(&d.replace('-', "_"), index, out, state, order)?;
+        }
+        state.insert(name.to_string(), true);
+        order.push((name.to_string(), dst));
+        Ok(())
+    }
+    for want in ["vfio_iommu_type1", "vfio_pci"] {
+        visit(want, &index, out, &mut state, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// The workspace this crate belongs to (for building the guest program).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Finds or builds the static `vfio-replay`.
+pub fn guest_program(
+    opts: &GuestOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, HarnessError> {
+    if let Some(p) = &opts.replay_bin {
+        return Ok(p.clone());
+    }
+    if let Some(p) = std::env::var_os("TYPE1_VFIO_REPLAY") {
+        return Ok(PathBuf::from(p));
+    }
+    let ws = workspace_dir();
+    let target = ws.join("target/guest");
+    progress("building the static guest program vfio-replay (cargo, release)…");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&ws)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", &target)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "-p",
+            "vfio-backend",
+            "--bin",
+            "vfio-replay",
+        ])
+        .output()
+        .map_err(|e| HarnessError::Build(format!("cargo: {e}")))?;
+    if !out.status.success() {
+        return Err(HarnessError::Build(format!(
+            "cargo build of vfio-replay failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(target.join("x86_64-unknown-linux-gnu/release/vfio-replay"))
+}
+
+fn busybox() -> Result<PathBuf, HarnessError> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| HarnessError::Tool("busybox not found: install busybox-static".into()))
+}
+
+/// Builds the initramfs (an uncompressed newc cpio) at `dir/initrd.cpio`.
+pub fn build_initramfs(
+    dir: &Path,
+    kernel: &KernelFiles,
+    replay_bin: &Path,
+    stmts: &[Stmt],
+) -> Result<PathBuf, HarnessError> {
+    let io = |e: std::io::Error| HarnessError::Build(e.to_string());
+    let stage = dir.join("stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    for d in ["bin", "dev", "proc", "sys", "tmp", "lib/modules"] {
+        std::fs::create_dir_all(stage.join(d)).map_err(io)?;
+    }
+    std::fs::copy(busybox()?, stage.join("bin/busybox")).map_err(io)?;
+    let mut list = String::new();
+    for (name, path) in &kernel.modules {
+        std::fs::copy(path, stage.join(format!("lib/modules/{name}.ko"))).map_err(io)?;
+        list.push_str(name);
+        list.push('\n');
+    }
+    std::fs::write(stage.join("modules.list"), list).map_err(io)?;
+    std::fs::copy(replay_bin, stage.join("vfio-replay"))
+        .map_err(|e| HarnessError::Build(format!("copying {}: {e}", replay_bin.display())))?;
+    std::fs::write(stage.join("stmts.jsonl"), stmt::to_json_lines(stmts)).map_err(io)?;
+    std::fs::write(stage.join("init"), INIT_SCRIPT).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["init", "vfio-replay", "bin/busybox"] {
+        std::fs::set_permissions(stage.join(f), std::fs::Permissions::from_mode(0o755))
+            .map_err(io)?;
+    }
+    let cpio = dir.join("initrd.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet > \"$1\"")
+        .arg("sh")
+        .arg(&cpio)
+        .current_dir(&stage)
+        .status()
+        .map_err(|e| HarnessError::Tool(format!("sh/cpio: {e}")))?;
+    if !status.success() {
+        return Err(HarnessError::Tool("cpio failed (install cpio)".into()));
+    }
+    Ok(cpio)
+}
+
+/// The QEMU monitor on a unix socket.
+pub struct Monitor {
+    s: UnixStream,
+}
+
+impl Monitor {
+    pub fn connect(path: &Path) -> Result<Self, String> {
+        let mut last = String::new();
+        for _ in 0..50 {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(20)))
+                        .map_err(|e| e.to_string())?;
+                    let mut m = Monitor { s };
+                    m.read_prompt()?;
+                    return Ok(m);
+                }
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("monitor {}: {last}", path.display()))
+    }
+
+    fn read_prompt(&mut self) -> Result<String, String> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            let n = self
+                .s
+                .read(&mut chunk)
+                .map_err(|e| format!("monitor read: {e}"))?;
+            if n == 0 {
+                return Err("monitor closed".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.ends_with(b"(qemu) ") {
+                return Ok(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+    }
+
+    /// Runs one monitor command and returns its output.
+    pub fn command(&mut self, cmd: &str) -> Result<String, String> {
+        self.s
+            .write_all(format!("{cmd}\n").as_bytes())
+            .map_err(|e| format!("monitor write: {e}"))?;
+        self.read_prompt()
+    }
+}
+
+impl PhysRead for Monitor {
+    fn read_qwords(&mut self, addr: u64, n: usize) -> Result<Vec<u64>, String> {
+        let text = self.command(&format!("xp /{n}gx {addr:#x}"))?;
+        let end = addr + 8 * n as u64;
+        let words: Vec<u64> = vtd::parse_xp(&text)
+            .into_iter()
+            .filter(|&(a, _)| a >= addr && a < end)
+            .map(|(_, v)| v)
+            .collect();
+        if words.len() != n {
+            return Err(format!(
+                "xp /{n}gx {addr:#x}: read {} words of {n}: {}",
+                words.len(),
+                text.lines().take(3).collect::<Vec<_>>().join(" | ")
+            ));
+        }
+        Ok(words)
+    }
+}
+
+fn tail(console: &str, n: usize) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `stmts` in a guest booted with `opts.kernel`, reading the IOMMU tables at each `check`.
+/// `progress` gets one line per step (fetching, building, booting, replaying).
+pub fn run_in_guest(
+    stmts: &[Stmt],
+    opts: &GuestOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<GuestRun, HarnessError> {
+    let t0 = Instant::now();
+    let mut timings = Timings::default();
+    let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let kernel = ensure_kernel(&opts.kernel, &cache, progress)?;
+    timings.fetch = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let replay_bin = guest_program(opts, progress)?;
+    progress("building initramfs…");
+    let run_dir = std::env::temp_dir().join(format!("type1-kernel-check-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).map_err(|e| HarnessError::Build(e.to_string()))?;
+    let result = (|| {
+        let initrd = build_initramfs(&run_dir, &kernel, &replay_bin, stmts)?;
+        timings.build = t1.elapsed().as_secs_f64();
+        boot(
+            stmts,
+            opts,
+            &kernel,
+            &initrd,
+            &run_dir,
+            &mut timings,
+            progress,
+        )
+    })();
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let mut run = result?;
+    timings.total = t0.elapsed().as_secs_f64();
+    run.timings = timings;
+    Ok(run)
+}
+
+fn boot(
+    stmts: &[Stmt],
+    opts: &GuestOptions,
+    kernel: &KernelFiles,
+    initrd: &Path,
+    run_dir: &Path,
+    timings: &mut Timings,
+    progress: &mut dyn FnMut(&str),
+) -> Result<GuestRun, HarnessError> {
+    let big = stmt::needs_1g(stmts);
+    let mut append = String::from("console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 ");
+    append.push_str(if big {
+        "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64 default_hugepagesz=2M"
+    } else {
+        "hugepages=64"
+    });
+    let sock = run_dir.join("monitor.sock");
+    let iommu = match opts.aw_bits {
+        Some(b) => format!("intel-iommu,intremap=on,caching-mode=on,aw-bits={b}"),
+        None => "intel-iommu,intremap=on,caching-mode=on".to_string(),
+    };
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-machine",
+        "q35",
+    ])
+    .args(["-smp", "1", "-m", if big { "6G" } else { "2G" }])
+    .args(["-device", &iommu, "-device", "edu"])
+    .args([
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", sock.display()))
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(initrd)
+    .arg("-append")
+    .arg(&append)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let short = kernel.version.split('+').next().unwrap_or(&kernel.version);
+    progress(&format!(
+        "booting {short} in QEMU (TCG, emulated VT-d, edu device; ~10 s)…"
+    ));
+    let tb = Instant::now();
+    let child = cmd.spawn().map_err(|e| {
+        HarnessError::Tool(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
+    })?;
+    let mut child = KillOnDrop(child);
+    let mut stdin = child.0.stdin.take().expect("piped stdin");
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut stderr = child.0.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) => {
+                    let s = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    if tx.send(Some(s)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let deadline = Instant::now() + opts.timeout;
+    let mut console = String::new();
+    let mut records: Vec<Record> = Vec::new();
+    let mut walks = BTreeMap::new();
+    let mut monitor: Option<Monitor> = None;
+    let mut uname = String::new();
+    let mut began: Option<Instant> = None;
+    let mut ended = false;
+    let guest_err = |what: String, console: &str| HarnessError::Guest {
+        what,
+        console_tail: tail(console, 40),
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(guest_err(
+                    format!("no end marker after {} s: gave up", opts.timeout.as_secs()),
+                    &console,
+                ))
+            }
+        };
+        console.push_str(&line);
+        console.push('\n');
+        // Markers may follow console noise on the same line.
+        let Some(at) = line.find("@@") else { continue };
+        let m = &line[at..];
+        if let Some(rest) = m.strip_prefix("@@INFO ") {
+            if let Some(k) = rest.strip_prefix("kernel=") {
+                uname = k.trim().to_string();
+            }
+        } else if m.starts_with("@@BEGIN") {
+            began = Some(Instant::now());
+            timings.boot = tb.elapsed().as_secs_f64();
+            progress(&format!(
+                "booted {} in {:.1} s; replaying {} statements…",
+                uname,
+                timings.boot,
+                stmts.len()
+            ));
+        } else if let Some(rest) = m.strip_prefix("@@R ") {
+            let r: Record = serde_json::from_str(rest)
+                .map_err(|e| guest_err(format!("unreadable record ({e}): {rest}"), &console))?;
+            records.push(r);
+        } else if let Some(rest) = m.strip_prefix("@@CHECKPOINT line=") {
+            let line_no: usize = rest.trim().parse().unwrap_or(0);
+            if monitor.is_none() {
+                monitor = Some(Monitor::connect(&sock).map_err(|e| guest_err(e, &console))?);
+            }
+            let mon = monitor.as_mut().expect("monitor connected");
+            match vtd::walk(mon, EDU_BUS, EDU_DEVFN) {
+                Ok(w) => {
+                    walks.insert(line_no, w);
+                }
+                Err(e) => progress(&format!("line {line_no}: reading the VT-d tables: {e}")),
+            }
+            stdin
+                .write_all(b"\n")
+                .and_then(|_| stdin.flush())
+                .map_err(|e| guest_err(format!("answering the checkpoint: {e}"), &console))?;
+        } else if m.starts_with("@@END") {
+            ended = true;
+            if let Some(b) = began {
+                timings.run = b.elapsed().as_secs_f64();
+            }
+        } else if m.starts_with("@@EXIT") {
+            if !ended {
+                return Err(guest_err(
+                    format!("vfio-replay stopped early ({})", m.trim()),
+                    &console,
+                ));
+            }
+        } else if m.starts_with("@@ERROR") {
+            progress(m.trim());
+        }
+        if ended && m.starts_with("@@EXIT") {
+            break;
+        }
+    }
+    drop(stdin);
+    // Give QEMU a moment to power off, then make sure it is gone.
+    let stop = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < stop {
+        if let Ok(Some(_)) = child.0.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(child);
+    let qemu_err = err_thread.join().unwrap_or_default();
+    if !ended {
+        let mut what = "the guest stopped before the end marker (panic or oops?)".to_string();
+        if !qemu_err.trim().is_empty() {
+            what.push_str(&format!("; QEMU said: {}", qemu_err.trim()));
+        }
+        return Err(guest_err(what, &console));
+    }
+    // The leaves read at each checkpoint go into that check's record.
+    for r in records.iter_mut().filter(|r| r.op == "check") {
+        let Some(w) = walks.get(&r.line) else {
+            continue;
+        };
+        if let Some(domains) = r.domains.as_mut() {
+            for leaves in domains.values_mut() {
+                *leaves = w.leaves_by_size();
+            }
+        }
+    }
+    Ok(GuestRun {
+        kernel: uname,
+        records,
+        walks,
+        console,
+        timings: Timings::default(),
+    })
+}
