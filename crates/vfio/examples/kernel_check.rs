@@ -1,7 +1,7 @@
 //! Replays a trace against a real kernel in a QEMU guest and checks the trace's expectations
 //! against the kernel's answers.
 //!
-//! `cargo run -p vfio-backend --example kernel_check -- [--kernel 7.2|6.12|6.1|FULL] [--json] [--walks] FILE`
+//! `cargo run -p vfio-backend --example kernel_check -- [--kernel 7.2|6.12|6.1|FULL] [--json] [--walks] [--monitor-log OUT] FILE`
 
 #[allow(dead_code, unused_imports, clippy::all)]
 #[path = "../../cli/src/trace/mod.rs"]
@@ -17,12 +17,14 @@ fn main() {
     let mut json = false;
     let mut walks = false;
     let mut file = None;
+    let mut monitor_log = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--kernel" => kernel = args.next(),
             "--json" => json = true,
             "--walks" => walks = true,
+            "--monitor-log" => monitor_log = args.next(),
             _ => file = Some(a),
         }
     }
@@ -50,6 +52,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(p) = monitor_log {
+        std::fs::write(&p, &run.monitor_log).unwrap_or_else(|e| eprintln!("{p}: {e}"));
+    }
     let texts: std::collections::BTreeMap<usize, &str> =
         t.stmts.iter().map(|s| (s.line, s.text.as_str())).collect();
     for r in &run.records {

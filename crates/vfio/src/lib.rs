@@ -10,6 +10,7 @@
 //!
 //! Linux only. All `unsafe` code is in [`sys`].
 
+pub mod compare;
 pub mod container;
 pub mod qemu;
 pub mod record;
@@ -18,6 +19,7 @@ pub mod stmt;
 pub mod sys;
 pub mod vtd;
 
+pub use compare::{compare, Comparison, Diff};
 pub use container::{BitmapArg, Errno, Error, UnmapOutcome, VfioContainer};
 pub use qemu::{run_in_guest, GuestOptions, GuestRun, HarnessError};
 pub use record::{InfoFields, Record};

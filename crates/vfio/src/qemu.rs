@@ -98,6 +98,9 @@ pub struct GuestRun {
     pub walks: BTreeMap<usize, Walk>,
     /// The whole console output.
     pub console: String,
+    /// What the monitor answered at the checkpoints (`# checkpoint line=N`, then each `xp`
+    /// command and its words as `ADDR: VALUE` lines).
+    pub monitor_log: String,
     pub timings: Timings,
 }
 
@@ -520,6 +523,8 @@ pub fn build_initramfs(
 /// The QEMU monitor on a unix socket.
 pub struct Monitor {
     s: UnixStream,
+    /// Every `xp` command and its output, in order.
+    pub log: String,
 }
 
 impl Monitor {
@@ -530,7 +535,10 @@ impl Monitor {
                 Ok(s) => {
                     s.set_read_timeout(Some(Duration::from_secs(20)))
                         .map_err(|e| e.to_string())?;
-                    let mut m = Monitor { s };
+                    let mut m = Monitor {
+                        s,
+                        log: String::new(),
+                    };
                     m.read_prompt()?;
                     return Ok(m);
                 }
@@ -570,7 +578,12 @@ impl Monitor {
 
 impl PhysRead for Monitor {
     fn read_qwords(&mut self, addr: u64, n: usize) -> Result<Vec<u64>, String> {
-        let text = self.command(&format!("xp /{n}gx {addr:#x}"))?;
+        let cmd = format!("xp /{n}gx {addr:#x}");
+        let text = self.command(&cmd)?;
+        self.log.push_str(&format!("# {cmd}\n"));
+        for (a, v) in vtd::parse_xp(&text) {
+            self.log.push_str(&format!("{a:016x}: {v:#018x}\n"));
+        }
         let end = addr + 8 * n as u64;
         let words: Vec<u64> = vtd::parse_xp(&text)
             .into_iter()
@@ -785,6 +798,7 @@ fn boot(
                 monitor = Some(Monitor::connect(&sock).map_err(|e| guest_err(e, &console))?);
             }
             let mon = monitor.as_mut().expect("monitor connected");
+            mon.log.push_str(&format!("# checkpoint line={line_no}\n"));
             match vtd::walk(mon, EDU_BUS, EDU_DEVFN) {
                 Ok(w) => {
                     walks.insert(line_no, w);
@@ -848,6 +862,7 @@ fn boot(
         records,
         walks,
         console,
+        monitor_log: monitor.map(|m| m.log).unwrap_or_default(),
         timings: Timings::default(),
     })
 }

@@ -267,6 +267,38 @@ mod tests {
         assert_eq!(runs[3].iova, 0x4000_0000);
     }
 
+    /// A real dump: the tables after phase P's maps, as the 7.2 kernel built them (the oracle's
+    /// `W P.09` lines).
+    #[test]
+    fn walks_a_captured_monitor_dump() {
+        let dump = include_str!("../tests/data/vtd-pagesizes-7.2.txt");
+        let mem: BTreeMap<u64, u64> = parse_xp(dump).into_iter().collect();
+        let w = walk(&mut Fake(mem), 0, 8).unwrap();
+        assert!(w.context_present);
+        assert_eq!((w.tt, w.aw, w.did, w.tables), (0, 1, 3, 7));
+        assert_eq!(w.leaves.len(), 1542);
+        let by = w.leaves_by_size();
+        assert_eq!(
+            by,
+            BTreeMap::from([(0x1000, 1537), (0x20_0000, 4), (0x4000_0000, 1)])
+        );
+        let runs: Vec<String> = w.runs().iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            runs,
+            [
+                "PT iova=0x000200000-0x0003fffff len=0x000200000 pgsize=2M x1 perm=RW",
+                "PT iova=0x000601000-0x000800fff len=0x000200000 pgsize=4K x512 perm=RW",
+                "PT iova=0x001000000-0x0013fffff len=0x000400000 pgsize=2M x2 perm=RW",
+                "PT iova=0x001801000-0x0019fffff len=0x0001ff000 pgsize=4K x511 perm=RW",
+                "PT iova=0x002000000-0x0021fffff len=0x000200000 pgsize=2M x1 perm=RW",
+                "PT iova=0x002400000-0x0025fffff len=0x000200000 pgsize=4K x512 perm=RW",
+                "PT iova=0x002800000-0x002800fff len=0x000001000 pgsize=4K x1 perm=RW",
+                "PT iova=0x002801000-0x002801fff len=0x000001000 pgsize=4K x1 perm=R-",
+                "PT iova=0x040000000-0x07fffffff len=0x040000000 pgsize=1G x1 perm=RW",
+            ]
+        );
+    }
+
     #[test]
     fn absent_context_has_no_leaves() {
         let mut m = BTreeMap::new();

@@ -1,0 +1,214 @@
+//! Statement-by-statement comparison of the engine (`type1 replay --json` objects) with the
+//! kernel ([`Record`]s), for `type1 kernel-check`.
+//!
+//! Compared, when both sides have the field: `ok`, `errno`, `locked`, `avail`; for `unmap` the
+//! returned `size`; for `info` `iova_pgsizes`, `iova_ranges`, `dma_avail`; for `check` the
+//! leaves by page size of each domain. Not compared: statements the kernel could not run
+//! (`cannot`, listed apart), `dmas` and `pinned` (the kernel does not show them), the engine's
+//! final `summary` object.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::record::Record;
+
+/// One field on which the two disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diff {
+    pub line: usize,
+    pub op: String,
+    pub field: String,
+    /// The engine's value, as JSON text.
+    pub engine: String,
+    /// The kernel's value, as JSON text.
+    pub kernel: String,
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} {}: {}: engine {} / kernel {}",
+            self.line, self.op, self.field, self.engine, self.kernel
+        )
+    }
+}
+
+/// The outcome of a comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Comparison {
+    /// Statements compared (both sides ran them).
+    pub compared: usize,
+    /// Fields compared.
+    pub fields: usize,
+    pub diffs: Vec<Diff>,
+    /// `(line, why)` of statements the kernel could not run.
+    pub not_run: Vec<(usize, String)>,
+    /// Lines present on one side only.
+    pub missing: Vec<usize>,
+}
+
+impl Comparison {
+    pub fn agrees(&self) -> bool {
+        self.diffs.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// The engine's leaves of a `check` object: domain → page size → count.
+fn engine_leaves(v: &Value) -> Option<BTreeMap<String, BTreeMap<u64, u64>>> {
+    let d = v.get("domains")?.as_object()?;
+    Some(
+        d.iter()
+            .map(|(name, dom)| {
+                let leaves = dom
+                    .get("leaves")
+                    .and_then(Value::as_object)
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()?)))
+                            .filter(|&(_, n)| n != 0)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (name.clone(), leaves)
+            })
+            .collect(),
+    )
+}
+
+/// Compares the engine's objects with the kernel's records, by line.
+pub fn compare(engine: &[Value], kernel: &[Record]) -> Comparison {
+    let mut c = Comparison::default();
+    let eng: BTreeMap<usize, &Value> = engine
+        .iter()
+        .filter(|v| v.get("op").and_then(Value::as_str) != Some("summary"))
+        .filter_map(|v| Some((v.get("line")?.as_u64()? as usize, v)))
+        .collect();
+    let ker: BTreeMap<usize, &Record> = kernel.iter().map(|r| (r.line, r)).collect();
+    for line in eng.keys().chain(ker.keys()) {
+        if !(eng.contains_key(line) && ker.contains_key(line)) && !c.missing.contains(line) {
+            c.missing.push(*line);
+        }
+    }
+    c.missing.sort_unstable();
+    for (line, e) in &eng {
+        let Some(k) = ker.get(line) else { continue };
+        if k.cannot {
+            c.not_run
+                .push((*line, k.message.clone().unwrap_or_default()));
+            continue;
+        }
+        c.compared += 1;
+        let kj = k.to_json();
+        let mut fields: Vec<&str> = vec!["ok", "errno", "locked", "avail"];
+        match k.op.as_str() {
+            "unmap" => fields.push("size"),
+            "info" => fields.extend(["iova_pgsizes", "iova_ranges", "dma_avail"]),
+            _ => {}
+        }
+        for f in fields {
+            let (Some(ev), Some(kv)) = (e.get(f), kj.get(f)) else {
+                continue;
+            };
+            // A value the kernel side does not know (null) is not a disagreement.
+            if kv.is_null() && f != "errno" && f != "size" {
+                continue;
+            }
+            c.fields += 1;
+            if ev != kv {
+                c.diffs.push(Diff {
+                    line: *line,
+                    op: k.op.clone(),
+                    field: f.to_string(),
+                    engine: ev.to_string(),
+                    kernel: kv.to_string(),
+                });
+            }
+        }
+        if k.op == "check" {
+            let kl: BTreeMap<String, BTreeMap<u64, u64>> = k
+                .domains
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, l)| (n, l.into_iter().filter(|&(_, c)| c != 0).collect()))
+                .collect();
+            if let Some(el) = engine_leaves(e) {
+                for (name, kleaves) in &kl {
+                    c.fields += 1;
+                    let eleaves = el.get(name).cloned().unwrap_or_default();
+                    if &eleaves != kleaves {
+                        let show =
+                            |m: &BTreeMap<u64, u64>| serde_json::to_string(m).unwrap_or_default();
+                        c.diffs.push(Diff {
+                            line: *line,
+                            op: k.op.clone(),
+                            field: format!("leaves.{name}"),
+                            engine: show(&eleaves),
+                            kernel: show(kleaves),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_errno_size_and_leaf_differences() {
+        let engine = vec![
+            json!({"line": 3, "op": "map", "ok": true, "errno": null, "locked": 1, "avail": 65534}),
+            json!({"line": 4, "op": "unmap", "ok": false, "errno": "EINVAL", "locked": 1, "avail": 65534, "size": null}),
+            json!({"line": 5, "op": "check", "ok": true, "errno": null, "locked": 1, "avail": 65534,
+                   "domains": {"d0": {"leaves": {"4096": 1, "2097152": 0}}}, "dmas": [], "pinned": 1}),
+            json!({"line": 6, "op": "summary", "ok": true, "errno": null, "locked": 1, "avail": 65534}),
+        ];
+        let mut map = Record::new(3, "map");
+        map.locked = Some(1);
+        map.avail = Some(65534);
+        let mut unmap = Record::new(4, "unmap");
+        unmap.fail(75);
+        unmap.out_size = Some(0x2000);
+        unmap.locked = Some(1);
+        unmap.avail = Some(65534);
+        let mut check = Record::new(5, "check");
+        check.locked = Some(1);
+        check.avail = Some(65534);
+        check.domains = Some(BTreeMap::from([(
+            "d0".to_string(),
+            BTreeMap::from([(0x20_0000, 1)]),
+        )]));
+        let c = compare(&engine, &[map.clone(), unmap, check]);
+        assert_eq!(c.compared, 3);
+        assert!(c.missing.is_empty());
+        let fields: Vec<&str> = c.diffs.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, vec!["errno", "leaves.d0"], "{:?}", c.diffs);
+        assert_eq!(c.diffs[0].kernel, "\"EOVERFLOW\"");
+        assert!(!c.agrees());
+
+        let c = compare(&engine[..1], &[map]);
+        assert!(c.agrees() && c.fields == 4, "{c:?}");
+    }
+
+    #[test]
+    fn not_run_and_missing_lines() {
+        let engine = vec![
+            json!({"line": 2, "op": "domain", "ok": true, "errno": null, "locked": 0, "avail": 65535}),
+            json!({"line": 3, "op": "domain", "ok": true, "errno": null, "locked": 0, "avail": 65535}),
+        ];
+        let d = Record::new(2, "domain");
+        let mut d2 = Record::new(3, "domain");
+        d2.cannot("cannot: one device in the guest");
+        let extra = Record::new(9, "map");
+        let c = compare(&engine, &[d, d2, extra]);
+        assert_eq!(c.not_run.len(), 1);
+        assert_eq!(c.missing, vec![9]);
+    }
+}
