@@ -86,12 +86,15 @@ pub fn compare(engine: &[Value], kernel: &[Record]) -> Comparison {
         .filter_map(|v| Some((v.get("line")?.as_u64()? as usize, v)))
         .collect();
     let ker: BTreeMap<usize, &Record> = kernel.iter().map(|r| (r.line, r)).collect();
-    for line in eng.keys().chain(ker.keys()) {
-        if !(eng.contains_key(line) && ker.contains_key(line)) && !c.missing.contains(line) {
-            c.missing.push(*line);
-        }
-    }
+    let both = |l: &usize| eng.contains_key(l) && ker.contains_key(l);
+    c.missing = eng
+        .keys()
+        .chain(ker.keys())
+        .filter(|l| !both(l))
+        .copied()
+        .collect();
     c.missing.sort_unstable();
+    c.missing.dedup();
     for (line, e) in &eng {
         let Some(k) = ker.get(line) else { continue };
         if k.cannot {
