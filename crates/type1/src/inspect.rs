@@ -257,6 +257,44 @@ pub fn parse_maps(text: &str) -> Vec<MapsLine> {
         .collect()
 }
 
+/// The start addresses of the mappings of `/proc/PID/smaps` text with no resident, hugetlb or
+/// swapped memory.
+pub fn smaps_empty(text: &str) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    let mut cur: Option<(u64, u64)> = None;
+    let mut flush = |c: Option<(u64, u64)>| {
+        if let Some((start, 0)) = c {
+            out.insert(start);
+        }
+    };
+    for line in text.lines() {
+        let first = line.split(' ').next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(_)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                flush(cur.take());
+                cur = Some((a, 0));
+                continue;
+            }
+        }
+        let Some((key, val)) = line.split_once(':') else {
+            continue;
+        };
+        if matches!(key, "Rss" | "Shared_Hugetlb" | "Private_Hugetlb" | "Swap") {
+            let kb: u64 = val
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(1);
+            if let Some((_, n)) = cur.as_mut() {
+                *n += kb;
+            }
+        }
+    }
+    flush(cur);
+    out
+}
+
 /// Pagemap entries per read.
 const CHUNK: usize = 1 << 16;
 
@@ -303,6 +341,11 @@ pub fn inspect_ranges(pid: u32, ranges: &[(u64, u64)], pgsizes: u64) -> Result<R
             }
         }
     }
+    // Mappings with nothing resident or swapped (smaps: Rss, hugetlb, Swap all 0 kB) are all
+    // holes: no need to read their pagemap (a 1 TiB PROT_NONE reservation costs nothing).
+    let empty = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map(|t| smaps_empty(&t))
+        .unwrap_or_default();
     let mut report = Report {
         pid,
         pgsizes,
@@ -312,7 +355,14 @@ pub fn inspect_ranges(pid: u32, ranges: &[(u64, u64)], pgsizes: u64) -> Result<R
         notes: Vec::new(),
     };
     for (m, s, e) in pieces {
-        let counts = inspect_span(&pm, &kf, &pm_path, s, e, pgsizes)?;
+        let counts = if empty.contains(&m.start) {
+            let mut c = Counts::new(pgsizes);
+            c.pages = e.div_ceil(PAGE_SIZE) - s / PAGE_SIZE;
+            c.hole_pages = c.pages;
+            c
+        } else {
+            inspect_span(&pm, &kf, &pm_path, s, e, pgsizes)?
+        };
         report.total.merge(&counts);
         report.vmas.push(VmaReport {
             start: s,
@@ -532,6 +582,22 @@ mod tests {
         assert_eq!(m[1].name, "[stack]");
         assert_eq!(m[2].name, "");
         assert_eq!(m[2].perms, "rw-p");
+    }
+
+    #[test]
+    fn smaps_finds_empty_mappings() {
+        let t = "7f0000000000-7f0000200000 ---p 00000000 00:00 0 \n\
+                 Size:               2048 kB\nRss:                   0 kB\n\
+                 Private_Hugetlb:       0 kB\nSwap:                  0 kB\n\
+                 VmFlags: mr mw me\n\
+                 7f0000200000-7f0000400000 rw-p 00000000 00:00 0 \n\
+                 Rss:                   0 kB\nPrivate_Hugetlb:    2048 kB\nSwap: 0 kB\n";
+        let e = smaps_empty(t);
+        assert!(e.contains(&0x7f00_0000_0000));
+        assert!(
+            !e.contains(&0x7f00_0020_0000),
+            "hugetlb pages are not in Rss"
+        );
     }
 
     #[test]

@@ -560,7 +560,14 @@ impl HostMm {
         let ra = &self.readahead;
         let cached = vaddr >= ra.start
             && (vaddr - ra.start) / PAGE_SIZE + need <= ra.entries.len() as u64
-            && !ra.entries.is_empty();
+            && !ra.entries.is_empty()
+            && {
+                // A page read ahead while absent may have been faulted in since: read again.
+                let i = ((vaddr - ra.start) / PAGE_SIZE) as usize;
+                ra.entries[i..i + need as usize]
+                    .iter()
+                    .all(|&e| e & pagemap::PRESENT != 0)
+            };
         if !cached {
             let n = need.max(Self::READ_AHEAD as u64).min(avail) as usize;
             self.pagemap_reads += 1;
