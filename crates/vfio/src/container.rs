@@ -277,6 +277,11 @@ impl VfioContainer {
         Ok(info)
     }
 
+    /// The process's locked pages (`VmLck` / 4), as the kernel's `locked_vm`.
+    pub fn locked_pages(&self) -> Option<u64> {
+        locked_pages()
+    }
+
     /// DMA entries left (GET_INFO's DMA_AVAIL capability).
     pub fn avail(&self) -> Option<u32> {
         self.get_info(4096).ok().and_then(|i| i.dma_avail)

@@ -317,7 +317,12 @@ pub fn ensure_kernel(
     .find(|p| p.exists())
     .ok_or_else(|| HarnessError::Fetch(format!("no vmlinuz in the packages of {version}")))?;
     let modules = prepare_modules(&moddir.join("kernel"), &kdir.join("modules"))?;
+    // Keep only what boots: the kernel image and the decompressed modules.
+    let kept = kdir.join("vmlinuz");
+    std::fs::copy(&vmlinuz, &kept).map_err(fetch_io)?;
+    let vmlinuz = kept;
     let _ = std::fs::remove_dir_all(&debs);
+    let _ = std::fs::remove_dir_all(&root);
     let v = serde_json::json!({
         "version": version,
         "vmlinuz": vmlinuz,
@@ -446,6 +451,8 @@ pub fn guest_program(
         .current_dir(&ws)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .args([
             "build",
             "--release",
@@ -627,13 +634,20 @@ pub fn run_in_guest(
     let t0 = Instant::now();
     let mut timings = Timings::default();
     let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    // One fetch and one cargo build at a time within this process (parallel tests).
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SETUP.lock().unwrap_or_else(|e| e.into_inner());
     let kernel = ensure_kernel(&opts.kernel, &cache, progress)?;
     timings.fetch = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
     let replay_bin = guest_program(opts, progress)?;
+    drop(guard);
     progress("building initramfs…");
-    let run_dir = std::env::temp_dir().join(format!("type1-kernel-check-{}", std::process::id()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run_dir =
+        std::env::temp_dir().join(format!("type1-kernel-check-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&run_dir).map_err(|e| HarnessError::Build(e.to_string()))?;
     let result = (|| {
         let initrd = build_initramfs(&run_dir, &kernel, &replay_bin, stmts)?;

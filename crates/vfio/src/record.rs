@@ -38,6 +38,9 @@ pub struct Record {
     pub domains: Option<BTreeMap<String, BTreeMap<u64, u64>>>,
 }
 
+/// GET_INFO's reply (also known as `Info`).
+pub type Info = InfoFields;
+
 /// GET_INFO's reply.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InfoFields {
