@@ -87,7 +87,11 @@ impl Replayer {
 
     /// Runs one statement.
     pub fn step(&mut self, st: &Stmt, cp: &mut dyn Checkpoint) -> Record {
-        let mut r = Record::new(st.line, st.kind.verb());
+        let op = match &st.kind {
+            StmtKind::Unsupported { name } => name.as_str(),
+            k => k.verb(),
+        };
+        let mut r = Record::new(st.line, op);
         self.exec(st, &mut r, cp);
         if !st.ignored.is_empty() && !r.cannot {
             let note = format!(
@@ -267,6 +271,11 @@ impl Replayer {
                     Ok(b) => r.bitmap = Some(b),
                     Err(e) => r.fail(e.0),
                 }
+            }
+            StmtKind::Unsupported { name } => {
+                r.cannot(format!(
+                    "cannot: `{name}` is not supported by the kernel replay"
+                ));
             }
             StmtKind::Check => {
                 cp.pause(st.line);

@@ -83,6 +83,10 @@ pub enum StmtKind {
     },
     /// `check`: the guest pauses so the host can read the IOMMU's tables.
     Check,
+    /// A statement the guest program does not know: reported as `cannot`, not run.
+    Unsupported {
+        name: String,
+    },
 }
 
 impl StmtKind {
@@ -99,6 +103,7 @@ impl StmtKind {
             StmtKind::Info { .. } => "info",
             StmtKind::DirtyStart | StmtKind::DirtyStop | StmtKind::DirtyGet { .. } => "dirty",
             StmtKind::Check => "check",
+            StmtKind::Unsupported { .. } => "unsupported",
         }
     }
 }
