@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod inspect;
 pub mod json;
 pub mod report;
 pub mod runner;

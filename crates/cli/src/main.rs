@@ -33,9 +33,35 @@ enum Cmd {
         /// How the engine pins and maps.
         #[arg(long, value_enum, default_value_t = StrategyArg::Contiguous)]
         strategy: StrategyArg,
+        /// Memory to run on: the deterministic model, or this process's real memory (Linux;
+        /// `layout`/`phys` are then ignored and `pfnmap` is refused).
+        #[arg(long, value_enum, default_value_t = MemoryArg::Sim)]
+        memory: MemoryArg,
         /// Trace files; each is replayed on its own. The exit code is the worst of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// What a type1 map of a process's memory would give the IOMMU and cost: per mapping,
+    /// resident pages, physically contiguous runs, leaves by page size, locked memory.
+    Inspect {
+        /// The process to read (needs CAP_SYS_ADMIN for pfns).
+        #[arg(long, conflicts_with = "demo", required_unless_present = "demo")]
+        pid: Option<u32>,
+        /// Only this address range, START-END (END exclusive), e.g. 0x7f0000000000-0x7f0040000000.
+        #[arg(long)]
+        range: Option<String>,
+        /// IOMMU page sizes, comma-separated (default 4K,2M,1G as VT-d).
+        #[arg(long, default_value = "4K,2M,1G")]
+        pgsizes: String,
+        /// Allocate 4K, THP and hugetlb regions in this process and inspect them.
+        #[arg(long)]
+        demo: bool,
+        /// Show mappings with no resident pages too.
+        #[arg(long)]
+        all: bool,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Map a 16 GiB VM with the 2013 design and with the per-page engine, and compare.
     Demo {
@@ -109,10 +135,12 @@ fn main() -> ExitCode {
         Cmd::Replay {
             json,
             strategy,
+            memory,
             files,
         } => {
             let opts = Options {
                 strategy: strategy.into(),
+                host_memory: memory == MemoryArg::Host,
                 ..Options::default()
             };
             files
@@ -122,6 +150,14 @@ fn main() -> ExitCode {
                 .unwrap_or(0)
         }
         Cmd::Demo { print, json } => run_demo(print, json),
+        Cmd::Inspect {
+            pid,
+            range,
+            pgsizes,
+            demo,
+            all,
+            json,
+        } => run_inspect(pid, range, &pgsizes, demo, all, json),
         Cmd::Bench {
             workloads,
             size,
@@ -294,4 +330,78 @@ fn machine_line() -> String {
         .map(|n| n.get())
         .unwrap_or(1);
     format!("machine: {cpu}, {cores} cores")
+}
+
+fn run_inspect(
+    pid: Option<u32>,
+    range: Option<String>,
+    pgsizes: &str,
+    demo: bool,
+    all: bool,
+    as_json: bool,
+) -> i32 {
+    let mut bitmap = 0u64;
+    for p in pgsizes.split(',') {
+        match trace::parse_number(p.trim()) {
+            Ok(v) if v.is_power_of_two() => bitmap |= v,
+            _ => {
+                eprintln!("inspect: page size {p:?} is not a power of two such as 4K, 2M or 1G");
+                return 2;
+            }
+        }
+    }
+    let range = match range.as_deref().map(|r| r.split_once('-')) {
+        None => None,
+        Some(Some((a, b))) => match (trace::parse_number(a), trace::parse_number(b)) {
+            (Ok(a), Ok(b)) if a < b => Some((a, b)),
+            _ => {
+                eprintln!("inspect: --range wants START-END with START < END, e.g. 0x7f0000000000-0x7f0040000000");
+                return 2;
+            }
+        },
+        Some(None) => {
+            eprintln!("inspect: --range wants START-END");
+            return 2;
+        }
+    };
+    let (report, regions) = if demo {
+        eprintln!("inspect: allocating 4K, THP and hugetlb regions in this process...");
+        match type1::inspect::demo(bitmap) {
+            Ok(d) => (d.report, Some(d.regions)),
+            Err(e) => {
+                eprintln!("inspect --demo: {e}");
+                return 2;
+            }
+        }
+    } else {
+        let pid = pid.unwrap_or(0);
+        match type1::inspect::inspect_pid(pid, range, bitmap) {
+            Ok(r) => (r, None),
+            Err(e) => {
+                eprintln!("inspect --pid {pid}: {e}");
+                return 2;
+            }
+        }
+    };
+    if as_json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(regions) = regions {
+            v["demo_regions"] = serde_json::to_value(regions).unwrap_or_default();
+        }
+        println!("{v}");
+    } else {
+        if let Some(regions) = &regions {
+            for r in regions {
+                println!(
+                    "demo region {:<12} {:>6} at {:#x}",
+                    r.backing,
+                    type1_cli::bench::human(r.size),
+                    r.vaddr
+                );
+            }
+            println!();
+        }
+        print!("{}", type1_cli::inspect::human_report(&report, all));
+    }
+    0
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use iommu::{Domain, DomainConfig, Format};
 use type1::mm::sim::{self, MmapSpec, SimMm};
 use type1::mm::PageSource;
+use type1::mm::{AnyMemory, Memory};
 use type1::{
     BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
 };
@@ -40,6 +41,8 @@ pub struct Options {
     pub strategy: Strategy,
     /// Check at every unpin that no domain still translates the page (invariant 2).
     pub check_unpin_order: bool,
+    /// Run on the process's real memory (`--memory host`) instead of the model.
+    pub host_memory: bool,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
         Options {
             strategy: Strategy::Contiguous,
             check_unpin_order: true,
+            host_memory: false,
         }
     }
 }
@@ -147,7 +151,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn of(c: &Container<SimMm>) -> State {
+    pub fn of(c: &Container<AnyMemory>) -> State {
         State {
             dmas: c
                 .dmas()
@@ -269,7 +273,7 @@ pub struct Replay {
     pub summary: Option<Summary>,
     pub error: Option<TraceError>,
     /// The container at the end (or where the run stopped), for reports.
-    pub container: Option<Container<SimMm>>,
+    pub container: Option<Container<AnyMemory>>,
     pub strategy: Strategy,
 }
 
@@ -398,7 +402,7 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
 }
 
 struct Run {
-    c: Option<Container<SimMm>>,
+    c: Option<Container<AnyMemory>>,
     opts: Options,
     entries_warned: bool,
 }
@@ -446,7 +450,7 @@ fn bitmap_bytes(size: u64, pgsize: u64) -> u64 {
 }
 
 impl Run {
-    fn container(&mut self) -> Result<&mut Container<SimMm>, String> {
+    fn container(&mut self) -> Result<&mut Container<AnyMemory>, String> {
         self.c
             .as_mut()
             .ok_or_else(|| "no container: `container` must be the first statement".to_string())
@@ -477,7 +481,14 @@ impl Run {
                     kernel,
                     check_unpin_order: self.opts.check_unpin_order,
                 };
-                self.c = Some(Container::new(cfg, SimMm::new()));
+                let mm = if self.opts.host_memory {
+                    AnyMemory::Host(
+                        type1::mm::host::HostMm::new().map_err(|e| format!("real memory: {e}"))?,
+                    )
+                } else {
+                    AnyMemory::Sim(SimMm::new())
+                };
+                self.c = Some(Container::new(cfg, mm));
                 Ok(Done::ok())
             }
             StmtKind::Domain {
@@ -568,7 +579,12 @@ impl Run {
                 c.mm_mut()
                     .mmap(&spec)
                     .map_err(|e| format!("mmap {name}: {e}"))?;
-                Ok(Done::ok())
+                // What real memory could not honour (`layout`, `phys`: the kernel places pages).
+                let notes = c.mm_mut().notes();
+                Ok(Done {
+                    warnings: notes,
+                    ..Done::ok()
+                })
             }
             StmtKind::Munmap { name, range } => {
                 let c = self.container()?;
@@ -759,7 +775,7 @@ impl Run {
 }
 
 /// `NAME[+OFFSET]` or an absolute vaddr.
-fn resolve_vaddr(c: &Container<SimMm>, v: &VaddrRef) -> Result<u64, String> {
+fn resolve_vaddr(c: &Container<AnyMemory>, v: &VaddrRef) -> Result<u64, String> {
     match v {
         VaddrRef::Abs(a) => Ok(*a),
         VaddrRef::Named { name, offset } => {
@@ -784,7 +800,7 @@ fn align_up(x: u128, a: u128) -> u128 {
 /// After a successful map of memory backed by huge pages: for each domain that got smaller
 /// leaves than the huge pages allow, a warning saying why.
 fn hugepage_warnings(
-    c: &Container<SimMm>,
+    c: &Container<AnyMemory>,
     strategy: Strategy,
     req: &MapDma,
     before: &[(String, Vec<(u64, u64)>)],
@@ -854,7 +870,7 @@ fn hugepage_warnings(
 }
 
 fn hugepage_reason(
-    mm: &SimMm,
+    mm: &AnyMemory,
     strategy: Strategy,
     vaddr: u64,
     iova: u64,
