@@ -59,7 +59,7 @@ pub struct GuestOptions {
     pub replay_bin: Option<PathBuf>,
     /// Gives up (and kills QEMU) after this long.
     pub timeout: Duration,
-    /// Reserved (intel-iommu `aw-bits`): `None` keeps QEMU's 39 bits.
+    /// intel-iommu `aw-bits` (48 widens the IOVA space); `None` keeps QEMU's 39 bits.
     pub aw_bits: Option<u32>,
 }
 
