@@ -581,6 +581,7 @@ impl<M: PageSource> Container<M> {
         }
         self.batch_unpin(&mut batch);
         self.batch_buf = std::mem::take(&mut batch.runs);
+        self.mm.flush();
         dma.iommu_mapped = true;
         if let Err(e) = res {
             self.unmap_unpin(dma, true);
@@ -868,6 +869,7 @@ impl<M: PageSource> Container<M> {
         if !list.is_empty() {
             unlocked += self.sync_unpin(dma, &mut list, &mut gather);
         }
+        self.mm.flush();
         if do_accounting {
             let _ = self.lock_acct(dma, -(unlocked as i64));
             return 0;

@@ -214,6 +214,29 @@ struct ReadAhead {
     entries: Vec<u64>,
 }
 
+/// A hasher for page-aligned addresses and page numbers: one multiply, folded so that the low
+/// bits (which the table indexes by) depend on every bit of the key. SipHash costs more than
+/// the rest of a pin.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageHasher(u64);
+
+impl std::hash::Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).rotate_left(5);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x ^ (x >> 12);
+    }
+}
+
+type PageMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PageHasher>>;
+
 /// Real process memory as a `PageSource`.
 #[derive(Debug)]
 pub struct HostMm {
@@ -227,9 +250,13 @@ pub struct HostMm {
     /// Pin counts by pfn (non-reserved pages only).
     pins: PinCounts,
     /// Pin counts by vaddr page; a page is mlocked while its count is non-zero.
-    locks: HashMap<u64, u32>,
+    locks: PageMap<u32>,
     /// pfn → the vaddrs it was pinned at.
-    rev: HashMap<u64, Rev>,
+    rev: PageMap<Rev>,
+    /// Vaddr stretches newly pinned by the current `pin` call, mlocked once at its end.
+    to_lock: Vec<(u64, u64)>,
+    /// Vaddr pages whose last pin dropped, munlocked at the next `flush`.
+    to_release: Vec<u64>,
     /// Units munmapped while pinned: start → (unit size, mapping index).
     zombies: BTreeMap<u64, (u64, usize)>,
     readahead: ReadAhead,
@@ -242,6 +269,8 @@ pub struct HostMm {
 impl HostMm {
     /// Entries read ahead from pagemap per pin call, at least.
     pub const READ_AHEAD: usize = 4096;
+    /// Released pages kept for one bulk munlock at most.
+    const RELEASE_BATCH: usize = 1 << 16;
     /// Entries per pagemap read at most (2 MiB of buffer, 1 GiB of address space).
     const MAX_READ: usize = 1 << 18;
 
@@ -282,8 +311,10 @@ impl HostMm {
             pagemap,
             kpageflags,
             pins: PinCounts::new(),
-            locks: HashMap::new(),
-            rev: HashMap::new(),
+            locks: PageMap::default(),
+            rev: PageMap::default(),
+            to_lock: Vec::new(),
+            to_release: Vec::new(),
             zombies: BTreeMap::new(),
             readahead: ReadAhead::default(),
             notes: Vec::new(),
@@ -619,10 +650,25 @@ impl HostMm {
             to_lock.push((s, vaddr + npages * PAGE_SIZE));
         }
         self.pins.add(pfn, npages);
+        // mlock once per pin call, over merged stretches (one syscall per page splits vmas and
+        // costs microseconds).
         for (s, e) in to_lock {
-            sys::mlock(s, e - s)?;
+            match self.to_lock.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => self.to_lock.push((s, e)),
+            }
         }
         Ok(())
+    }
+
+    /// mlock what the current pin call newly pinned.
+    fn flush_locks(&mut self) {
+        for (s, e) in std::mem::take(&mut self.to_lock) {
+            if let Err(err) = sys::mlock(s, e - s) {
+                self.violations
+                    .push(format!("mlock of [{s:#x}, {e:#x}) failed: {err}"));
+            }
+        }
     }
 
     /// Pages of `vaddrs` (sorted, unique) whose last pin dropped: munlock them, and unmap the
@@ -803,6 +849,7 @@ impl PageSource for HostMm {
                 k += n as usize;
             }
         }
+        self.flush_locks();
         if cap_problem {
             self.violations.push(NO_CAP_SYS_ADMIN.to_string());
         }
@@ -810,6 +857,15 @@ impl PageSource for HostMm {
             return Err(MmError::NotMapped { vaddr });
         }
         Ok(Pinned::Pages)
+    }
+
+    fn flush(&mut self) {
+        let mut released = std::mem::take(&mut self.to_release);
+        // A page pinned again since its release stays locked.
+        released.retain(|v| !self.locks.contains_key(v));
+        released.sort_unstable();
+        released.dedup();
+        self.release(&mut released);
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
@@ -863,7 +919,11 @@ impl PageSource for HostMm {
                 pfn + npages
             ));
         }
-        self.release(&mut released);
+        // munlock (and deferred munmap) in bulk at the engine's flush, not once per run.
+        self.to_release.extend(released);
+        if self.to_release.len() >= Self::RELEASE_BATCH {
+            self.flush();
+        }
         done
     }
 

@@ -184,6 +184,10 @@ pub trait PageSource {
     /// equal count merged.
     fn pin_ranges(&self) -> Vec<(u64, u64, u32)>;
 
+    /// The engine finished a map or an unmap: work the source deferred (e.g. `munlock` of pages
+    /// whose last pin dropped) may be done now, in bulk.
+    fn flush(&mut self) {}
+
     /// Reserved pfn ranges `[start, end)` (device MMIO).
     fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
         Vec::new()
@@ -266,6 +270,9 @@ impl PageSource for AnyMemory {
     }
     fn pinned_pages(&self) -> u64 {
         delegate!(self, m => m.pinned_pages())
+    }
+    fn flush(&mut self) {
+        delegate!(self, m => m.flush())
     }
     fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
         delegate!(self, m => m.pin_ranges())
