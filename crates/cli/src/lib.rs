@@ -8,6 +8,7 @@ pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod json;
+pub mod kernel_check;
 pub mod report;
 pub mod runner;
 pub mod trace;

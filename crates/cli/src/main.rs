@@ -37,7 +37,30 @@ enum Cmd {
         /// `layout`/`phys` are then ignored and `pfnmap` is refused).
         #[arg(long, value_enum, default_value_t = MemoryArg::Sim)]
         memory: MemoryArg,
+        /// Who answers: the engine (the model), or this machine's kernel through /dev/vfio
+        /// (needs a device bound to vfio-pci and `--group`).
+        #[arg(long, value_enum, default_value_t = BackendArg::Engine)]
+        backend: BackendArg,
+        /// The VFIO group of `--backend vfio` (/dev/vfio/N).
+        #[arg(long, required_if_eq("backend", "vfio"))]
+        group: Option<u32>,
         /// Trace files; each is replayed on its own. The exit code is the worst of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Replay traces against a real kernel in a QEMU guest (emulated VT-d, the `edu` device on
+    /// vfio-pci) and against the engine with the same kernel profile, and compare them
+    /// statement by statement. Exit 0: they agree; 1: they differ; 2: harness error.
+    KernelCheck {
+        /// The kernel to boot and the engine profile to use: 7.2, 6.12, 6.1 or a full Debian
+        /// version (7.2.12+deb13-cloud-amd64). Overrides the traces' `kernel=` on both sides;
+        /// without it each trace's `kernel=` is used, else 7.2.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// One JSON object per trace on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Trace files; each is run in its own guest boot.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -98,6 +121,14 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// The model (the default).
+    Engine,
+    /// The kernel's vfio_iommu_type1 through /dev/vfio/GROUP.
+    Vfio,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MemoryArg {
     /// The deterministic model (mm::sim).
     Sim,
@@ -134,9 +165,21 @@ fn main() -> ExitCode {
     let code = match cli.cmd {
         Cmd::Replay {
             json,
+            backend: BackendArg::Vfio,
+            group,
+            files,
+            ..
+        } => files
+            .iter()
+            .map(|f| replay_vfio(f, json, group.unwrap_or(0)))
+            .max()
+            .unwrap_or(0),
+        Cmd::Replay {
+            json,
             strategy,
             memory,
             files,
+            ..
         } => {
             let opts = Options {
                 strategy: strategy.into(),
@@ -149,6 +192,11 @@ fn main() -> ExitCode {
                 .max()
                 .unwrap_or(0)
         }
+        Cmd::KernelCheck {
+            kernel,
+            json,
+            files,
+        } => type1_cli::kernel_check::run_files(&files, kernel.as_deref(), json),
         Cmd::Demo { print, json } => run_demo(print, json),
         Cmd::Inspect {
             pid,
@@ -209,6 +257,73 @@ fn replay_file(path: &PathBuf, as_json: bool, opts: &Options) -> i32 {
         );
     }
     r.exit_code()
+}
+
+/// `replay --backend vfio`: the statements against this machine's kernel through
+/// /dev/vfio/GROUP; the same JSON objects as the engine's (`check` leaves are unknown: the
+/// IOMMU's tables cannot be read from user space).
+fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> i32 {
+    let name = path.display().to_string();
+    let dev = std::path::Path::new("/dev/vfio").join(group.to_string());
+    if !dev.exists() {
+        eprintln!(
+            "{name}: {} does not exist: no VFIO group {group} on this machine (bind a device \
+             to vfio-pci and use its IOMMU group number).\n\
+             To run the trace against a real kernel without VFIO hardware, use \
+             `type1 kernel-check {name}` (boots a QEMU guest with an emulated IOMMU).",
+            dev.display()
+        );
+        return 2;
+    }
+    let t = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| trace::parse(&s).map_err(|e| format!("{}:{}: {}", e.line, e.col, e.msg)))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return 2;
+        }
+    };
+    let (stmts, _) = type1_cli::kernel_check::to_stmts(&t);
+    let texts: std::collections::BTreeMap<usize, &str> =
+        t.stmts.iter().map(|s| (s.line, s.text.as_str())).collect();
+    let mut cannot = 0;
+    let recs = vfio_backend::replay::replay(
+        &stmts,
+        group,
+        &mut vfio_backend::replay::NoPause,
+        &mut |r| {
+            if as_json {
+                println!("{}", r.to_json());
+            } else {
+                let res = if r.cannot {
+                    format!("CANNOT ({})", r.message.clone().unwrap_or_default())
+                } else if r.ok {
+                    "ok".into()
+                } else {
+                    r.errno.clone().unwrap_or_default()
+                };
+                println!(
+                    "{:>4} {:<60} | {res} locked={} avail={}",
+                    r.line,
+                    texts.get(&r.line).copied().unwrap_or(""),
+                    r.locked.map_or("-".into(), |l| l.to_string()),
+                    r.avail.map_or("-".into(), |a| a.to_string()),
+                );
+            }
+        },
+    );
+    for r in &recs {
+        if r.cannot {
+            cannot += 1;
+        }
+    }
+    eprintln!(
+        "{name}: {} statements against /dev/vfio/{group}, {cannot} could not be run",
+        recs.len()
+    );
+    0
 }
 
 fn run_demo(print: bool, as_json: bool) -> i32 {

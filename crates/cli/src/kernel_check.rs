@@ -1,0 +1,429 @@
+//! `type1 kernel-check`: the engine held to a real kernel, statement by statement.
+//!
+//! Each trace is replayed twice: by the vfio backend inside a QEMU guest (crate
+//! `vfio-backend`: a Debian kernel, emulated VT-d, the `edu` device bound to vfio-pci) and by
+//! the engine with the matching kernel profile. The two `replay --json` streams are compared by
+//! line ([`vfio_backend::compare`]): `ok`, `errno`, `locked`, `avail`, the returned `size` of
+//! `unmap`, the page sizes and ranges of `info`, and at `check` the leaves by page size that the
+//! guest's VT-d tables hold against the engine's domain of the same name.
+//!
+//! Not compared, and listed:
+//! * statements marked `# model-only: REASON` in the trace (a trailing comment, ignored by the
+//!   parser): what only the model can express (a second domain, pfnmap without a BAR, a 48- or
+//!   64-bit aperture, sub-4K page sizes, `phys=` placement…);
+//! * statements the guest program could not run (`cannot`, with its reason);
+//! * the leaves of a domain whose format differs from the guest's (anything but
+//!   `x86_64-3level`, or `x86_64` with an aperture within 39 bits, with VT-d's page sizes).
+//!
+//! The comparison itself ([`check_records`]) takes the engine's JSON objects and the kernel's
+//! records, so it can be tested without QEMU.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use vfio_backend::record::Record;
+use vfio_backend::stmt::Stmt;
+use vfio_backend::Diff;
+
+use crate::runner::{self, Options};
+use crate::trace::{self, StmtKind, Trace};
+
+// The one trace → statements converter, shared with the vfio crate's tests and example
+// (it names the trace module `super::trace`, which is the import above).
+#[allow(dead_code, unused_imports, clippy::all)]
+#[path = "../../vfio/tests/support/from_trace.rs"]
+mod from_trace;
+
+/// The comment tag that marks a statement only the model can express.
+pub const MODEL_ONLY: &str = "model-only:";
+
+/// The kernel profile used when neither `--kernel` nor the trace's `kernel=` names one.
+pub const DEFAULT_PROFILE: &str = "7.2";
+
+/// The statements of a trace as the guest program runs them, and the trace's `kernel=`.
+pub fn to_stmts(t: &Trace) -> (Vec<Stmt>, Option<String>) {
+    from_trace::convert(t)
+}
+
+/// The engine profile (`7.2`, `6.12`, `6.1`) of a kernel name: a short name, or a full Debian
+/// version such as `7.2.12+deb13-cloud-amd64` or `6.1.0-56-cloud-amd64`.
+pub fn profile_of(kernel: &str) -> Option<&'static str> {
+    let k = kernel.trim();
+    let is = |p: &str| k == p || k.starts_with(&format!("{p}.")) || k.starts_with(&format!("{p}-"));
+    if is("7.2") {
+        Some("7.2")
+    } else if is("6.12") {
+        Some("6.12")
+    } else if is("6.1") {
+        Some("6.1")
+    } else {
+        None
+    }
+}
+
+/// `# model-only: REASON` tags by line (1-based). The tag may follow other comment text; an
+/// empty reason is kept as empty (the report says so).
+pub fn model_only_markers(src: &str) -> BTreeMap<usize, String> {
+    src.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let comment = &l[l.find('#')?..];
+            let at = comment.find(MODEL_ONLY)?;
+            Some((i + 1, comment[at + MODEL_ONLY.len()..].trim().to_string()))
+        })
+        .collect()
+}
+
+/// The guest's domain: VT-d second-level tables, 3 levels (39 bits), 4K|2M|1G.
+const GUEST_PGSIZES: [u64; 3] = [4096, 2 << 20, 1 << 30];
+const GUEST_LAST_IOVA: u64 = (1 << 39) - 1;
+
+/// Per domain of the trace: `Ok` when its leaves can be held to the guest's VT-d tables, else
+/// why not.
+pub fn leaf_comparable(t: &Trace) -> BTreeMap<String, Result<(), String>> {
+    let mut out = BTreeMap::new();
+    for s in &t.stmts {
+        let StmtKind::Domain {
+            name,
+            format,
+            pgsizes,
+            aperture,
+            ..
+        } = &s.kind
+        else {
+            continue;
+        };
+        let f = format.as_deref().unwrap_or("x86_64");
+        let verdict = match (f, aperture) {
+            ("x86_64-3level", _) => Ok(()),
+            ("x86_64", Some((_, end))) if *end <= GUEST_LAST_IOVA => Ok(()),
+            ("x86_64", _) => Err(format!(
+                "domain {name} is x86_64 with a {} aperture (the guest's VT-d has 39 bits)",
+                aperture.map_or("48-bit".to_string(), |(_, e)| format!("{e:#x}-ended"))
+            )),
+            (f, _) => Err(format!("domain {name} is format={f}, the guest's is VT-d")),
+        }
+        .and_then(|()| match pgsizes {
+            Some(p) => {
+                let mut sorted = p.clone();
+                sorted.sort_unstable();
+                if sorted == GUEST_PGSIZES {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "domain {name} has pgsizes other than VT-d's 4K,2M,1G"
+                    ))
+                }
+            }
+            None => Ok(()),
+        });
+        out.insert(name.clone(), verdict);
+    }
+    out
+}
+
+/// Sets every `container`'s `kernel=` to `profile` (both sides then ask for the same kernel).
+/// Returns the lines whose `kernel=` named another one.
+pub fn set_kernel(t: &mut Trace, profile: &str) -> Vec<(usize, String)> {
+    let mut changed = Vec::new();
+    for s in &mut t.stmts {
+        if let StmtKind::Container { kernel, .. } = &mut s.kind {
+            if let Some(k) = kernel.as_deref().filter(|k| *k != profile) {
+                changed.push((s.line, k.to_string()));
+            }
+            *kernel = Some(profile.to_string());
+        }
+    }
+    changed
+}
+
+/// The engine's `replay --json` objects for a trace.
+pub fn engine_json(t: &Trace) -> Vec<Value> {
+    let r = runner::replay(t, &Options::default(), &mut |_| {});
+    crate::json::lines(&r)
+}
+
+/// The outcome of one trace's check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Check {
+    /// Statements compared (both sides ran them, not marked).
+    pub compared: usize,
+    /// Fields compared.
+    pub fields: usize,
+    /// Disagreements, by line.
+    pub diffs: Vec<Diff>,
+    /// `(line, reason)` of statements marked model-only.
+    pub model_only: Vec<(usize, String)>,
+    /// `(line, why)` of unmarked statements the guest program could not run.
+    pub cannot: Vec<(usize, String)>,
+    /// `(line, why)` of `check`s whose leaves were not compared (the domain's shape differs).
+    pub leaves_skipped: Vec<(usize, String)>,
+    /// Lines with a record on one side only (e.g. the engine stopped on a trace error).
+    pub missing: Vec<usize>,
+}
+
+impl Check {
+    pub fn agrees(&self) -> bool {
+        self.diffs.is_empty() && self.missing.is_empty()
+    }
+}
+
+fn line_of(v: &Value) -> Option<usize> {
+    v.get("line")?.as_u64().map(|l| l as usize)
+}
+
+/// Compares the engine's objects with the kernel's records, leaving out marked lines and the
+/// leaves of domains the guest cannot model.
+pub fn check_records(
+    engine: &[Value],
+    kernel: &[Record],
+    marks: &BTreeMap<usize, String>,
+    leaves: &BTreeMap<String, Result<(), String>>,
+) -> Check {
+    let mut c = Check::default();
+    let mut lines_seen: std::collections::BTreeSet<usize> =
+        engine.iter().filter_map(line_of).collect();
+    lines_seen.extend(kernel.iter().map(|r| r.line));
+    c.model_only = marks
+        .iter()
+        .filter(|(l, _)| lines_seen.contains(l))
+        .map(|(l, w)| (*l, w.clone()))
+        .collect();
+    let engine: Vec<Value> = engine
+        .iter()
+        .filter(|v| line_of(v).is_none_or(|l| !marks.contains_key(&l)))
+        .cloned()
+        .collect();
+    let mut kept = Vec::new();
+    for r in kernel {
+        if marks.contains_key(&r.line) {
+            continue;
+        }
+        let mut r = r.clone();
+        if let Some(doms) = &mut r.domains {
+            doms.retain(|name, _| match leaves.get(name) {
+                Some(Err(why)) => {
+                    c.leaves_skipped.push((r.line, why.clone()));
+                    false
+                }
+                _ => true,
+            });
+        }
+        kept.push(r);
+    }
+    let cmp = vfio_backend::compare(&engine, &kept);
+    c.compared = cmp.compared;
+    c.fields = cmp.fields;
+    c.diffs = cmp.diffs;
+    c.cannot = cmp.not_run;
+    c.missing = cmp.missing;
+    c
+}
+
+/// One difference as printed: `FILE:LINE: FIELD: engine X, kernel Y`.
+pub fn diff_line(file: &str, d: &Diff) -> String {
+    format!(
+        "{file}:{}: {}: engine {}, kernel {}",
+        d.line, d.field, d.engine, d.kernel
+    )
+}
+
+/// The human report of one trace.
+pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String>) -> String {
+    let mut s = String::new();
+    let text = |l: usize| texts.get(&l).map(String::as_str).unwrap_or("");
+    for d in &c.diffs {
+        s.push_str(&diff_line(file, d));
+        s.push_str(&format!("\n    {}\n", text(d.line)));
+    }
+    for l in &c.missing {
+        s.push_str(&format!(
+            "{file}:{l}: missing: a record on one side only\n    {}\n",
+            text(*l)
+        ));
+    }
+    for (l, why) in &c.model_only {
+        s.push_str(&format!("{file}:{l}: model-only: {why}\n"));
+    }
+    for (l, why) in &c.cannot {
+        s.push_str(&format!("{file}:{l}: cannot: {why}\n"));
+    }
+    for (l, why) in &c.leaves_skipped {
+        s.push_str(&format!("{file}:{l}: leaves not compared: {why}\n"));
+    }
+    s.push_str(&format!(
+        "{file}: {} on {kernel}: {} statements compared ({} fields), {} differences, {} missing; {} model-only, {} cannot, {} leaf comparisons skipped\n",
+        if c.agrees() { "AGREES" } else { "DISAGREES" },
+        c.compared,
+        c.fields,
+        c.diffs.len(),
+        c.missing.len(),
+        c.model_only.len(),
+        c.cannot.len(),
+        c.leaves_skipped.len()
+    ));
+    s
+}
+
+/// The JSON report of one trace.
+pub fn to_json(file: &str, kernel: &str, profile: &str, c: &Check, seconds: f64) -> Value {
+    let pairs = |v: &[(usize, String)]| {
+        v.iter()
+            .map(|(l, w)| json!({"line": l, "why": w}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "file": file,
+        "kernel": kernel,
+        "profile": profile,
+        "agrees": c.agrees(),
+        "compared": c.compared,
+        "fields": c.fields,
+        "diffs": c.diffs.iter().map(|d| json!({
+            "line": d.line, "op": d.op, "field": d.field,
+            "engine": d.engine, "kernel": d.kernel,
+        })).collect::<Vec<_>>(),
+        "missing": c.missing,
+        "model_only": pairs(&c.model_only),
+        "cannot": pairs(&c.cannot),
+        "leaves_skipped": pairs(&c.leaves_skipped),
+        "seconds": seconds,
+    })
+}
+
+/// A trace read, parsed and prepared for both sides.
+pub struct Prepared {
+    pub trace: Trace,
+    pub src: String,
+    /// The engine profile both sides use.
+    pub profile: String,
+    /// `(line, kernel)` of `kernel=` the `--kernel` option replaced.
+    pub overridden: Vec<(usize, String)>,
+}
+
+/// Reads and parses a trace and picks its kernel: `--kernel` when given (it overrides the
+/// trace's `kernel=` on both sides), else the trace's `kernel=`, else 7.2.
+pub fn prepare(path: &std::path::Path, kernel: Option<&str>) -> Result<Prepared, String> {
+    let name = path.display();
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut t =
+        trace::parse(&src).map_err(|e| format!("{name}:{}:{}: {}", e.line, e.col, e.msg))?;
+    let (_, trace_kernel) = to_stmts(&t);
+    let wanted = kernel
+        .map(str::to_string)
+        .or(trace_kernel)
+        .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
+    let profile = profile_of(&wanted)
+        .ok_or_else(|| format!("{name}: unknown kernel {wanted:?} (use 7.2, 6.12 or 6.1, or their full Debian versions)"))?
+        .to_string();
+    let overridden = set_kernel(&mut t, &profile);
+    if profile != DEFAULT_PROFILE
+        && !t
+            .stmts
+            .iter()
+            .any(|s| matches!(s.kind, StmtKind::Container { .. }))
+    {
+        return Err(format!(
+            "{name}: no container statement to set kernel={profile} on for the engine"
+        ));
+    }
+    Ok(Prepared {
+        trace: t,
+        src,
+        profile,
+        overridden,
+    })
+}
+
+/// Checks one prepared trace against the guest's answers (already collected).
+pub fn check_prepared(p: &Prepared, kernel: &[Record]) -> Check {
+    check_records(
+        &engine_json(&p.trace),
+        kernel,
+        &model_only_markers(&p.src),
+        &leaf_comparable(&p.trace),
+    )
+}
+
+/// `type1 kernel-check`: each file in its own guest boot. Returns the exit code: 0 all agree,
+/// 1 a difference, 2 a harness error (the worst over the files).
+pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bool) -> i32 {
+    use vfio_backend::qemu::{run_in_guest, GuestOptions};
+    let started = std::time::Instant::now();
+    let mut worst = 0;
+    let (mut agree, mut differ, mut broken) = (0, 0, 0);
+    for (i, path) in files.iter().enumerate() {
+        let name = path.display().to_string();
+        let p = match prepare(path, kernel) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("kernel-check: {e}");
+                worst = 2;
+                broken += 1;
+                continue;
+            }
+        };
+        for (line, k) in &p.overridden {
+            eprintln!(
+                "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
+                p.profile
+            );
+        }
+        let (stmts, _) = to_stmts(&p.trace);
+        let opts = GuestOptions {
+            // A full version given on the command line is booted as is.
+            kernel: kernel
+                .filter(|k| profile_of(k).is_some())
+                .unwrap_or(&p.profile)
+                .to_string(),
+            ..GuestOptions::default()
+        };
+        eprintln!(
+            "kernel-check: [{}/{}] {name}: booting {} (engine profile {})…",
+            i + 1,
+            files.len(),
+            vfio_backend::qemu::resolve_kernel(&opts.kernel),
+            p.profile
+        );
+        let t0 = std::time::Instant::now();
+        let run = match run_in_guest(&stmts, &opts, &mut |m| eprintln!("kernel-check:   {m}")) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("kernel-check: {name}: harness error: {e}");
+                worst = 2;
+                broken += 1;
+                continue;
+            }
+        };
+        let c = check_prepared(&p, &run.records);
+        let secs = t0.elapsed().as_secs_f64();
+        let tm = &run.timings;
+        eprintln!(
+            "kernel-check:   {name}: fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",
+            tm.fetch, tm.build, tm.boot, tm.run, secs
+        );
+        if as_json {
+            println!("{}", to_json(&name, &run.kernel, &p.profile, &c, secs));
+        } else {
+            let texts = p
+                .trace
+                .stmts
+                .iter()
+                .map(|s| (s.line, s.text.clone()))
+                .collect();
+            print!("{}", human(&name, &run.kernel, &c, &texts));
+        }
+        if c.agrees() {
+            agree += 1;
+        } else {
+            differ += 1;
+            worst = worst.max(1);
+        }
+    }
+    eprintln!(
+        "kernel-check: {} traces: {agree} agree, {differ} differ, {broken} harness errors ({:.1} s)",
+        files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    worst
+}
