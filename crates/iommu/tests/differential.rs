@@ -82,6 +82,17 @@ proptest! {
                 prop_assert_eq!(&leaves(d), &want);
                 prop_assert_eq!(d.leaves_by_size(), mock.leaves_by_size());
             }
+            // The radix table's in-place `phys_run` against the mock's leaf-by-leaf default, from
+            // the start of every leaf and from inside one, across table pages.
+            let step = want.len().div_ceil(16).max(1);
+            for l in want.iter().step_by(step) {
+                for (at, max) in [(l.iova, 4 * G1), ((l.iova + l.size / 2) & !(K4 - 1), 3 * M2 + K4)] {
+                    let expect = mock.phys_run(at, max);
+                    for d in &radix {
+                        prop_assert_eq!(d.phys_run(at, max), expect, "{:?} at {:#x} max {:#x}", d.format(), at, max);
+                    }
+                }
+            }
         }
         for d in &mut radix {
             d.unmap(0, 1 << 39);

@@ -262,6 +262,25 @@ impl RadixTable {
         None
     }
 
+    /// As `find`, with the index of the table page holding the entry.
+    fn find_in(&self, iova: u64) -> Option<(usize, u64, usize)> {
+        if iova > self.desc.max_iova() {
+            return None;
+        }
+        let mut t = 0usize;
+        for d in 0..self.desc.levels as usize {
+            let e = self.tables[t][self.desc.index(iova, d)];
+            if e == 0 {
+                return None;
+            }
+            if self.desc.is_leaf(e, d) {
+                return Some((d, e, t));
+            }
+            t = self.table_of(e) as usize;
+        }
+        None
+    }
+
     fn leaf_at(&self, d: usize, raw: u64, iova: u64) -> Leaf {
         let size = 1u64 << self.desc.shift(d);
         Leaf {
@@ -456,6 +475,40 @@ impl PageTable for RadixTable {
             return 0;
         }
         self.unmap_in(0, 0, 0, iova, last.min(max))
+    }
+
+    /// One walk from the root, then the following entries of the same table page are read in
+    /// place; a new walk only where the run crosses into another table page.
+    fn phys_run(&self, iova: u64, max: u64) -> Option<(u64, u64)> {
+        let (d, raw, t) = self.find_in(iova)?;
+        let leaf = self.leaf_at(d, raw, iova);
+        let phys = leaf.paddr + (iova - leaf.iova);
+        let mut len = (leaf.size - (iova - leaf.iova)).min(max);
+        let (mut cd, mut ct, mut idx) = (d, t, self.desc.index(iova, d));
+        while len < max {
+            // `iova + max` does not pass 2^64 (the caller's range exists), so neither does this.
+            let at = iova + len;
+            let next = idx + 1;
+            let in_place = next < self.tables[ct].len()
+                && self.desc.index(at, cd) == next
+                && self.tables[ct][next] != 0
+                && self.desc.is_leaf(self.tables[ct][next], cd);
+            let (nd, nraw, nt) = if in_place {
+                (cd, self.tables[ct][next], ct)
+            } else {
+                match self.find_in(at) {
+                    Some(x) => x,
+                    None => break,
+                }
+            };
+            let n = self.leaf_at(nd, nraw, at);
+            if n.paddr + (at - n.iova) != phys + len {
+                break;
+            }
+            len += (n.size - (at - n.iova)).min(max - len);
+            (cd, ct, idx) = (nd, nt, self.desc.index(at, nd));
+        }
+        Some((phys, len))
     }
 
     fn translate(&self, iova: u64) -> Option<Leaf> {
