@@ -302,6 +302,8 @@ pub struct Container<M: PageSource> {
     vaddr_invalid_count: u32,
     violations: Vec<String>,
     stats: EngineStats,
+    /// Whether the process that mapped (the accounting owner) is alive (§8.4 row 43).
+    owner_alive: bool,
     /// The pin batch's buffer, kept between calls (the kernel keeps a page for it).
     batch_buf: Vec<crate::mm::PfnRun>,
 }
@@ -326,7 +328,15 @@ impl<M: PageSource> Container<M> {
             violations: Vec::new(),
             stats: EngineStats::default(),
             batch_buf: Vec::new(),
+            owner_alive: true,
         }
+    }
+
+    /// The process that made the mappings exits while another holds the container (§8.4 row
+    /// 43): unmaps still unmap and unpin, but their uncharges are skipped, as the kernel's
+    /// asynchronous accounting finds no mm.
+    pub fn owner_exited(&mut self) {
+        self.owner_alive = false;
     }
 
     pub fn config(&self) -> &Config {
@@ -710,6 +720,11 @@ impl<M: PageSource> Container<M> {
     /// `vfio_lock_acct` + `__account_locked_vm`.
     fn lock_acct(&mut self, dma: &mut Dma, npage: i64) -> Result<(), Error> {
         if npage == 0 {
+            return Ok(());
+        }
+        if npage < 0 && !self.owner_alive {
+            // `vfio_lock_acct(…, async=true)`: `mmget_not_zero` fails, -ESRCH, and the caller
+            // ignores it: the dead mm keeps its count, the unmap goes on.
             return Ok(());
         }
         if npage > 0 {
@@ -1457,7 +1472,8 @@ impl<M: PageSource> Container<M> {
         let mut v: Vec<String> = self.violations.clone();
         v.extend(self.mm.violations());
         let sum: u64 = self.dmas.values().map(|d| d.locked_vm).sum();
-        if sum != self.locked {
+        // After the owner exited its count stays where it was (§8.4 row 43).
+        if sum != self.locked && self.owner_alive {
             v.push(format!(
                 "locked pages {} != sum of the mappings' charges {sum}",
                 self.locked

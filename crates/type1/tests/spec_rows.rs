@@ -34,6 +34,7 @@ fn row_01_map_argsz_1_is_einval() {
     });
     assert_eq!(r.unwrap_err().errno(), Errno::EINVAL);
     assert_eq!(c.dmas().count(), 0);
+    invariants(&c);
 }
 
 #[test]
@@ -573,8 +574,25 @@ fn row_42_same_pages_at_two_iovas_count_twice() {
     finish(&mut c);
 }
 
-// Row 43 (accounting skipped after the mapping process exits) needs a second process: the model
-// has one mm per container, so it is not expressed.
+#[test]
+fn row_43_unmap_after_the_owner_exited_skips_the_uncharge() {
+    let mut c = default_harness();
+    let v = mmap(&mut c, "m", 16 * K4, Backing::Page4k);
+    map(&mut c, v, A, 16 * K4).unwrap();
+    c.owner_exited();
+    let r = c
+        .unmap_dma(&UnmapDma::range(A, 16 * K4))
+        .map(|r| r.size)
+        .map_err(|e| e.errno());
+    assert_eq!(r, Ok(16 * K4), "0 and the size returned");
+    assert_eq!(c.mm().pinned_pages(), 0, "the pages are unpinned");
+    assert_eq!(
+        c.locked_pages(),
+        16,
+        "the dead mm's count is not touched (-ESRCH ignored)"
+    );
+    assert_eq!(c.dmas().count(), 0);
+}
 
 // ---- §8.5 UNMAP (v2) ----
 
