@@ -592,6 +592,7 @@ fn row_43_unmap_after_the_owner_exited_skips_the_uncharge() {
         "the dead mm's count is not touched (-ESRCH ignored)"
     );
     assert_eq!(c.dmas().count(), 0);
+    invariants(&c);
 }
 
 // ---- §8.5 UNMAP (v2) ----
