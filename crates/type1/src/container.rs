@@ -312,7 +312,8 @@ const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
 impl<M: PageSource> Container<M> {
     /// `VFIO_SET_IOMMU`: a new container over the memory `mm`.
-    pub fn new(cfg: Config, mm: M) -> Self {
+    pub fn new(cfg: Config, mut mm: M) -> Self {
+        mm.set_kernel_profile(cfg.kernel);
         Container {
             dma_avail: cfg.dma_entry_limit,
             cfg,

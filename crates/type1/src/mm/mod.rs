@@ -184,6 +184,10 @@ pub trait PageSource {
     /// equal count merged.
     fn pin_ranges(&self) -> Vec<(u64, u64, u32)>;
 
+    /// The kernel whose behaviour to reproduce where the memory side differs: on 6.1 a
+    /// never-written read-only page (the shared zero page) is a reserved pfn, never charged.
+    fn set_kernel_profile(&mut self, _profile: crate::KernelProfile) {}
+
     /// The engine finished a map or an unmap: work the source deferred (e.g. `munlock` of pages
     /// whose last pin dropped) may be done now, in bulk.
     fn flush(&mut self) {}
@@ -273,6 +277,9 @@ impl PageSource for AnyMemory {
     }
     fn flush(&mut self) {
         delegate!(self, m => m.flush())
+    }
+    fn set_kernel_profile(&mut self, profile: crate::KernelProfile) {
+        delegate!(self, m => m.set_kernel_profile(profile))
     }
     fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
         delegate!(self, m => m.pin_ranges())

@@ -146,6 +146,9 @@ struct Region {
     writable: bool,
     /// Placement units (huge pages) the region spans.
     nunits: u64,
+    /// Its pages are the shared zero page and that is a reserved pfn (read-only, never written,
+    /// kernel 6.1): mapped, never pinned or charged.
+    zero_reserved: bool,
 }
 
 impl Region {
@@ -202,6 +205,8 @@ pub struct SimMm {
     next_mmio: u64,
     faults: Option<Arc<FaultInjector>>,
     violations: Vec<String>,
+    /// Kernel 6.1: the zero page behind never-written read-only memory is reserved.
+    zero_page_reserved: bool,
 }
 
 impl Default for SimMm {
@@ -266,6 +271,7 @@ impl SimMm {
             next_mmio: Self::MMIO_BASE,
             faults: None,
             violations: Vec::new(),
+            zero_page_reserved: false,
         }
     }
 
@@ -425,9 +431,12 @@ impl SimMm {
                 base
             }
         };
-        if backing == Backing::Pfnmap {
+        // A read-only region can never have been written: its pages are the zero page, which
+        // 6.1 counts as reserved (`is_invalid_reserved_pfn`).
+        let zero_reserved = self.zero_page_reserved && !spec.writable && backing != Backing::Pfnmap;
+        if backing == Backing::Pfnmap || zero_reserved {
             self.mmio
-                .push((pbase / PAGE_SIZE, (pbase + spec.size) / PAGE_SIZE));
+                .push((pbase / PAGE_SIZE, (pbase + pspan) / PAGE_SIZE));
         }
         let idx = self.regions.len();
         self.regions.push(Region {
@@ -440,6 +449,7 @@ impl SimMm {
             pbase,
             writable: spec.writable,
             nunits,
+            zero_reserved,
         });
         self.names.insert(name, idx);
         self.vmas.insert(
@@ -566,6 +576,10 @@ impl SimMm {
 }
 
 impl PageSource for SimMm {
+    fn set_kernel_profile(&mut self, profile: crate::KernelProfile) {
+        self.zero_page_reserved = profile == crate::KernelProfile::V6_1;
+    }
+
     fn pin(
         &mut self,
         vaddr: u64,
@@ -629,18 +643,25 @@ impl PageSource for SimMm {
                 };
                 let n = if per_page { span } else { n };
                 let pfn = paddr / PAGE_SIZE;
+                let reserved = r.zero_reserved;
                 if base_pages {
                     batch.runs.extend((0..n).map(|i| PfnRun {
                         pfn: pfn + i,
                         npages: 1,
-                        reserved: false,
+                        reserved,
                     }));
                 } else {
                     batch.runs.push(PfnRun {
                         pfn,
                         npages: n,
-                        reserved: false,
+                        reserved,
                     });
+                }
+                if reserved {
+                    // Reserved pfns are not pinned (and never unpinned).
+                    got += n;
+                    addr += n * PAGE_SIZE;
+                    continue;
                 }
                 pending = match pending {
                     Some((s, len)) if s + len == pfn => Some((s, len + n)),
