@@ -853,10 +853,11 @@ pub fn run(
         }
     }
     if want("growth") {
-        let sweep = if opts.sweep.is_empty() {
-            DEFAULT_SWEEP.to_vec()
-        } else {
-            opts.sweep.clone()
+        // Real memory is populated for every size: keep its sweep within what a machine holds.
+        let sweep = match (opts.sweep.is_empty(), opts.host) {
+            (false, _) => opts.sweep.clone(),
+            (true, false) => DEFAULT_SWEEP.to_vec(),
+            (true, true) => DEFAULT_SWEEP[..3].to_vec(),
         };
         for r in growth(mem, &sweep, progress) {
             take(r, &mut ms, &mut errs);
