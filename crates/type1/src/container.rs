@@ -440,19 +440,12 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_IOMMU_MAP_DMA`.
     pub fn map_dma(&mut self, req: &MapDma) -> Result<(), Error> {
-        if req.argsz < 32 {
-            return Err(Error::Argsz {
-                argsz: req.argsz,
-                min: 32,
-            });
-        }
-        let allowed = MAP_FLAG_READ | MAP_FLAG_WRITE | MAP_FLAG_VADDR;
-        if req.flags & !allowed != 0 {
-            return Err(Error::UnknownFlags {
-                bits: req.flags & !allowed,
-                allowed,
-            });
-        }
+        check_header(
+            req.argsz,
+            32,
+            req.flags,
+            MAP_FLAG_READ | MAP_FLAG_WRITE | MAP_FLAG_VADDR,
+        )?;
         let (iova, vaddr, size) = (req.iova, req.vaddr, req.size);
         if size == 0 {
             return Err(Error::ZeroSize);
@@ -915,19 +908,8 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_IOMMU_UNMAP_DMA`.
     pub fn unmap_dma(&mut self, req: &UnmapDma) -> Result<UnmapReply, Error> {
-        if req.argsz < 24 {
-            return Err(Error::Argsz {
-                argsz: req.argsz,
-                min: 24,
-            });
-        }
         let allowed = UNMAP_FLAG_GET_DIRTY_BITMAP | UNMAP_FLAG_ALL | UNMAP_FLAG_VADDR;
-        if req.flags & !allowed != 0 {
-            return Err(Error::UnknownFlags {
-                bits: req.flags & !allowed,
-                allowed,
-            });
-        }
+        check_header(req.argsz, 24, req.flags, allowed)?;
         let get_dirty = req.flags & UNMAP_FLAG_GET_DIRTY_BITMAP != 0;
         let all = req.flags & UNMAP_FLAG_ALL != 0;
         let set_vaddr = req.flags & UNMAP_FLAG_VADDR != 0;
@@ -1655,6 +1637,20 @@ fn subtract(list: &[(u64, u64)], rs: u64, re: u64) -> Vec<(u64, u64)> {
         }
     }
     out
+}
+
+/// The first check of every ioctl: the structure fits in `argsz`, and no unknown flag is set.
+fn check_header(argsz: u32, min: u32, flags: u32, allowed: u32) -> Result<(), Error> {
+    if argsz < min {
+        return Err(Error::Argsz { argsz, min });
+    }
+    if flags & !allowed != 0 {
+        return Err(Error::UnknownFlags {
+            bits: flags & !allowed,
+            allowed,
+        });
+    }
+    Ok(())
 }
 
 /// `verify_bitmap_size`.

@@ -245,21 +245,7 @@ impl RadixTable {
 
     /// The entry holding `iova`: (depth, raw), if a leaf covers it.
     fn find(&self, iova: u64) -> Option<(usize, u64)> {
-        if iova > self.desc.max_iova() {
-            return None;
-        }
-        let mut t = 0usize;
-        for d in 0..self.desc.levels as usize {
-            let e = self.tables[t][self.desc.index(iova, d)];
-            if e == 0 {
-                return None;
-            }
-            if self.desc.is_leaf(e, d) {
-                return Some((d, e));
-            }
-            t = self.table_of(e) as usize;
-        }
-        None
+        self.find_in(iova).map(|(d, raw, _)| (d, raw))
     }
 
     /// As `find`, with the index of the table page holding the entry.
