@@ -1,4 +1,4 @@
-//! Every trace of the project (`tests/traces/*.trace`, `examples/*.trace`) replays with all its
+//! Every trace of the project (`tests/traces`, `tests/kernel`, `kernel`, `examples`) replays with all its
 //! expectations met.
 //!
 //! * With the default strategy (`contiguous`) and with `folio` (which must give the same
@@ -18,7 +18,7 @@ fn workspace() -> PathBuf {
 
 fn trace_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in ["tests/traces", "examples"] {
+    for dir in ["tests/traces", "tests/kernel", "kernel", "examples"] {
         let Ok(rd) = std::fs::read_dir(workspace().join(dir)) else {
             continue;
         };
