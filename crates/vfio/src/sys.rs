@@ -314,50 +314,12 @@ pub fn set_memlock(bytes: Option<u64>) -> io::Result<()> {
     }
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 pub const CAP_IPC_LOCK: u32 = 14;
 
-/// Removes CAP_IPC_LOCK from the effective set (as the oracle did); returns the new effective
-/// low word.
-pub fn drop_cap_ipc_lock() -> io::Result<u32> {
-    let mut hdr = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two CapData (version 3) and reads the header; both are live locals
-    // with the kernel's layout.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut hdr as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    data[0].effective &= !(1 << CAP_IPC_LOCK);
-    // SAFETY: capset reads the header and two CapData, live locals with the kernel's layout.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(data[0].effective)
+/// Removes CAP_IPC_LOCK from the effective set (as the oracle did), through the engine's one
+/// capability wrapper (`type1::sys`).
+pub fn drop_cap_ipc_lock() -> io::Result<()> {
+    type1::sys::drop_effective_cap(CAP_IPC_LOCK)
 }
 
 /// `VmLck` of /proc/self/status in kB.
