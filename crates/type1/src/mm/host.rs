@@ -42,7 +42,10 @@ use std::os::unix::fs::FileExt;
 
 use super::pincount::PinCounts;
 use super::sim::{Backing, Layout, MmapSpec};
-use super::{Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned};
+use super::{
+    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned, Vma,
+    Vmas,
+};
 use crate::sys::{self, Advice, HugeTlb, Mapping};
 use crate::PAGE_SIZE;
 
@@ -194,12 +197,6 @@ impl Region {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Vma {
-    end: u64,
-    region: usize,
-}
-
 /// The vaddrs a pinned pfn was pinned at (one per pin).
 #[derive(Debug)]
 enum Rev {
@@ -242,7 +239,7 @@ type PageMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PageHasher>>;
 pub struct HostMm {
     regions: Vec<Region>,
     names: HashMap<String, usize>,
-    vmas: BTreeMap<u64, Vma>,
+    vmas: Vmas,
     /// Every mapping ever made (regions index into it); an empty one costs nothing.
     mappings: Vec<Mapping>,
     pagemap: File,
@@ -378,8 +375,7 @@ impl HostMm {
     }
 
     fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
-        let (&s, &v) = self.vmas.range(..=vaddr).next_back()?;
-        (vaddr < v.end).then_some((s, v))
+        vma_at(&self.vmas, vaddr)
     }
 
     fn mmap_inner(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
@@ -526,35 +522,7 @@ impl HostMm {
             return Err(bad());
         }
         let (start, end) = (rvaddr + off, rvaddr + end_off);
-        let hit: Vec<(u64, Vma)> = self
-            .vmas
-            .range(..end)
-            .filter(|(&s, v)| v.region == idx && v.end > start && s < end)
-            .map(|(&s, &v)| (s, v))
-            .collect();
-        let mut gone = Vec::new();
-        for (s, v) in hit {
-            self.vmas.remove(&s);
-            if s < start {
-                self.vmas.insert(
-                    s,
-                    Vma {
-                        end: start,
-                        region: idx,
-                    },
-                );
-            }
-            if v.end > end {
-                self.vmas.insert(
-                    end,
-                    Vma {
-                        end: v.end,
-                        region: idx,
-                    },
-                );
-            }
-            gone.push((s.max(start), v.end.min(end)));
-        }
+        let gone = cut_vmas(&mut self.vmas, idx, start, end);
         // Unmap what nobody pinned; keep pinned units as zombies.
         let mut free: Vec<(u64, u64)> = Vec::new();
         for (s, e) in gone {

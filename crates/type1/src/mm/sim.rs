@@ -15,7 +15,10 @@ use std::sync::Arc;
 use iommu::{FaultInjector, FaultPoint};
 
 use super::pincount::PinCounts;
-use super::{Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned};
+use super::{
+    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned, Vma,
+    Vmas,
+};
 use crate::PAGE_SIZE;
 
 const SZ_2M: u64 = 1 << 21;
@@ -185,18 +188,12 @@ impl Region {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Vma {
-    end: u64,
-    region: usize,
-}
-
 /// The simulated process memory.
 #[derive(Debug)]
 pub struct SimMm {
     regions: Vec<Region>,
     names: HashMap<String, usize>,
-    vmas: BTreeMap<u64, Vma>,
+    vmas: Vmas,
     pins: PinCounts,
     /// Reserved (MMIO) pfn ranges `[start, end)`.
     mmio: Vec<(u64, u64)>,
@@ -315,8 +312,7 @@ impl SimMm {
     }
 
     fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
-        let (&s, &v) = self.vmas.range(..=vaddr).next_back()?;
-        (vaddr < v.end).then_some((s, v))
+        vma_at(&self.vmas, vaddr)
     }
 
     /// Create a region; returns its vaddr.
@@ -490,33 +486,7 @@ impl SimMm {
             return Err(bad());
         }
         let (start, end) = (r.vaddr + off, r.vaddr + end_off);
-        let hit: Vec<(u64, Vma)> = self
-            .vmas
-            .range(..end)
-            .filter(|(&s, v)| v.region == idx && v.end > start && s < end)
-            .map(|(&s, &v)| (s, v))
-            .collect();
-        for (s, v) in hit {
-            self.vmas.remove(&s);
-            if s < start {
-                self.vmas.insert(
-                    s,
-                    Vma {
-                        end: start,
-                        region: idx,
-                    },
-                );
-            }
-            if v.end > end {
-                self.vmas.insert(
-                    end,
-                    Vma {
-                        end: v.end,
-                        region: idx,
-                    },
-                );
-            }
-        }
+        cut_vmas(&mut self.vmas, idx, start, end);
         if !self.vmas.values().any(|v| v.region == idx) {
             self.names.remove(name);
         }
