@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use iommu::{Domain, DomainConfig, Format};
 use serde_json::{json, Value};
-use type1::mm::sim::{Backing, Layout, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
+use type1::mm::{Backing, Layout, MmapSpec};
 use type1::mm::{Memory, PageSource};
 use type1::{Config, Container, MapDma, Strategy, UnmapDma};
 

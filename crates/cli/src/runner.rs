@@ -17,8 +17,9 @@
 use std::time::{Duration, Instant};
 
 use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::{self, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
 use type1::mm::PageSource;
+use type1::mm::{self as sim, MmapSpec};
 use type1::mm::{AnyMemory, Memory};
 use type1::{
     BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
@@ -75,7 +76,7 @@ impl Outcome {
     /// The errno name, if the call failed with one.
     pub fn errno(&self) -> Option<&'static str> {
         match self {
-            Outcome::Errno { errno, .. } => Some(errno.name()),
+            Outcome::Errno { errno, .. } => errno.known_name(),
             _ => None,
         }
     }
@@ -91,7 +92,7 @@ impl Outcome {
     pub fn word(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
-            Outcome::Errno { errno, .. } => errno.name(),
+            Outcome::Errno { errno, .. } => errno.known_name().unwrap_or("E?"),
             Outcome::Invariants(_) => "INVARIANT",
         }
     }

@@ -8,12 +8,16 @@
 //! hardware encodings (Intel VT-d second-level tables, ARM VMSAv8-64 stage-1 tables) or, for
 //! `mock`, in a sorted map that accepts any page-size bitmap.
 
+pub mod addr;
+pub mod errno;
 pub mod fault;
 pub mod format;
 pub mod pgsize;
 
 use std::sync::Arc;
 
+pub use addr::{IovaRange, Pages, Pfn, SZ_16K, SZ_1G, SZ_2M, SZ_32M, SZ_4K, SZ_512M, SZ_64K};
+pub use errno::Errno;
 pub use fault::{FaultInjector, FaultPoint};
 pub use format::{Format, Granule};
 
@@ -118,18 +122,18 @@ pub enum Error {
 
 impl Error {
     /// The errno the kernel would return for this error.
-    pub fn errno(&self) -> i32 {
+    pub fn errno(&self) -> Errno {
         match self {
-            // EINVAL; BadProt as intel-iommu's __domain_mapping for a mapping without R and W.
+            // BadProt as intel-iommu's __domain_mapping for a mapping without R and W.
             Error::Unaligned { .. }
             | Error::BadPgsizes { .. }
             | Error::BadAperture { .. }
             | Error::UnknownFormat(_)
-            | Error::BadProt { .. } => 22,
-            // ERANGE, as io-pgtable-arm (`iova >> ias`, `paddr >> oas`).
-            Error::OutOfAperture { .. } | Error::PaddrOutOfRange { .. } => 34,
-            Error::Exists { .. } => 17,                     // EEXIST
-            Error::NoMemory | Error::Injected { .. } => 12, // ENOMEM
+            | Error::BadProt { .. } => Errno::EINVAL,
+            // As io-pgtable-arm (`iova >> ias`, `paddr >> oas`).
+            Error::OutOfAperture { .. } | Error::PaddrOutOfRange { .. } => Errno::ERANGE,
+            Error::Exists { .. } => Errno::EEXIST,
+            Error::NoMemory | Error::Injected { .. } => Errno::ENOMEM,
         }
     }
 }

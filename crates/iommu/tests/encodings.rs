@@ -126,7 +126,7 @@ fn x86_64_refuses_a_mapping_without_read_or_write() {
     // VT-d §9.8: an entry with R = W = 0 is not present; intel-iommu returns -EINVAL.
     let mut d = x86();
     let e = d.map(0x1000, 0x1000, K4, Prot::NONE).unwrap_err();
-    assert_eq!(e.errno(), 22);
+    assert_eq!(e.errno().code(), 22);
     assert_eq!((d.total_leaves(), d.table_pages()), (0, 1));
 }
 
@@ -135,7 +135,7 @@ fn x86_64_refuses_a_physical_address_beyond_bit_51() {
     // VT-d §9.8: the address field ends at bit 51 (HAW ≤ 52).
     let mut d = x86();
     let e = d.map(0x1000, 1 << 52, K4, Prot::RW).unwrap_err();
-    assert_eq!(e.errno(), 34);
+    assert_eq!(e.errno().code(), 34);
     d.map(0x1000, (1 << 52) - K4, K4, Prot::RW).unwrap();
 }
 
@@ -301,7 +301,10 @@ fn arm64_refuses_a_physical_address_beyond_48_bits() {
         granule: Granule::K64,
     });
     assert_eq!(
-        d.map(0, 1 << 48, 1 << 16, Prot::RW).unwrap_err().errno(),
+        d.map(0, 1 << 48, 1 << 16, Prot::RW)
+            .unwrap_err()
+            .errno()
+            .code(),
         34
     );
     assert_eq!(d.total_leaves(), 0);

@@ -131,10 +131,13 @@ fn map_overlapping_an_existing_leaf_fails_and_leaves_the_table_unchanged() {
         let before = snapshot(&d);
         // A page inside the block.
         let e = d.map(2 * block + page, 0, page, Prot::RW).unwrap_err();
-        assert_eq!(e.errno(), 17, "{f:?}");
+        assert_eq!(e.errno().code(), 17, "{f:?}");
         // A block where a table of pages is.
         assert_eq!(
-            d.map(4 * block, 0, block, Prot::RW).unwrap_err().errno(),
+            d.map(4 * block, 0, block, Prot::RW)
+                .unwrap_err()
+                .errno()
+                .code(),
             17,
             "{f:?}"
         );
@@ -142,7 +145,8 @@ fn map_overlapping_an_existing_leaf_fails_and_leaves_the_table_unchanged() {
         assert_eq!(
             d.map(block, 5 * block, 2 * block, Prot::RW)
                 .unwrap_err()
-                .errno(),
+                .errno()
+                .code(),
             17,
             "{f:?}"
         );
@@ -150,14 +154,16 @@ fn map_overlapping_an_existing_leaf_fails_and_leaves_the_table_unchanged() {
         assert_eq!(
             d.map(3 * block + block / 2, page, block / 2 + 2 * page, Prot::RW)
                 .unwrap_err()
-                .errno(),
+                .errno()
+                .code(),
             17
         );
         // Exactly the same leaf again.
         assert_eq!(
             d.map(4 * block + page, page, page, Prot::READ)
                 .unwrap_err()
-                .errno(),
+                .errno()
+                .code(),
             17
         );
         assert_eq!(snapshot(&d), before, "{f:?}");
@@ -234,7 +240,7 @@ fn table_pages_x86_64_5level_and_3level() {
     assert_eq!(d5.table_pages(), 1);
     // 3 levels (39 bits): 1G leaves live in the root; a 4K leaf needs a PD and a PT.
     let mut d3 = domain(Format::X86_64 { levels: 3 });
-    assert_eq!(d3.map(0, 0, T1, Prot::RW).unwrap_err().errno(), 34); // beyond 2^39
+    assert_eq!(d3.map(0, 0, T1, Prot::RW).unwrap_err().errno().code(), 34); // beyond 2^39
     d3.map(0, 0, T1 / 4, Prot::RW).unwrap();
     assert_eq!((d3.leaves_of(G1), d3.table_pages()), (256, 1));
     d3.map(T1 / 2 - K4, 0, K4, Prot::RW).unwrap();
@@ -314,7 +320,7 @@ fn fault_injection_in_table_allocation_leaves_the_table_unchanged() {
             match d.map(iova, pa, 4 * page, Prot::RW) {
                 Ok(()) => break,
                 Err(e) => {
-                    assert_eq!(e.errno(), 12, "{f:?} n={n}");
+                    assert_eq!(e.errno().code(), 12, "{f:?} n={n}");
                     assert!(faults.fired());
                     assert_eq!(snapshot(&d), before, "{f:?} n={n}");
                 }
@@ -340,7 +346,13 @@ fn fault_injection_x86_64_map_of_one_4k_page_needs_3_tables() {
     d.set_faults(Some(Arc::clone(&faults)));
     for n in 1..=3 {
         faults.arm(n, &[FaultPoint::TableAlloc]);
-        assert_eq!(d.map(0x1000, 0x1000, K4, Prot::RW).unwrap_err().errno(), 12);
+        assert_eq!(
+            d.map(0x1000, 0x1000, K4, Prot::RW)
+                .unwrap_err()
+                .errno()
+                .code(),
+            12
+        );
         assert_eq!((d.total_leaves(), d.table_pages()), (0, 1), "n={n}");
     }
     faults.arm(4, &[FaultPoint::TableAlloc]);
@@ -386,7 +398,7 @@ fn mock_at_the_top_of_u64_unmaps_a_whole_2m_leaf_without_overflow() {
 fn domain_rejects_x86_64_level_counts_other_than_3_4_5() {
     for levels in [0u8, 2, 6, 7, 255] {
         let e = Domain::new(DomainConfig::new(Format::X86_64 { levels })).unwrap_err();
-        assert_eq!(e.errno(), 22);
+        assert_eq!(e.errno().code(), 22);
     }
 }
 

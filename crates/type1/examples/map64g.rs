@@ -1,6 +1,7 @@
 //! Map and unmap 64 GiB of contiguous 4K memory once (for profiling the growth curve).
 use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::{Backing, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
+use type1::mm::{Backing, MmapSpec};
 use type1::{Config, Container, MapDma, UnmapDma};
 
 fn main() {

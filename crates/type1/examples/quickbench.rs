@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::{Backing, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
+use type1::mm::{Backing, MmapSpec};
 use type1::{Config, Container, MapDma, Strategy, UnmapDma};
 
 fn main() {

@@ -1,105 +1,9 @@
 //! Errors of the engine. Each variant says what was wrong with the request in terms a person can
 //! fix, and maps to the errno the kernel's type1 backend returns for it.
 
-use std::fmt;
+pub use iommu::Errno;
 
 use crate::mm::MmError;
-
-/// The kernel's errno values that the type1 uAPI returns.
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Errno {
-    EPERM,
-    ESRCH,
-    EINTR,
-    ENOMEM,
-    EACCES,
-    EFAULT,
-    EBUSY,
-    EEXIST,
-    ENODEV,
-    EINVAL,
-    ENOSPC,
-    ERANGE,
-    ENOTTY,
-    ENOENT,
-    EOVERFLOW,
-}
-
-impl Errno {
-    pub const ALL: [Errno; 15] = [
-        Errno::EPERM,
-        Errno::ENOENT,
-        Errno::ESRCH,
-        Errno::EINTR,
-        Errno::ENOMEM,
-        Errno::EACCES,
-        Errno::EFAULT,
-        Errno::EBUSY,
-        Errno::EEXIST,
-        Errno::ENODEV,
-        Errno::EINVAL,
-        Errno::ENOSPC,
-        Errno::ERANGE,
-        Errno::ENOTTY,
-        Errno::EOVERFLOW,
-    ];
-
-    /// The Linux value.
-    pub fn code(self) -> i32 {
-        match self {
-            Errno::EPERM => 1,
-            Errno::ENOENT => 2,
-            Errno::ESRCH => 3,
-            Errno::EINTR => 4,
-            Errno::ENOMEM => 12,
-            Errno::EACCES => 13,
-            Errno::EFAULT => 14,
-            Errno::EBUSY => 16,
-            Errno::EEXIST => 17,
-            Errno::ENODEV => 19,
-            Errno::EINVAL => 22,
-            Errno::ENOSPC => 28,
-            Errno::ERANGE => 34,
-            Errno::ENOTTY => 25,
-            Errno::EOVERFLOW => 75,
-        }
-    }
-
-    pub fn from_code(code: i32) -> Option<Errno> {
-        Errno::ALL.into_iter().find(|e| e.code() == code)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Errno::EPERM => "EPERM",
-            Errno::ENOENT => "ENOENT",
-            Errno::ESRCH => "ESRCH",
-            Errno::EINTR => "EINTR",
-            Errno::ENOMEM => "ENOMEM",
-            Errno::EACCES => "EACCES",
-            Errno::EFAULT => "EFAULT",
-            Errno::EBUSY => "EBUSY",
-            Errno::EEXIST => "EEXIST",
-            Errno::ENODEV => "ENODEV",
-            Errno::EINVAL => "EINVAL",
-            Errno::ENOSPC => "ENOSPC",
-            Errno::ERANGE => "ERANGE",
-            Errno::ENOTTY => "ENOTTY",
-            Errno::EOVERFLOW => "EOVERFLOW",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Errno> {
-        Errno::ALL.into_iter().find(|e| e.name() == name)
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -183,7 +87,7 @@ impl Error {
             Error::Memlock { .. } | Error::InjectedCharge => Errno::ENOMEM,
             Error::Fault(MmError::Injected { .. }) => Errno::ENOMEM,
             Error::Fault(_) => Errno::EFAULT,
-            Error::Iommu(e) => Errno::from_code(e.errno()).unwrap_or(Errno::EINVAL),
+            Error::Iommu(e) => e.errno(),
             Error::VaddrNoDma { .. } => Errno::ENOENT,
             Error::VaddrBusy => Errno::EBUSY,
             Error::DirtyV1 => Errno::EACCES,

@@ -21,8 +21,8 @@ use std::io;
 use serde::Serialize;
 
 use crate::mm::host::{kpf, pagemap, read_entries, HostMm, NO_CAP_SYS_ADMIN};
-use crate::mm::sim::{Backing, MmapSpec};
 use crate::mm::Memory;
+use crate::mm::{Backing, MmapSpec};
 use crate::PAGE_SIZE;
 
 /// Why an inspection failed.

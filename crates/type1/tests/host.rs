@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use iommu::{Domain, DomainConfig, Format};
 use type1::container::{MAP_FLAG_READ, MAP_FLAG_WRITE};
 use type1::mm::host::{vm_locked_kib, HostMm};
-use type1::mm::sim::{Backing, MmapSpec};
+use type1::mm::{Backing, MmapSpec};
 use type1::mm::{Memory, PageSource};
 use type1::sys;
 use type1::{Config, Container, Errno, MapDma, Strategy, UnmapDma};

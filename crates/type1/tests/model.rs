@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use iommu::{Domain, DomainConfig, Format};
 use proptest::prelude::*;
 use type1::container::{MAP_FLAG_READ, MAP_FLAG_WRITE};
-use type1::mm::sim::{Backing, Layout, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
+use type1::mm::{Backing, Layout, MmapSpec};
 use type1::{Config, Container, Errno, MapDma, UnmapDma};
 
 const PAGE: u64 = 4096;

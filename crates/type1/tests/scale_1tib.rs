@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::{Backing, SimMm};
+use type1::mm::sim::SimMm;
+use type1::mm::Backing;
 use type1::mm::PageSource;
 use type1::{Config, Container, Strategy};
 

@@ -11,8 +11,9 @@ use type1::container::{
     MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE, UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP,
     UNMAP_FLAG_VADDR,
 };
-use type1::mm::sim::{Backing, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
 use type1::mm::PageSource;
+use type1::mm::{Backing, MmapSpec};
 use type1::{BitmapArg, Config, Container, Errno, MapDma, UnmapDma};
 
 const RW: u32 = MAP_FLAG_READ | MAP_FLAG_WRITE;

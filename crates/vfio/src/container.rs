@@ -7,25 +7,7 @@ use std::fs::{File, OpenOptions};
 use crate::record::InfoFields;
 use crate::sys::{self, ArgBuf};
 
-/// An errno value the kernel returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
-
-impl Errno {
-    /// The engine's errno of the same value, if it knows it.
-    pub fn to_type1(self) -> Option<type1::Errno> {
-        type1::Errno::from_code(self.0)
-    }
-    pub fn name(self) -> String {
-        crate::record::errno_name(self.0)
-    }
-}
-
-impl std::fmt::Display for Errno {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name(), self.0)
-    }
-}
+pub use type1::Errno;
 
 /// Why a container could not be set up.
 #[derive(Debug)]
@@ -45,7 +27,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Io { what, source } => write!(f, "{what}: {source}"),
-            Error::Ioctl { what, errno } => write!(f, "{what} failed: {errno}"),
+            Error::Ioctl { what, errno } => write!(f, "{what} failed: {errno} ({})", errno.code()),
             Error::Unexpected(s) => f.write_str(s),
         }
     }
@@ -119,7 +101,7 @@ impl VfioContainer {
         let api =
             sys::ioctl_val(&container, sys::VFIO_GET_API_VERSION, 0).map_err(|e| Error::Ioctl {
                 what: "VFIO_GET_API_VERSION",
-                errno: Errno(e),
+                errno: Errno::from_raw(e),
             })?;
         if api != 0 {
             return Err(Error::Unexpected(format!("VFIO API version {api}, not 0")));
@@ -132,7 +114,7 @@ impl VfioContainer {
         let has = sys::ioctl_val(&container, sys::VFIO_CHECK_EXTENSION, ty as libc::c_ulong)
             .map_err(|e| Error::Ioctl {
                 what: "VFIO_CHECK_EXTENSION",
-                errno: Errno(e),
+                errno: Errno::from_raw(e),
             })?;
         if has != 1 {
             return Err(Error::Unexpected(format!(
@@ -142,7 +124,7 @@ impl VfioContainer {
         let grp = rw(&format!("/dev/vfio/{group}"))?;
         let flags = sys::group_status(&grp).map_err(|e| Error::Ioctl {
             what: "VFIO_GROUP_GET_STATUS",
-            errno: Errno(e),
+            errno: Errno::from_raw(e),
         })?;
         if flags & sys::VFIO_GROUP_FLAGS_VIABLE == 0 {
             return Err(Error::Unexpected(format!(
@@ -151,12 +133,12 @@ impl VfioContainer {
         }
         sys::group_set_container(&grp, &container).map_err(|e| Error::Ioctl {
             what: "VFIO_GROUP_SET_CONTAINER",
-            errno: Errno(e),
+            errno: Errno::from_raw(e),
         })?;
         sys::ioctl_val(&container, sys::VFIO_SET_IOMMU, ty as libc::c_ulong).map_err(|e| {
             Error::Ioctl {
                 what: "VFIO_SET_IOMMU",
-                errno: Errno(e),
+                errno: Errno::from_raw(e),
             }
         })?;
         if let Some(m) = memlock {
@@ -180,7 +162,7 @@ impl VfioContainer {
             sys::VFIO_CHECK_EXTENSION,
             ext as libc::c_ulong,
         )
-        .map_err(Errno)
+        .map_err(Errno::from_raw)
     }
 
     /// VFIO_IOMMU_MAP_DMA.
@@ -200,7 +182,7 @@ impl VfioContainer {
         b.put_u64(24, size);
         sys::ioctl_buf(&self.container, sys::VFIO_IOMMU_MAP_DMA, &mut b)
             .map(|_| ())
-            .map_err(Errno)
+            .map_err(Errno::from_raw)
     }
 
     /// VFIO_IOMMU_UNMAP_DMA; with `bitmap`, a `vfio_bitmap` follows the structure and a
@@ -244,7 +226,7 @@ impl VfioContainer {
         };
         let out_size = b.u64_at(16);
         UnmapOutcome {
-            result: r.map(|_| out_size).map_err(Errno),
+            result: r.map(|_| out_size).map_err(Errno::from_raw),
             out_size,
             bitmap: None,
         }
@@ -262,7 +244,8 @@ impl VfioContainer {
             };
         let mut b = ArgBuf::new(INFO_SZ.max(argsz as usize));
         b.put_u32(0, argsz);
-        sys::ioctl_buf(&self.container, sys::VFIO_IOMMU_GET_INFO, &mut b).map_err(Errno)?;
+        sys::ioctl_buf(&self.container, sys::VFIO_IOMMU_GET_INFO, &mut b)
+            .map_err(Errno::from_raw)?;
         let mut info = InfoFields {
             argsz: b.u32_at(0),
             flags: b.u32_at(4),
@@ -294,7 +277,7 @@ impl VfioContainer {
         b.put_u32(4, flags);
         sys::ioctl_buf(&self.container, sys::VFIO_IOMMU_DIRTY_PAGES, &mut b)
             .map(|_| ())
-            .map_err(Errno)
+            .map_err(Errno::from_raw)
     }
 
     /// VFIO_IOMMU_DIRTY_PAGES with GET_BITMAP (argsz 48): the bitmap words.
@@ -314,7 +297,7 @@ impl VfioContainer {
             24,
             &mut out,
         )
-        .map_err(Errno)?;
+        .map_err(Errno::from_raw)?;
         Ok(out)
     }
 }

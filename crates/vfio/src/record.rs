@@ -58,9 +58,7 @@ pub struct InfoFields {
 
 /// The name of an errno value, as `type1 replay` prints it.
 pub fn errno_name(code: i32) -> String {
-    type1::Errno::from_code(code)
-        .map(|e| e.name().to_string())
-        .unwrap_or_else(|| format!("E{code}"))
+    type1::Errno::from_raw(code).name()
 }
 
 /// A bitmap as hex: the u64 words as little-endian bytes (as `type1 replay --json`).

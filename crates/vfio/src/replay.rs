@@ -211,7 +211,7 @@ impl Replayer {
                 };
                 let Some(c) = self.container(r) else { return };
                 if let Err(e) = c.map_dma(argsz.unwrap_or(32), *flags, v, *iova, *size) {
-                    r.fail(e.0);
+                    r.fail(e.code());
                 }
             }
             StmtKind::Unmap {
@@ -240,14 +240,14 @@ impl Replayer {
                         r.size = Some(s);
                         r.bitmap = out.bitmap;
                     }
-                    Err(e) => r.fail(e.0),
+                    Err(e) => r.fail(e.code()),
                 }
             }
             StmtKind::Info { argsz } => {
                 let Some(c) = self.container(r) else { return };
                 match c.get_info(argsz.unwrap_or(4096)) {
                     Ok(i) => r.info = Some(i),
-                    Err(e) => r.fail(e.0),
+                    Err(e) => r.fail(e.code()),
                 }
             }
             StmtKind::DirtyStart | StmtKind::DirtyStop => {
@@ -258,7 +258,7 @@ impl Replayer {
                     2
                 };
                 if let Err(e) = c.dirty(8, flag) {
-                    r.fail(e.0);
+                    r.fail(e.code());
                 }
             }
             StmtKind::DirtyGet { iova, size, pgsize } => {
@@ -269,7 +269,7 @@ impl Replayer {
                 };
                 match c.dirty_get(*iova, *size, arg) {
                     Ok(b) => r.bitmap = Some(b),
-                    Err(e) => r.fail(e.0),
+                    Err(e) => r.fail(e.code()),
                 }
             }
             StmtKind::Unsupported { name } => {

@@ -41,11 +41,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 use super::pincount::PinCounts;
-use super::sim::{Backing, Layout, MmapSpec};
 use super::{
     cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned, Vma,
     Vmas,
 };
+use super::{Backing, Layout, MmapSpec};
 use crate::sys::{self, Advice, HugeTlb, Mapping};
 use crate::PAGE_SIZE;
 

@@ -8,6 +8,90 @@ pub mod sim;
 
 use crate::PAGE_SIZE;
 
+/// What backs a region.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Backing {
+    /// Ordinary 4 KiB pages (`4k`, the default).
+    #[default]
+    #[serde(rename = "4k")]
+    Page4k,
+    #[serde(rename = "thp")]
+    /// Transparent huge pages: 2M folios wherever a 2M-aligned block lies wholly inside the region.
+    Thp,
+    /// hugetlbfs 2 MiB pages.
+    #[serde(rename = "hugetlb-2m")]
+    Hugetlb2m,
+    /// hugetlbfs 1 GiB pages.
+    #[serde(rename = "hugetlb-1g")]
+    Hugetlb1g,
+    /// A `VM_PFNMAP` mapping of device MMIO (a BAR): reserved pfns, never pinned or charged.
+    #[serde(rename = "pfnmap")]
+    Pfnmap,
+}
+
+impl Backing {
+    /// The unit of physical placement (the huge page size; 4K otherwise).
+    pub fn unit(self) -> u64 {
+        match self {
+            Backing::Page4k | Backing::Pfnmap => crate::PAGE_SIZE,
+            Backing::Thp | Backing::Hugetlb2m => iommu::SZ_2M,
+            Backing::Hugetlb1g => iommu::SZ_1G,
+        }
+    }
+
+    /// The word that names this backing in traces and reports (`4k`, `thp`, `hugetlb-2m`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::Page4k => "4k",
+            Backing::Thp => "thp",
+            Backing::Hugetlb2m => "hugetlb-2m",
+            Backing::Hugetlb1g => "hugetlb-1g",
+            Backing::Pfnmap => "pfnmap",
+        }
+    }
+}
+
+/// Physical placement of a region.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Physically contiguous, aligned to the backing's unit and no more (the default).
+    #[default]
+    Contiguous,
+    /// Every page (or huge page) placed apart from its neighbours.
+    Scattered,
+}
+
+/// A request to create memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MmapSpec {
+    pub name: String,
+    pub size: u64,
+    pub backing: Backing,
+    pub layout: Layout,
+    pub seed: u64,
+    pub writable: bool,
+    pub at: Option<u64>,
+    pub phys: Option<u64>,
+}
+
+impl MmapSpec {
+    /// A contiguous, writable region with the allocator's placement.
+    pub fn new(name: &str, size: u64, backing: Backing) -> Self {
+        MmapSpec {
+            name: name.to_string(),
+            size,
+            backing,
+            layout: Layout::Contiguous,
+            seed: 0,
+            writable: true,
+            at: None,
+            phys: None,
+        }
+    }
+}
+
 /// How a page source reports what it pinned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PinMode {
@@ -214,7 +298,7 @@ pub struct MemError(pub String);
 pub trait Memory: PageSource {
     /// Create a region; returns its vaddr. A model may ignore `layout`/`phys` (the kernel places
     /// real pages) and says so through `notes`.
-    fn mmap(&mut self, spec: &sim::MmapSpec) -> Result<u64, MemError>;
+    fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError>;
     /// Remove a region, or `size` bytes of it from `offset`. Existing pins stay valid.
     fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError>;
     /// The start of a region by name.
@@ -329,7 +413,7 @@ impl PageSource for AnyMemory {
 }
 
 impl Memory for AnyMemory {
-    fn mmap(&mut self, spec: &sim::MmapSpec) -> Result<u64, MemError> {
+    fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
         delegate!(self, m => Memory::mmap(m, spec))
     }
     fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {

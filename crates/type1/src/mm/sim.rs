@@ -16,85 +16,13 @@ use iommu::{FaultInjector, FaultPoint};
 
 use super::pincount::PinCounts;
 use super::{
-    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned, Vma,
-    Vmas,
+    cut_vmas, vma_at, Backing, Batch, Layout, MemError, Memory, MmError, MmapSpec, PageSource,
+    PfnRun, PinMode, Pinned, Vma, Vmas,
 };
 use crate::PAGE_SIZE;
 
 const SZ_2M: u64 = 1 << 21;
 const SZ_1G: u64 = 1 << 30;
-
-/// What backs a region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Backing {
-    /// Ordinary 4 KiB pages.
-    Page4k,
-    /// Transparent huge pages: 2M folios wherever a 2M-aligned block lies wholly inside the region.
-    Thp,
-    /// hugetlbfs 2 MiB pages.
-    Hugetlb2m,
-    /// hugetlbfs 1 GiB pages.
-    Hugetlb1g,
-    /// A `VM_PFNMAP` mapping of device MMIO (a BAR): reserved pfns, never pinned or charged.
-    Pfnmap,
-}
-
-impl Backing {
-    /// The unit of physical placement (the huge page size; 4K otherwise).
-    pub fn unit(self) -> u64 {
-        match self {
-            Backing::Page4k | Backing::Pfnmap => PAGE_SIZE,
-            Backing::Thp | Backing::Hugetlb2m => SZ_2M,
-            Backing::Hugetlb1g => SZ_1G,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Backing::Page4k => "4k",
-            Backing::Thp => "thp",
-            Backing::Hugetlb2m => "hugetlb-2m",
-            Backing::Hugetlb1g => "hugetlb-1g",
-            Backing::Pfnmap => "pfnmap",
-        }
-    }
-}
-
-/// Physical placement of a region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Layout {
-    Contiguous,
-    Scattered,
-}
-
-/// A request to create memory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MmapSpec {
-    pub name: String,
-    pub size: u64,
-    pub backing: Backing,
-    pub layout: Layout,
-    pub seed: u64,
-    pub writable: bool,
-    pub at: Option<u64>,
-    pub phys: Option<u64>,
-}
-
-impl MmapSpec {
-    /// A contiguous, writable region with the allocator's placement.
-    pub fn new(name: &str, size: u64, backing: Backing) -> Self {
-        MmapSpec {
-            name: name.to_string(),
-            size,
-            backing,
-            layout: Layout::Contiguous,
-            seed: 0,
-            writable: true,
-            at: None,
-            phys: None,
-        }
-    }
-}
 
 /// Errors of the model itself (bad trace input), not of the engine.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

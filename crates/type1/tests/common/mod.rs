@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::{Backing, Layout, MmapSpec, SimMm};
+use type1::mm::sim::SimMm;
 use type1::mm::PageSource;
+use type1::mm::{Backing, Layout, MmapSpec};
 use type1::{Config, Container, Errno, MapDma, UnmapDma};
 
 pub const K4: u64 = 4 << 10;
