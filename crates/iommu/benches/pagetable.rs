@@ -12,136 +12,18 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use iommu::{Domain, DomainConfig, Format, Prot};
-
-const K4: u64 = 1 << 12;
-const M2: u64 = 1 << 21;
-const G1: u64 = 1 << 30;
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use iommu::{Domain, DomainConfig, Format, Prot, SZ_1G as G1, SZ_2M as M2, SZ_4K as K4};
 
 fn x86() -> Domain {
     Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap()
 }
 
-/// Time `n` calls of `timed(k)` for k in 0..n, run `untimed(k)` for each afterwards; repeat
-/// until `iters` calls were timed. Returns the total timed duration.
-fn chunked(
-    iters: u64,
-    n: u64,
-    d: &mut Domain,
-    mut timed: impl FnMut(&mut Domain, u64),
-    mut untimed: impl FnMut(&mut Domain, u64),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left != 0 {
-        let c = left.min(n);
-        let t0 = Instant::now();
-        for k in 0..c {
-            timed(d, k);
-        }
-        total += t0.elapsed();
-        for k in 0..c {
-            untimed(d, k);
-        }
-        left -= c;
-    }
-    total
-}
-
-fn leaves(c: &mut Criterion) {
-    let mut g = c.benchmark_group("x86_64");
-    for (name, size) in [("4K", K4), ("2M", M2), ("1G", G1)] {
-        g.bench_function(format!("map+unmap/{name}"), |b| {
-            let mut d = x86();
-            let iova = 16 * G1;
-            b.iter(|| {
-                d.map(black_box(iova), black_box(iova), size, Prot::RW)
-                    .unwrap();
-                black_box(d.unmap(black_box(iova), size));
-            })
-        });
-        let base = 64 * G1;
-        g.bench_function(format!("map/{name}"), |b| {
-            let mut d = x86();
-            b.iter_custom(|iters| {
-                chunked(
-                    iters,
-                    512,
-                    &mut d,
-                    |d, k| {
-                        d.map(black_box(base + k * size), base + k * size, size, Prot::RW)
-                            .unwrap()
-                    },
-                    |d, k| {
-                        d.unmap(base + k * size, size);
-                    },
-                )
-            })
-        });
-        g.bench_function(format!("unmap/{name}"), |b| {
-            let mut d = x86();
-            b.iter_custom(|iters| {
-                // Map untimed, unmap timed: the closures swap roles, so map first by hand.
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left != 0 {
-                    let c = left.min(512);
-                    for k in 0..c {
-                        d.map(base + k * size, base + k * size, size, Prot::RW)
-                            .unwrap();
-                    }
-                    let t0 = Instant::now();
-                    for k in 0..c {
-                        black_box(d.unmap(black_box(base + k * size), size));
-                    }
-                    total += t0.elapsed();
-                    left -= c;
-                }
-                total
-            })
-        });
-    }
-
-    let (iova, paddr, len) = (0x1000u64, 0x2000u64, 256 * K4);
-    g.bench_function("map256x4K", |b| {
-        let mut d = x86();
-        b.iter_custom(|iters| {
-            chunked(
-                iters,
-                64,
-                &mut d,
-                |d, k| {
-                    d.map(black_box(iova + k * M2), paddr + k * M2, len, Prot::RW)
-                        .unwrap()
-                },
-                |d, k| {
-                    d.unmap(iova + k * M2, len);
-                },
-            )
-        })
-    });
-    g.bench_function("unmap256x4K", |b| {
-        let mut d = x86();
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters;
-            while left != 0 {
-                let c = left.min(64);
-                for k in 0..c {
-                    d.map(iova + k * M2, paddr + k * M2, len, Prot::RW).unwrap();
-                }
-                let t0 = Instant::now();
-                for k in 0..c {
-                    black_box(d.unmap(black_box(iova + k * M2), len));
-                }
-                total += t0.elapsed();
-                left -= c;
-            }
-            total
-        })
-    });
-    g.bench_function("map256x4K+unmap", |b| {
+/// `map+unmap/{name}` (`name` = `map256x4K+unmap`: the whole name): one `Domain::map` of `len`
+/// bytes at `iova` → `paddr` into an empty domain, then the unmap that removes it again.
+fn map_then_unmap(g: &mut BenchmarkGroup<WallTime>, name: &str, iova: u64, paddr: u64, len: u64) {
+    g.bench_function(name, |b| {
         let mut d = x86();
         b.iter(|| {
             d.map(black_box(iova), black_box(paddr), len, Prot::RW)
@@ -149,6 +31,61 @@ fn leaves(c: &mut Criterion) {
             black_box(d.unmap(black_box(iova), len));
         })
     });
+}
+
+/// `map_name` and `unmap_name`: the maps of `len` bytes at `at(k)` = (iova, paddr) and their
+/// unmaps, timed apart, per call, in chunks of `n` (the unmaps of a chunk follow its maps).
+fn maps_and_unmaps_apart(
+    g: &mut BenchmarkGroup<WallTime>,
+    (map_name, unmap_name): (&str, &str),
+    n: u64,
+    len: u64,
+    at: impl Fn(u64) -> (u64, u64) + Copy,
+) {
+    for (name, time_unmaps) in [(map_name, false), (unmap_name, true)] {
+        g.bench_function(name, |b| {
+            let mut d = x86();
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left != 0 {
+                    let c = left.min(n);
+                    let t0 = Instant::now();
+                    for k in 0..c {
+                        let (iova, paddr) = at(k);
+                        d.map(black_box(iova), paddr, len, Prot::RW).unwrap();
+                    }
+                    let maps = t0.elapsed();
+                    let t1 = Instant::now();
+                    for k in 0..c {
+                        black_box(d.unmap(black_box(at(k).0), len));
+                    }
+                    total += if time_unmaps { t1.elapsed() } else { maps };
+                    left -= c;
+                }
+                total
+            })
+        });
+    }
+}
+
+fn leaves(c: &mut Criterion) {
+    let mut g = c.benchmark_group("x86_64");
+    for (name, size) in [("4K", K4), ("2M", M2), ("1G", G1)] {
+        let iova = 16 * G1;
+        map_then_unmap(&mut g, &format!("map+unmap/{name}"), iova, iova, size);
+        let base = 64 * G1;
+        let names = (&*format!("map/{name}"), &*format!("unmap/{name}"));
+        maps_and_unmaps_apart(&mut g, names, 512, size, |k| {
+            (base + k * size, base + k * size)
+        });
+    }
+
+    let (iova, paddr, len) = (0x1000u64, 0x2000u64, 256 * K4);
+    maps_and_unmaps_apart(&mut g, ("map256x4K", "unmap256x4K"), 64, len, |k| {
+        (iova + k * M2, paddr + k * M2)
+    });
+    map_then_unmap(&mut g, "map256x4K+unmap", iova, paddr, len);
     g.finish();
 }
 

@@ -122,11 +122,7 @@ impl Pfn {
 
     /// The frame's physical address, or `None` if it does not fit 64 bits.
     pub const fn paddr(self) -> Option<u64> {
-        if self.0 > (u64::MAX >> crate::PAGE_SHIFT) {
-            None
-        } else {
-            Some(self.0 << crate::PAGE_SHIFT)
-        }
+        pages_to_bytes(self.0)
     }
 
     /// The frame `n` frames on, or `None` on overflow.
@@ -150,11 +146,16 @@ impl Pages {
 
     /// The bytes, or `None` if they do not fit 64 bits.
     pub const fn bytes(self) -> Option<u64> {
-        if self.0 > (u64::MAX >> crate::PAGE_SHIFT) {
-            None
-        } else {
-            Some(self.0 << crate::PAGE_SHIFT)
-        }
+        pages_to_bytes(self.0)
+    }
+}
+
+/// `n` 4 KiB pages in bytes (a frame number as an address), or `None` past 2^64.
+const fn pages_to_bytes(n: u64) -> Option<u64> {
+    if n > (u64::MAX >> crate::PAGE_SHIFT) {
+        None
+    } else {
+        Some(n << crate::PAGE_SHIFT)
     }
 }
 

@@ -7,6 +7,13 @@
 //! written once, here, for every format; the formats (`format`) only store leaves, in their real
 //! hardware encodings (Intel VT-d second-level tables, ARM VMSAv8-64 stage-1 tables) or, for
 //! `mock`, in a sorted map that accepts any page-size bitmap.
+//!
+//! Ranges follow `addr`'s convention: `last` is inclusive, `end` exclusive. The domain's
+//! aperture, the stale (unflushed) IOTLB ranges and the gather are `IovaRange`s inside; the
+//! public accessors keep `(start, last)` pairs.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod addr;
 pub mod errno;
@@ -31,6 +38,7 @@ pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 pub struct Prot(pub u8);
 
 impl Prot {
+    /// No access (not encodable on x86_64).
     pub const NONE: Prot = Prot(0);
     /// The device may read.
     pub const READ: Prot = Prot(1);
@@ -38,11 +46,14 @@ impl Prot {
     pub const WRITE: Prot = Prot(2);
     /// Cache-coherent (snooped) access; type1 adds it to every map.
     pub const CACHE: Prot = Prot(4);
+    /// READ and WRITE.
     pub const RW: Prot = Prot(3);
 
+    /// Whether every bit of `other` is set.
     pub fn contains(self, other: Prot) -> bool {
         self.0 & other.0 == other.0
     }
+    /// The bits of both.
     pub fn union(self, other: Prot) -> Prot {
         Prot(self.0 | other.0)
     }
@@ -55,8 +66,11 @@ impl Prot {
 /// One leaf of a page table: a naturally aligned block of `size` bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leaf {
+    /// The first IOVA the leaf translates (aligned to `size`).
     pub iova: u64,
+    /// The physical address `iova` translates to (aligned to `size`).
     pub paddr: u64,
+    /// The leaf's page size in bytes.
     pub size: u64,
     /// The permissions decoded from the entry (READ/WRITE only).
     pub prot: Prot,
@@ -74,7 +88,9 @@ pub struct Pte {
 
 /// Errors of the IOMMU layer. Each maps to the errno the kernel's IOMMU core or driver returns.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // the fields are named after what the messages print
 pub enum Error {
+    /// A map whose IOVA, physical address or size is not a multiple of the smallest page size.
     #[error("iova {iova:#x}, paddr {paddr:#x} and size {size:#x} must all be aligned to the domain's minimum page size {min:#x}")]
     Unaligned {
         iova: u64,
@@ -82,6 +98,7 @@ pub enum Error {
         size: u64,
         min: u64,
     },
+    /// A map outside the aperture `[start, end]` (`end` inclusive, as the kernel's geometry).
     #[error(
         "iova range [{iova:#x}, +{size:#x}) leaves the domain's aperture [{start:#x}, {end:#x}]"
     )]
@@ -91,24 +108,31 @@ pub enum Error {
         start: u64,
         end: u64,
     },
+    /// A map onto a leaf that is already there.
     #[error("iova {iova:#x} is already mapped (unmap it first)")]
     Exists { iova: u64 },
+    /// A physical address the format's descriptors cannot hold.
     #[error("physical range [{paddr:#x}, +{size:#x}) is beyond what the format can address (up to {max:#x})")]
     PaddrOutOfRange { paddr: u64, size: u64, max: u64 },
+    /// Permissions the format cannot encode.
     #[error(
         "the format cannot encode a mapping with permissions {prot:?} (neither READ nor WRITE)"
     )]
     BadProt { prot: Prot },
+    /// A page-table page could not be allocated (fault injection).
     #[error("no memory for a page-table page")]
     NoMemory,
+    /// An injected failure of a `map_pages` call.
     #[error("injected failure of map_pages at iova {iova:#x}")]
     Injected { iova: u64 },
+    /// A page-size bitmap the format does not support.
     #[error("page sizes {requested:#x} are not a non-empty subset of what format {format} supports ({supported:#x})")]
     BadPgsizes {
         format: String,
         requested: u64,
         supported: u64,
     },
+    /// An empty aperture, or one beyond the format's input-address range.
     #[error("aperture [{start:#x}, {end:#x}] is empty or beyond what format {format} can translate (up to {max:#x})")]
     BadAperture {
         format: String,
@@ -116,6 +140,7 @@ pub enum Error {
         end: u64,
         max: u64,
     },
+    /// A format name `Format::parse` does not know.
     #[error("unknown IOMMU format {0:?} (x86_64, arm64-4k, arm64-16k, arm64-64k, mock)")]
     UnknownFormat(String),
 }
@@ -141,6 +166,7 @@ impl Error {
 /// What a domain is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainConfig {
+    /// The page-table format.
     pub format: Format,
     /// A subset of the format's page sizes (any bitmap for `mock`); `None` = all the format has
     /// (`mock`: 4K|2M|1G).
@@ -150,6 +176,7 @@ pub struct DomainConfig {
 }
 
 impl DomainConfig {
+    /// A domain of `format` with the format's default page sizes and aperture.
     pub fn new(format: Format) -> Self {
         DomainConfig {
             format,
@@ -176,47 +203,49 @@ pub struct Stats {
 /// without a flush, to be flushed by one `iotlb_sync`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gather {
-    start: u64,
-    end: u64,
-    pending: bool,
+    /// The smallest range covering every range added since the last sync.
+    span: Option<IovaRange>,
 }
 
 impl Gather {
+    /// An empty gather.
     pub fn new() -> Self {
         Self::default()
     }
-    fn add(&mut self, start: u64, last: u64) {
-        if self.pending {
-            self.start = self.start.min(start);
-            self.end = self.end.max(last);
-        } else {
-            self.start = start;
-            self.end = last;
-            self.pending = true;
-        }
+    fn add(&mut self, r: IovaRange) {
+        self.span = Some(match self.span {
+            Some(s) => IovaRange::new(s.start().min(r.start()), s.last().max(r.last()))
+                .expect("the hull of two ranges is a range"),
+            None => r,
+        });
     }
     /// Whether anything waits for a flush.
     pub fn is_pending(&self) -> bool {
-        self.pending
+        self.span.is_some()
     }
 }
+
+/// One `map_pages` request: `count` leaves of `pgsize` bytes from `iova` → `paddr` (both aligned
+/// to `pgsize`, `pgsize` one of the table's leaf sizes), all with `prot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LeafRun {
+    pub iova: u64,
+    pub paddr: u64,
+    pub pgsize: u64,
+    pub count: u64,
+    pub prot: Prot,
+}
+
+/// What a `map_pages` call did: the bytes it installed, and the error that stopped it, if any.
+pub(crate) type Mapped = (u64, Result<(), Error>);
 
 /// A page-table implementation of one format. It only stores and removes leaves; the split into
 /// page sizes, alignment and aperture checks, counters and the IOTLB are the `Domain`'s.
 pub(crate) trait PageTable: Send + std::fmt::Debug {
-    /// Install `count` leaves of `pgsize` bytes at `iova` → `paddr` (both aligned to `pgsize`,
-    /// `pgsize` one of the table's leaf sizes). Returns the bytes installed; on error the leaves
+    /// Install the leaves of `run`. Returns the bytes installed; on error the leaves
     /// installed by this call stay (the caller removes them), as the kernel's `map_pages`.
     /// `faults` is consulted once per table page allocated (`FaultPoint::TableAlloc`).
-    fn map_pages(
-        &mut self,
-        iova: u64,
-        paddr: u64,
-        pgsize: u64,
-        count: u64,
-        prot: Prot,
-        faults: Option<&FaultInjector>,
-    ) -> (u64, Result<(), Error>);
+    fn map_pages(&mut self, run: LeafRun, faults: Option<&FaultInjector>) -> Mapped;
     /// Remove every leaf that intersects `[iova, last]` (inclusive), whole; table pages that
     /// become empty are freed. Returns the bytes removed (0 where nothing is mapped).
     fn unmap_range(&mut self, iova: u64, last: u64) -> u64;
@@ -264,11 +293,11 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
 pub struct Domain {
     format: Format,
     pgsize_bitmap: u64,
-    aperture: (u64, u64),
+    aperture: IovaRange,
     table: Box<dyn PageTable>,
     stats: Stats,
-    /// Unmapped IOVA ranges (inclusive) whose IOTLB entries were not flushed yet.
-    stale: Vec<(u64, u64)>,
+    /// Unmapped IOVA ranges whose IOTLB entries were not flushed yet.
+    stale: Vec<IovaRange>,
     faults: Option<Arc<FaultInjector>>,
 }
 
@@ -294,15 +323,15 @@ impl Domain {
             }
         };
         let max = format.max_iova();
-        let aperture = cfg.aperture.unwrap_or((0, max));
-        if aperture.0 > aperture.1 || aperture.1 > max {
+        let (start, last) = cfg.aperture.unwrap_or((0, max));
+        let Some(aperture) = IovaRange::new(start, last).filter(|_| last <= max) else {
             return Err(Error::BadAperture {
                 format: format.name(),
-                start: aperture.0,
-                end: aperture.1,
+                start,
+                end: last,
                 max,
             });
-        }
+        };
         let table = format::new_table(format, pgsize_bitmap);
         Ok(Domain {
             format,
@@ -320,9 +349,11 @@ impl Domain {
         self.faults = faults;
     }
 
+    /// The page-table format.
     pub fn format(&self) -> Format {
         self.format
     }
+    /// The page sizes leaves may have.
     pub fn pgsize_bitmap(&self) -> u64 {
         self.pgsize_bitmap
     }
@@ -330,17 +361,19 @@ impl Domain {
     pub fn min_pgsize(&self) -> u64 {
         1 << self.pgsize_bitmap.trailing_zeros()
     }
-    /// Inclusive `[start, end]` of translatable IOVA.
+    /// Inclusive `[start, last]` of translatable IOVA.
     pub fn aperture(&self) -> (u64, u64) {
-        self.aperture
+        self.aperture.pair()
     }
     /// The reserved regions the IOMMU driver reports for a device in this domain (the MSI window).
     pub fn reserved_regions(&self) -> Vec<(u64, u64)> {
         self.format.default_reserved()
     }
+    /// The operation counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    /// Table pages in use, the root included (0 for `mock`).
     pub fn table_pages(&self) -> u64 {
         self.table.table_pages()
     }
@@ -379,15 +412,14 @@ impl Domain {
                 min,
             });
         }
-        let last = iova.checked_add(size - 1);
-        match last {
-            Some(last) if iova >= self.aperture.0 && last <= self.aperture.1 => {}
+        match IovaRange::from_start_size(iova, size) {
+            Some(r) if self.aperture.covers(r) => {}
             _ => {
                 return Err(Error::OutOfAperture {
                     iova,
                     size,
-                    start: self.aperture.0,
-                    end: self.aperture.1,
+                    start: self.aperture.start(),
+                    end: self.aperture.last(),
                 });
             }
         }
@@ -419,7 +451,14 @@ impl Domain {
                 self.rollback(iova, size - left);
                 return Err(Error::Injected { iova: cur });
             }
-            let (mapped, res) = self.table.map_pages(cur, pa, pgsize, count, prot, faults);
+            let run = LeafRun {
+                iova: cur,
+                paddr: pa,
+                pgsize,
+                count,
+                prot,
+            };
+            let (mapped, res) = self.table.map_pages(run, faults);
             left -= mapped;
             if let Err(e) = res {
                 self.rollback(iova, size - left);
@@ -437,30 +476,31 @@ impl Domain {
         }
     }
 
-    /// Unmap without flushing: `(start, end, removed)` where `[start, end]` is the span of the
-    /// removed leaves when `want_span` (it costs two walks), else just `[iova, last]`.
-    fn unmap_nosync(&mut self, iova: u64, size: u64, want_span: bool) -> Option<(u64, u64, u64)> {
+    /// Unmap without flushing: `(span, removed)` where `span` covers the removed leaves when
+    /// `want_span` (it costs two walks), else is just `[iova, iova + size - 1]`.
+    fn unmap_nosync(&mut self, iova: u64, size: u64, want_span: bool) -> Option<(IovaRange, u64)> {
         self.stats.unmap_calls += 1;
         let min = self.min_pgsize();
         if size == 0 || (iova | size) & (min - 1) != 0 {
             return None;
         }
-        let last = iova.checked_add(size - 1)?;
+        let asked = IovaRange::from_start_size(iova, size)?;
         // Leaves are removed whole: the span the IOTLB must forget runs from the start of the
-        // leaf holding `iova` to the end of the leaf holding `last`.
-        let (mut start, mut end) = (iova, last);
+        // leaf holding `iova` to the last byte of the leaf holding `last`.
+        let mut span = asked;
         if want_span {
-            start = self.table.translate(iova).map_or(iova, |l| l.iova);
-            end = self
+            let start = self.table.translate(iova).map_or(iova, |l| l.iova);
+            let last = self
                 .table
-                .translate(last)
-                .map_or(last, |l| l.iova + (l.size - 1));
+                .translate(asked.last())
+                .map_or(asked.last(), |l| l.iova + (l.size - 1));
+            span = IovaRange::new(start, last).expect("leaf starts are at or before iova");
         }
-        let removed = self.table.unmap_range(iova, last);
+        let removed = self.table.unmap_range(asked.start(), asked.last());
         if removed == 0 {
             return None;
         }
-        Some((start, end, removed))
+        Some((span, removed))
     }
 
     /// `iommu_unmap`: remove every leaf intersecting `[iova, iova+size)`, whole, then flush the
@@ -471,9 +511,9 @@ impl Domain {
         let want_span = !self.stale.is_empty();
         match self.unmap_nosync(iova, size, want_span) {
             None => 0,
-            Some((start, last, removed)) => {
+            Some((span, removed)) => {
                 self.stats.iotlb_flushes += 1;
-                self.stale.retain(|&(s, e)| e < start || s > last);
+                self.stale.retain(|s| !s.overlaps(span));
                 removed
             }
         }
@@ -484,9 +524,9 @@ impl Domain {
     pub fn unmap_fast(&mut self, iova: u64, size: u64, gather: &mut Gather) -> u64 {
         match self.unmap_nosync(iova, size, true) {
             None => 0,
-            Some((start, last, removed)) => {
-                gather.add(start, last);
-                self.stale.push((start, last));
+            Some((span, removed)) => {
+                gather.add(span);
+                self.stale.push(span);
                 removed
             }
         }
@@ -494,19 +534,20 @@ impl Domain {
 
     /// `iommu_iotlb_sync`: flush what `gather` collected.
     pub fn iotlb_sync(&mut self, gather: &mut Gather) {
-        if !gather.pending {
+        let Some(flushed) = gather.span.take() else {
             return;
-        }
+        };
         self.stats.iotlb_flushes += 1;
-        let (s0, e0) = (gather.start, gather.end);
-        self.stale.retain(|&(s, e)| !(s >= s0 && e <= e0));
-        *gather = Gather::default();
+        self.stale.retain(|s| !flushed.covers(*s));
     }
 
     /// Whether any of `[iova, iova+size)` was unmapped and not yet flushed from the IOTLB.
     pub fn iotlb_stale(&self, iova: u64, size: u64) -> bool {
         let last = iova.saturating_add(size.saturating_sub(1));
-        self.stale.iter().any(|&(s, e)| s <= last && e >= iova)
+        let Some(asked) = IovaRange::new(iova, last) else {
+            return false;
+        };
+        self.stale.iter().any(|s| s.overlaps(asked))
     }
 
     /// `iommu_iova_to_phys`: the physical address of any byte inside a leaf.

@@ -2,30 +2,39 @@
 //! `pgsize::split` and through `Domain::map`, and a property test against a naive greedy
 //! reference.
 
+mod common;
+
+use common::{x86, G1, K4, M2};
 use iommu::pgsize::{iommu_pgsize, split};
 use iommu::{Domain, DomainConfig, Format, Granule, Prot};
+use iommu::{SZ_16K as K16, SZ_32M as M32, SZ_512M as M512, SZ_64K as K64};
 use proptest::prelude::*;
 
 const K2: u64 = 1 << 11;
-const K4: u64 = 1 << 12;
-const K16: u64 = 1 << 14;
-const K64: u64 = 1 << 16;
 const M1: u64 = 1 << 20;
-const M2: u64 = 1 << 21;
 const M16: u64 = 1 << 24;
-const M32: u64 = 1 << 25;
-const M512: u64 = 1 << 29;
-const G1: u64 = 1 << 30;
 /// The VT-d bitmap of the spec's examples: 4K|2M|1G = 0x40201000.
 const VTD: u64 = K4 | M2 | G1;
-
-fn x86() -> Domain {
-    Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap()
-}
 
 /// Leaf counts of a domain as (4K, 2M, 1G).
 fn counts(d: &Domain) -> (u64, u64, u64) {
     (d.leaves_of(K4), d.leaves_of(M2), d.leaves_of(G1))
+}
+
+/// One row of the spec §3.4 table: `pgsize::split` of the run gives `calls`, and `Domain::map`
+/// of it into `d` (4K|2M|1G) installs `leaves` (4K, 2M, 1G) in as many `map_pages` calls.
+/// Returns the domain for the row's own checks.
+fn check_row(
+    mut d: Domain,
+    (iova, paddr, size): (u64, u64, u64),
+    calls: &[(u64, u64, u64, u64)],
+    leaves: (u64, u64, u64),
+) -> Domain {
+    assert_eq!(split(VTD, iova, paddr, size).as_deref(), Some(calls));
+    d.map(iova, paddr, size, Prot::RW).unwrap();
+    assert_eq!(counts(&d), leaves);
+    assert_eq!(d.stats().map_pages_calls, calls.len() as u64);
+    d
 }
 
 #[test]
@@ -38,32 +47,22 @@ fn spec_3_4_bitmap_constant_is_0x40201000() {
 #[test]
 fn spec_3_4_example_2m_not_1g_when_not_congruent_mod_1g() {
     // spec §3.4 row 1: iova 0x200000, paddr 0x40000000, 4M ⇒ 2M×2 (1G rejected: (iova^paddr) & (1G-1) ≠ 0).
-    assert_eq!(
-        split(VTD, 0x20_0000, 0x4000_0000, 4 * M1),
-        Some(vec![(0x20_0000, 0x4000_0000, M2, 2)])
-    );
-    let mut d = x86();
-    d.map(0x20_0000, 0x4000_0000, 4 * M1, Prot::RW).unwrap();
-    assert_eq!(counts(&d), (0, 2, 0));
-    assert_eq!(d.stats().map_pages_calls, 1);
+    let run = (0x20_0000, 0x4000_0000, 4 * M1);
+    let d = check_row(x86(), run, &[(0x20_0000, 0x4000_0000, M2, 2)], (0, 2, 0));
     assert_eq!(d.iova_to_phys(0x40_1234), Some(0x4020_1234));
 }
 
+/// spec §3.4 row 2: iova 0x1000, paddr 0x201000, 4M ⇒ 4K×511, then 2M×1, then 4K×1.
+const ROW_2: (u64, u64, u64) = (0x1000, 0x20_1000, 4 * M1);
+const ROW_2_CALLS: [(u64, u64, u64, u64); 3] = [
+    (0x1000, 0x20_1000, K4, 511),
+    (0x20_0000, 0x40_0000, M2, 1),
+    (0x40_0000, 0x60_0000, K4, 1),
+];
+
 #[test]
 fn spec_3_4_example_small_pages_stop_at_2m_boundary() {
-    // spec §3.4 row 2: iova 0x1000, paddr 0x201000, 4M ⇒ 4K×511, then 2M×1, then 4K×1.
-    assert_eq!(
-        split(VTD, 0x1000, 0x20_1000, 4 * M1),
-        Some(vec![
-            (0x1000, 0x20_1000, K4, 511),
-            (0x20_0000, 0x40_0000, M2, 1),
-            (0x40_0000, 0x60_0000, K4, 1)
-        ])
-    );
-    let mut d = x86();
-    d.map(0x1000, 0x20_1000, 4 * M1, Prot::RW).unwrap();
-    assert_eq!(counts(&d), (512, 1, 0));
-    assert_eq!(d.stats().map_pages_calls, 3);
+    let d = check_row(x86(), ROW_2, &ROW_2_CALLS, (512, 1, 0));
     let big = d.translate(0x20_0000).unwrap();
     assert_eq!((big.iova, big.paddr, big.size), (0x20_0000, 0x40_0000, M2));
     assert_eq!(d.translate(0x40_0000).unwrap().size, K4);
@@ -72,43 +71,29 @@ fn spec_3_4_example_small_pages_stop_at_2m_boundary() {
 #[test]
 fn spec_3_4_example_not_congruent_mod_2m_is_all_4k() {
     // spec §3.4 row 3: iova 0x1000, paddr 0x202000, 4M ⇒ 4K×1024 (not congruent mod 2M).
-    assert_eq!(
-        split(VTD, 0x1000, 0x20_2000, 4 * M1),
-        Some(vec![(0x1000, 0x20_2000, K4, 1024)])
-    );
-    let mut d = x86();
-    d.map(0x1000, 0x20_2000, 4 * M1, Prot::RW).unwrap();
-    assert_eq!(counts(&d), (1024, 0, 0));
-    assert_eq!(d.stats().map_pages_calls, 1);
+    let run = (0x1000, 0x20_2000, 4 * M1);
+    check_row(x86(), run, &[(0x1000, 0x20_2000, K4, 1024)], (1024, 0, 0));
 }
 
 #[test]
 fn spec_3_4_example_one_1g_leaf() {
     // spec §3.4 row 4: iova 0x40000000, paddr 0x80000000, 1G ⇒ 1G×1.
-    assert_eq!(
-        split(VTD, 0x4000_0000, 0x8000_0000, G1),
-        Some(vec![(0x4000_0000, 0x8000_0000, G1, 1)])
-    );
-    let mut d = x86();
-    d.map(0x4000_0000, 0x8000_0000, G1, Prot::RW).unwrap();
-    assert_eq!(counts(&d), (0, 0, 1));
+    let run = (0x4000_0000, 0x8000_0000, G1);
+    check_row(x86(), run, &[(0x4000_0000, 0x8000_0000, G1, 1)], (0, 0, 1));
 }
 
 #[test]
 fn spec_3_4_example_two_runs_are_two_iommu_map_calls() {
     // spec §3.4 row 5: 8K that is not physically contiguous (two pin runs) ⇒ two iommu_map
     // calls, 4K×1 each.
-    assert_eq!(
-        split(VTD, 0x10_0000, 0x7000, K4),
-        Some(vec![(0x10_0000, 0x7000, K4, 1)])
-    );
-    assert_eq!(
-        split(VTD, 0x10_1000, 0x3_0000, K4),
-        Some(vec![(0x10_1000, 0x3_0000, K4, 1)])
-    );
     let mut d = x86();
-    d.map(0x10_0000, 0x7000, K4, Prot::RW).unwrap();
-    d.map(0x10_1000, 0x3_0000, K4, Prot::RW).unwrap();
+    for (iova, paddr) in [(0x10_0000, 0x7000), (0x10_1000, 0x3_0000)] {
+        assert_eq!(
+            split(VTD, iova, paddr, K4),
+            Some(vec![(iova, paddr, K4, 1)])
+        );
+        d.map(iova, paddr, K4, Prot::RW).unwrap();
+    }
     assert_eq!(counts(&d), (2, 0, 0));
     assert_eq!((d.stats().map_calls, d.stats().map_pages_calls), (2, 2));
 }
@@ -116,12 +101,11 @@ fn spec_3_4_example_two_runs_are_two_iommu_map_calls() {
 #[test]
 fn spec_3_4_examples_hold_on_every_radix_format_with_4k_2m_1g() {
     // The same rows on ARM 4K (same bitmap) give the same leaves.
-    let mut d = Domain::new(DomainConfig::new(Format::Arm64 {
+    let d = Domain::new(DomainConfig::new(Format::Arm64 {
         granule: Granule::K4,
     }))
     .unwrap();
-    d.map(0x1000, 0x20_1000, 4 * M1, Prot::RW).unwrap();
-    assert_eq!(counts(&d), (512, 1, 0));
+    check_row(d, ROW_2, &ROW_2_CALLS, (512, 1, 0));
 }
 
 #[test]

@@ -3,21 +3,13 @@
 
 use std::sync::Arc;
 
+mod common;
+
+use common::{domain, map_errno, x86, G1, K4, M2};
 use iommu::{Domain, DomainConfig, FaultInjector, FaultPoint, Format, Gather, Granule, Leaf, Prot};
 
 const K2: u64 = 1 << 11;
-const K4: u64 = 1 << 12;
-const M2: u64 = 1 << 21;
-const G1: u64 = 1 << 30;
 const T1: u64 = 1 << 40;
-
-fn domain(f: Format) -> Domain {
-    Domain::new(DomainConfig::new(f)).unwrap()
-}
-
-fn x86() -> Domain {
-    domain(Format::X86_64 { levels: 4 })
-}
 
 const RADIX: [Format; 6] = [
     Format::X86_64 { levels: 3 },
@@ -129,43 +121,23 @@ fn map_overlapping_an_existing_leaf_fails_and_leaves_the_table_unchanged() {
         d.map(2 * block, 0, block, Prot::RW).unwrap(); // a block leaf
         d.map(4 * block + page, page, page, Prot::READ).unwrap(); // a page in a table
         let before = snapshot(&d);
-        // A page inside the block.
-        let e = d.map(2 * block + page, 0, page, Prot::RW).unwrap_err();
-        assert_eq!(e.errno().code(), 17, "{f:?}");
-        // A block where a table of pages is.
-        assert_eq!(
-            d.map(4 * block, 0, block, Prot::RW)
-                .unwrap_err()
-                .errno()
-                .code(),
-            17,
-            "{f:?}"
-        );
-        // A run whose first block is free and whose second is taken: rolled back.
-        assert_eq!(
-            d.map(block, 5 * block, 2 * block, Prot::RW)
-                .unwrap_err()
-                .errno()
-                .code(),
-            17,
-            "{f:?}"
-        );
-        // A run of pages that runs into the page: rolled back, new tables freed.
-        assert_eq!(
-            d.map(3 * block + block / 2, page, block / 2 + 2 * page, Prot::RW)
-                .unwrap_err()
-                .errno()
-                .code(),
-            17
-        );
-        // Exactly the same leaf again.
-        assert_eq!(
-            d.map(4 * block + page, page, page, Prot::READ)
-                .unwrap_err()
-                .errno()
-                .code(),
-            17
-        );
+        // (iova, paddr, size, prot) of maps that must each fail with EEXIST, in this order.
+        let clashes = [
+            // A page inside the block.
+            (2 * block + page, 0, page, Prot::RW),
+            // A block where a table of pages is.
+            (4 * block, 0, block, Prot::RW),
+            // A run whose first block is free and whose second is taken: rolled back.
+            (block, 5 * block, 2 * block, Prot::RW),
+            // A run of pages that runs into the page: rolled back, new tables freed.
+            (3 * block + block / 2, page, block / 2 + 2 * page, Prot::RW),
+            // Exactly the same leaf again.
+            (4 * block + page, page, page, Prot::READ),
+        ];
+        for (iova, paddr, size, prot) in clashes {
+            let errno = map_errno(&mut d, iova, paddr, size, prot);
+            assert_eq!(errno, 17, "{f:?}: map at {iova:#x}");
+        }
         assert_eq!(snapshot(&d), before, "{f:?}");
     }
 }
@@ -240,7 +212,7 @@ fn table_pages_x86_64_5level_and_3level() {
     assert_eq!(d5.table_pages(), 1);
     // 3 levels (39 bits): 1G leaves live in the root; a 4K leaf needs a PD and a PT.
     let mut d3 = domain(Format::X86_64 { levels: 3 });
-    assert_eq!(d3.map(0, 0, T1, Prot::RW).unwrap_err().errno().code(), 34); // beyond 2^39
+    assert_eq!(map_errno(&mut d3, 0, 0, T1, Prot::RW), 34); // beyond 2^39
     d3.map(0, 0, T1 / 4, Prot::RW).unwrap();
     assert_eq!((d3.leaves_of(G1), d3.table_pages()), (256, 1));
     d3.map(T1 / 2 - K4, 0, K4, Prot::RW).unwrap();
@@ -346,13 +318,7 @@ fn fault_injection_x86_64_map_of_one_4k_page_needs_3_tables() {
     d.set_faults(Some(Arc::clone(&faults)));
     for n in 1..=3 {
         faults.arm(n, &[FaultPoint::TableAlloc]);
-        assert_eq!(
-            d.map(0x1000, 0x1000, K4, Prot::RW)
-                .unwrap_err()
-                .errno()
-                .code(),
-            12
-        );
+        assert_eq!(map_errno(&mut d, 0x1000, 0x1000, K4, Prot::RW), 12);
         assert_eq!((d.total_leaves(), d.table_pages()), (0, 1), "n={n}");
     }
     faults.arm(4, &[FaultPoint::TableAlloc]);
@@ -382,11 +348,17 @@ fn mock_with_a_2k_page_size_maps_and_unmaps() {
     assert_eq!(d.table_pages(), 0);
 }
 
-#[test]
-fn mock_at_the_top_of_u64_unmaps_a_whole_2m_leaf_without_overflow() {
+/// A mock domain with one 2M leaf (→ paddr 2M) that ends at the top of u64, and its IOVA.
+fn mock_with_a_2m_leaf_at_the_top() -> (Domain, u64) {
     let mut d = domain(Format::Mock);
     let top = u64::MAX - (M2 - 1);
     d.map(top, M2, M2, Prot::RW).unwrap();
+    (d, top)
+}
+
+#[test]
+fn mock_at_the_top_of_u64_unmaps_a_whole_2m_leaf_without_overflow() {
+    let (mut d, top) = mock_with_a_2m_leaf_at_the_top();
     let mut g = Gather::new();
     assert_eq!(d.unmap_fast(u64::MAX - (K4 - 1), K4, &mut g), M2);
     assert!(d.iotlb_stale(top, K4));
@@ -418,9 +390,7 @@ fn bench_shape_256_pages_stay_4k_in_one_map_pages_call() {
 
 #[test]
 fn phys_run_stops_at_the_top_of_u64_and_at_physical_gaps() {
-    let mut d = domain(Format::Mock);
-    let top = u64::MAX - (M2 - 1);
-    d.map(top, M2, M2, Prot::RW).unwrap();
+    let (d, top) = mock_with_a_2m_leaf_at_the_top();
     assert_eq!(d.phys_run(top + K4, u64::MAX), Some((M2 + K4, M2 - K4)));
     let mut d = x86();
     d.map(0, 0x10_0000, 2 * K4, Prot::RW).unwrap();

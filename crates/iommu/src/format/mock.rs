@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Error, FaultInjector, Leaf, PageTable, Prot, Pte};
+use crate::{Error, FaultInjector, Leaf, LeafRun, Mapped, PageTable, Prot, Pte};
 
 #[derive(Debug)]
 pub(crate) struct MockTable {
@@ -26,28 +26,21 @@ impl MockTable {
 }
 
 impl PageTable for MockTable {
-    fn map_pages(
-        &mut self,
-        iova: u64,
-        paddr: u64,
-        pgsize: u64,
-        count: u64,
-        prot: Prot,
-        _faults: Option<&FaultInjector>,
-    ) -> (u64, Result<(), Error>) {
+    fn map_pages(&mut self, run: LeafRun, _faults: Option<&FaultInjector>) -> Mapped {
         let mut done = 0;
-        for i in 0..count {
-            let at = iova + i * pgsize;
-            let last = at + (pgsize - 1);
+        for i in 0..run.count {
+            let at = run.iova + i * run.pgsize;
+            let last = at + (run.pgsize - 1);
             let clash =
                 self.covering(at).is_some() || self.leaves.range(at..=last).next().is_some();
             if clash {
                 return (done, Err(Error::Exists { iova: at }));
             }
+            let paddr = run.paddr + i * run.pgsize;
             self.leaves
-                .insert(at, (paddr + i * pgsize, pgsize, prot.rw_bits()));
-            self.counts[pgsize.trailing_zeros() as usize] += 1;
-            done += pgsize;
+                .insert(at, (paddr, run.pgsize, run.prot.rw_bits()));
+            self.counts[run.pgsize.trailing_zeros() as usize] += 1;
+            done += run.pgsize;
         }
         (done, Ok(()))
     }

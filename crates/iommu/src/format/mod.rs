@@ -7,13 +7,16 @@ mod mock;
 mod radix;
 pub mod x86_64;
 
-use crate::{Error, PageTable, Prot};
+use crate::{Error, PageTable, Prot, SZ_16K, SZ_1G, SZ_2M, SZ_32M, SZ_4K, SZ_512M, SZ_64K};
 
 /// ARM translation granules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Granule {
+    /// 4 KiB pages; 2 MiB and 1 GiB blocks.
     K4,
+    /// 16 KiB pages; 32 MiB blocks.
     K16,
+    /// 64 KiB pages; 512 MiB blocks.
     K64,
 }
 
@@ -22,20 +25,18 @@ pub enum Granule {
 pub enum Format {
     /// Intel VT-d second-level tables: 4K/2M/1G leaves, 3, 4 (default) or 5 levels
     /// (39, 48 or 57 bits of IOVA).
-    X86_64 { levels: u8 },
+    X86_64 {
+        /// Levels of the table, the root included.
+        levels: u8,
+    },
     /// ARM VMSAv8-64 stage 1 (LPAE) with a 48-bit input address.
-    Arm64 { granule: Granule },
+    Arm64 {
+        /// The translation granule (the page size).
+        granule: Granule,
+    },
     /// Any page-size bitmap; no encoding, no table pages.
     Mock,
 }
-
-pub(crate) const SZ_4K: u64 = 1 << 12;
-pub(crate) const SZ_16K: u64 = 1 << 14;
-pub(crate) const SZ_64K: u64 = 1 << 16;
-pub(crate) const SZ_2M: u64 = 1 << 21;
-pub(crate) const SZ_32M: u64 = 1 << 25;
-pub(crate) const SZ_512M: u64 = 1 << 29;
-pub(crate) const SZ_1G: u64 = 1 << 30;
 
 impl Format {
     /// Parse a trace's format name: `x86_64`, `arm64-4k`, `arm64-16k`, `arm64-64k`, `mock`.

@@ -14,7 +14,7 @@
 //! consecutive leaves of one table page in a tight loop (`attrs | paddr`), re-walking from the
 //! root only when it crosses into the next table page.
 
-use crate::{Error, FaultInjector, FaultPoint, Leaf, PageTable, Prot, Pte};
+use crate::{Error, FaultInjector, FaultPoint, Leaf, LeafRun, Mapped, PageTable, Prot, Pte};
 
 /// The "physical address" of table page 0 of the arena: 16 TiB, above any memory the models
 /// place (≥ 2^40), below every format's output-address limit (< 2^48), aligned to every granule.
@@ -355,15 +355,14 @@ fn free_prefix(slots: &[u64]) -> usize {
 }
 
 impl PageTable for RadixTable {
-    fn map_pages(
-        &mut self,
-        iova: u64,
-        paddr: u64,
-        pgsize: u64,
-        count: u64,
-        prot: Prot,
-        faults: Option<&FaultInjector>,
-    ) -> (u64, Result<(), Error>) {
+    fn map_pages(&mut self, run: LeafRun, faults: Option<&FaultInjector>) -> Mapped {
+        let LeafRun {
+            iova,
+            paddr,
+            pgsize,
+            count,
+            prot,
+        } = run;
         let shift = pgsize.trailing_zeros();
         let leaf_d = if pgsize.is_power_of_two() {
             self.depth_of_shift[shift as usize]
