@@ -16,7 +16,7 @@ pub mod qemu;
 pub mod record;
 pub mod replay;
 pub mod stmt;
-pub mod sys;
+mod sys;
 pub mod vtd;
 
 pub use compare::{compare, Comparison, Diff};
