@@ -7,28 +7,34 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iommu::{Domain, DomainConfig, Format};
+use iommu::{Domain, DomainConfig, Format, SZ_1G as G1, SZ_4K as K4};
 use serde_json::{json, Value};
 use type1::mm::sim::SimMm;
 use type1::mm::{Backing, Layout, MmapSpec};
 use type1::mm::{Memory, PageSource};
 use type1::{Config, Container, MapDma, Strategy, UnmapDma};
 
-const K4: u64 = 4 << 10;
-const G1: u64 = 1 << 30;
 /// Where benchmark mappings go in IOVA space (1 TiB: aligned for every page size).
 const IOVA: u64 = 1 << 40;
 
 /// One measurement, as `--json` prints it.
 #[derive(Clone, Debug)]
 pub struct Measurement {
+    /// The workload's name (one of `WORKLOADS`).
     pub workload: &'static str,
+    /// The memory backing (`4k`, `thp`, `hugetlb-2m`, `hugetlb-1g`, or a mix).
     pub backing: String,
+    /// `sim` (simulated memory) or `host` (this process's real memory).
     pub memory: &'static str,
+    /// The engine's strategy name.
     pub strategy: String,
+    /// Bytes mapped.
     pub size: u64,
+    /// Map time per 4 KiB page, in ns.
     pub map_ns_per_page: f64,
+    /// Unmap time per 4 KiB page, in ns.
     pub unmap_ns_per_page: f64,
+    /// Leaves installed, by page size.
     pub leaves: BTreeMap<u64, u64>,
     /// Workload-specific figures (calls, ns per call, bytes, speed-ups, ...).
     pub extra: BTreeMap<&'static str, Value>,
@@ -64,6 +70,7 @@ impl Measurement {
         }
     }
 
+    /// The measurement as `--json` prints it.
     pub fn to_json(&self) -> Value {
         let mut v = json!({
             "workload": self.workload,
@@ -106,11 +113,13 @@ pub struct Options {
     pub workloads: Vec<String>,
     /// Region size for map-unmap and fragmented (default 1 GiB on sim, 64 MiB on host).
     pub size: Option<u64>,
+    /// Measure this process's real memory instead of simulated memory.
     pub host: bool,
     /// Sizes for the growth curve (`--plot` and the linearity check).
     pub sweep: Vec<u64>,
 }
 
+/// Every workload, in the order they run.
 pub const WORKLOADS: &[&str] = &[
     "map-unmap",
     "huge-guest",
@@ -206,7 +215,9 @@ fn per_page(d: Duration, size: u64) -> f64 {
 
 /// A source of fresh memory for each repetition.
 pub trait MemoryFactory {
+    /// `sim` or `host`.
     fn name(&self) -> &'static str;
+    /// Maps then unmaps one fresh region of `spec`: map time, unmap time, leaves installed.
     fn measure(
         &self,
         spec: &MmapSpec,
@@ -214,6 +225,7 @@ pub trait MemoryFactory {
     ) -> Result<(Duration, Duration, BTreeMap<u64, u64>), String>;
 }
 
+/// Simulated memory (`type1::mm::sim`), fresh for each repetition.
 pub struct Sim;
 
 /// This process's real memory (`type1::mm::host`): each repetition maps and populates a fresh
@@ -571,18 +583,11 @@ pub fn threads(size: u64, progress: &mut dyn FnMut(&str)) -> Result<Vec<Measurem
         }
         Ok(t0.elapsed())
     };
-    let one = (0..3)
-        .map(|_| run(1))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .min()
-        .unwrap_or_default();
-    let two = (0..3)
-        .map(|_| run(2))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .min()
-        .unwrap_or_default();
+    // The best of three runs with `nthreads` threads.
+    let fastest = |nthreads: u64| -> Result<Duration, String> {
+        (0..3).try_fold(Duration::MAX, |best, _| Ok(best.min(run(nthreads)?)))
+    };
+    let (one, two) = (fastest(1)?, fastest(2)?);
     let mut r = Measurement::new("threads", "thp", "sim", "contiguous", size);
     r.map_ns_per_page = per_page(two, size);
     r.extra.insert("threads", json!(2));
@@ -897,62 +902,53 @@ pub fn linearity(ms: &[Measurement]) -> Vec<(String, String, u64, u64, f64, f64)
 
 /// A table for people.
 pub fn table(ms: &[Measurement]) -> String {
-    let mut rows = vec![[
-        "workload".to_string(),
-        "backing".into(),
-        "memory".into(),
-        "strategy".into(),
-        "size".into(),
-        "map ns/page".into(),
-        "unmap ns/page".into(),
-        "map GB/s".into(),
-        "leaves".into(),
-        "notes".into(),
-    ]];
-    for m in ms {
-        let leaves: Vec<String> = m
-            .leaves
-            .iter()
-            .filter(|(_, &n)| n > 0)
-            .map(|(s, n)| format!("{}×{n}", human(*s)))
-            .collect();
-        let notes: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        rows.push([
-            m.workload.to_string(),
-            m.backing.clone(),
-            m.memory.to_string(),
-            m.strategy.clone(),
-            human(m.size),
-            fig(m.map_ns_per_page),
-            fig(m.unmap_ns_per_page),
-            format!("{:.1}", Measurement::gbps(m.map_ns_per_page)),
-            leaves.join(" "),
-            notes.join(" "),
-        ]);
-    }
-    let widths: Vec<usize> = (0..10)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+    let header = [
+        "workload",
+        "backing",
+        "memory",
+        "strategy",
+        "size",
+        "map ns/page",
+        "unmap ns/page",
+        "map GB/s",
+        "leaves",
+        "notes",
+    ];
+    let rows: Vec<Vec<String>> = ms
+        .iter()
+        .map(|m| {
+            let leaves: Vec<String> = m
+                .leaves
+                .iter()
+                .filter(|(_, &n)| n > 0)
+                .map(|(s, n)| format!("{}×{n}", human(*s)))
+                .collect();
+            let notes: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                m.workload.to_string(),
+                m.backing.clone(),
+                m.memory.to_string(),
+                m.strategy.clone(),
+                human(m.size),
+                fig(m.map_ns_per_page),
+                fig(m.unmap_ns_per_page),
+                format!("{:.1}", Measurement::gbps(m.map_ns_per_page)),
+                leaves.join(" "),
+                notes.join(" "),
+            ]
+        })
         .collect();
-    let mut s = String::new();
-    for (n, r) in rows.iter().enumerate() {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if (5..8).contains(&i) {
-                    format!("{c:>w$}", w = widths[i])
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect();
-        s += line.join("  ").trim_end();
-        s.push('\n');
-        if n == 0 {
-            s += &"-".repeat(widths.iter().sum::<usize>() + 18);
-            s.push('\n');
-        }
-    }
+    // The three figures are right-aligned; a rule as wide as the padded columns and their
+    // two-space gaps follows the header.
+    let right: Vec<bool> = (0..header.len()).map(|i| (5..8).contains(&i)).collect();
+    let widths = (0..header.len()).map(|i| {
+        let cells = rows.iter().map(|r| r[i].chars().count());
+        cells.chain([header[i].chars().count()]).max().unwrap_or(0)
+    });
+    let rule = "-".repeat(widths.sum::<usize>() + 2 * (header.len() - 1));
+    let t = crate::report::table(&header, &rows, &right);
+    let (head, body) = t.split_once('\n').unwrap_or((&t, ""));
+    let mut s = format!("{head}\n{rule}\n{body}");
     let lin = linearity(ms);
     if !lin.is_empty() {
         s += "\nGrowth (cost at the largest size / cost at 1G, divided by the size ratio; 1.00 = linear):\n";

@@ -58,17 +58,32 @@ pub fn trace() -> Trace {
 /// What one strategy's run measured.
 #[derive(Clone, Debug)]
 pub struct Measure {
+    /// The strategy replayed.
     pub strategy: Strategy,
     /// The state at the `check` after the maps.
     pub mapped: State,
     /// Entries in use at that `check`.
     pub entries: u64,
+    /// Time spent in the `map` statements.
     pub map_time: Duration,
+    /// Time spent in the `unmap` statements.
     pub unmap_time: Duration,
     /// Domain counters at the end (map and unmap calls, IOTLB flushes).
     pub end: State,
+    /// What `type1 replay` would exit with.
     pub exit_code: i32,
+    /// Failed expectations and the error that stopped the run, if any, one line each.
     pub failures: Vec<String>,
+}
+
+/// The state of a run that never reached a `check` or its end.
+fn empty_state() -> State {
+    State {
+        dmas: vec![],
+        domains: vec![],
+        pinned: 0,
+        locked: 0,
+    }
 }
 
 impl Measure {
@@ -81,15 +96,7 @@ impl Measure {
             .container
             .as_ref()
             .map_or(0, |c| u64::from(c.config().dma_entry_limit));
-        let (mapped, avail) = check.unwrap_or((
-            State {
-                dmas: vec![],
-                domains: vec![],
-                pinned: 0,
-                locked: 0,
-            },
-            0,
-        ));
+        let (mapped, avail) = check.unwrap_or((empty_state(), 0));
         let mut failures: Vec<String> = r
             .failures()
             .into_iter()
@@ -107,13 +114,7 @@ impl Measure {
             end: r
                 .summary
                 .as_ref()
-                .map(|s| s.state.clone())
-                .unwrap_or_else(|| State {
-                    dmas: vec![],
-                    domains: vec![],
-                    pinned: 0,
-                    locked: 0,
-                }),
+                .map_or_else(empty_state, |s| s.state.clone()),
             exit_code: r.exit_code(),
             failures,
         }
@@ -190,64 +191,48 @@ pub fn human(new: &Measure, old: &Measure) -> String {
             ]);
         }
     }
-    let (lo, ln) = (old.total_leaves(), new.total_leaves());
-    rows.push(vec![
-        "leaves, all domains".into(),
-        lo.to_string(),
-        ln.to_string(),
-        ratio(lo as f64, ln as f64),
-    ]);
-    let (to, tn) = (old.table_pages(), new.table_pages());
-    rows.push(vec![
-        "page-table pages".into(),
-        to.to_string(),
-        tn.to_string(),
-        ratio(to as f64, tn as f64),
-    ]);
-    let (mo, mn) = (old.map_calls(), new.map_calls());
-    rows.push(vec![
-        "IOMMU map calls".into(),
-        mo.to_string(),
-        mn.to_string(),
-        ratio(mo as f64, mn as f64),
-    ]);
-    let (uo, un) = (old.unmap_calls(), new.unmap_calls());
-    rows.push(vec![
-        "IOMMU unmap calls".into(),
-        uo.to_string(),
-        un.to_string(),
-        ratio(uo as f64, un as f64),
-    ]);
-    rows.push(vec![
-        "IOTLB flushes".into(),
-        old.flushes().to_string(),
-        new.flushes().to_string(),
-        String::new(),
-    ]);
-    rows.push(vec![
-        "map time".into(),
-        units::duration(old.map_time),
-        units::duration(new.map_time),
-        ratio(old.map_time.as_secs_f64(), new.map_time.as_secs_f64()),
-    ]);
-    rows.push(vec![
-        "unmap time".into(),
-        units::duration(old.unmap_time),
-        units::duration(new.unmap_time),
-        ratio(old.unmap_time.as_secs_f64(), new.unmap_time.as_secs_f64()),
-    ]);
-    rows.push(vec![
-        "locked memory".into(),
+    // (label, before, after, whether the ratio is shown): the counts, then the times.
+    let counts = [
+        (
+            "leaves, all domains",
+            Measure::total_leaves as fn(&Measure) -> u64,
+            true,
+        ),
+        ("page-table pages", Measure::table_pages, true),
+        ("IOMMU map calls", Measure::map_calls, true),
+        ("IOMMU unmap calls", Measure::unmap_calls, true),
+        ("IOTLB flushes", Measure::flushes, false),
+    ];
+    for (label, count, saved) in counts {
+        let (o, n) = (count(old), count(new));
+        let ratio = if saved {
+            ratio(o as f64, n as f64)
+        } else {
+            String::new()
+        };
+        rows.push(vec![label.into(), o.to_string(), n.to_string(), ratio]);
+    }
+    let times = [
+        ("map time", old.map_time, new.map_time),
+        ("unmap time", old.unmap_time, new.unmap_time),
+    ];
+    for (label, o, n) in times {
+        let saved = ratio(o.as_secs_f64(), n.as_secs_f64());
+        rows.push(vec![
+            label.into(),
+            units::duration(o),
+            units::duration(n),
+            saved,
+        ]);
+    }
+    let locked = (
         units::pages(old.mapped.locked),
         units::pages(new.mapped.locked),
-        String::new(),
-    ]);
-    rows.push(vec![
-        "DMA entries used".into(),
-        old.entries.to_string(),
-        new.entries.to_string(),
-        String::new(),
-    ]);
+    );
+    let entries = (old.entries.to_string(), new.entries.to_string());
+    for (label, (o, n)) in [("locked memory", locked), ("DMA entries used", entries)] {
+        rows.push(vec![label.into(), o, n, String::new()]);
+    }
     out.push_str(&table(
         &["", "per-page (before 2013)", "contiguous (2013)", "saved"],
         &rows,

@@ -62,3 +62,38 @@ fn growth_and_plot() {
     let svg = bench::plot(&ms);
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 }
+
+#[test]
+fn table_aligns_figures_right_under_a_rule() {
+    let m =
+        |workload, backing: &str, size: u64, map: f64, leaves: &[(u64, u64)]| bench::Measurement {
+            workload,
+            backing: backing.into(),
+            memory: "sim",
+            strategy: "contiguous".into(),
+            size,
+            map_ns_per_page: map,
+            unmap_ns_per_page: map / 2.0,
+            leaves: leaves.iter().copied().collect(),
+            extra: Default::default(),
+        };
+    let mut small = m("small-maps", "4k", 1 << 30, 123.456, &[(4096, 262144)]);
+    small.extra.insert("map_calls", serde_json::json!(262144));
+    let ms = [
+        m(
+            "map-unmap",
+            "thp",
+            16 << 20,
+            1.5,
+            &[(2 << 20, 8), (4096, 0)],
+        ),
+        small,
+    ];
+    let want = "\
+workload    backing  memory  strategy    size  map ns/page  unmap ns/page  map GB/s  leaves     notes
+----------------------------------------------------------------------------------------------------------------
+map-unmap   thp      sim     contiguous  16M         1.500       0.750000    2730.7  2M×8
+small-maps  4k       sim     contiguous  1G        123.456         61.728      33.2  4K×262144  map_calls=262144
+";
+    assert_eq!(bench::table(&ms), want);
+}
