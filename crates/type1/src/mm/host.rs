@@ -42,8 +42,7 @@ use std::os::unix::fs::FileExt;
 
 use super::pincount::PinCounts;
 use super::{
-    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned, Vma,
-    Vmas,
+    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PinMode, Pinned, Vma, Vmas,
 };
 use super::{Backing, Layout, MmapSpec};
 use crate::sys::{self, Advice, HugeTlb, Mapping};
@@ -693,12 +692,8 @@ impl PageSource for HostMm {
         batch: &mut Batch,
     ) -> Result<Pinned, MmError> {
         let vaddr = vaddr & !(PAGE_SIZE - 1);
-        let per_page = batch.mode == PinMode::PerPage;
-        let max_pages = if per_page {
-            npages.min(batch.capacity as u64)
-        } else {
-            npages
-        };
+        let per_page = batch.mode() == PinMode::PerPage;
+        let max_pages = batch.page_limit(npages);
         // The pinnable span: our vmas from vaddr on, as GUP walks on through adjacent vmas, up
         // to a read-only one for a write pin. `avail` = the span without the `npages` bound
         // (how far the read-ahead may go).
@@ -787,12 +782,12 @@ impl PageSource for HostMm {
                 let continues = !per_page
                     && !reserved
                     && k == 0
-                    && batch.runs.last().is_some_and(|last| {
+                    && batch.last().is_some_and(|last| {
                         !last.reserved
                             && last.pfn + last.npages == pfn
                             && (folio.0..folio.1).contains(&last.pfn)
                     });
-                if !per_page && !continues && batch.runs.len() >= batch.capacity {
+                if !per_page && !continues && batch.is_full() {
                     break 'read;
                 }
                 let v = base + k as u64 * PAGE_SIZE;
@@ -803,15 +798,9 @@ impl PageSource for HostMm {
                     }
                 }
                 if continues {
-                    if let Some(last) = batch.runs.last_mut() {
-                        last.npages += n;
-                    }
+                    batch.extend_last(n);
                 } else {
-                    batch.runs.push(PfnRun {
-                        pfn,
-                        npages: n,
-                        reserved,
-                    });
+                    batch.push(pfn, n, reserved);
                 }
                 got += n;
                 k += n as usize;

@@ -17,7 +17,7 @@ use iommu::{FaultInjector, FaultPoint};
 use super::pincount::PinCounts;
 use super::{
     cut_vmas, vma_at, Backing, Batch, Layout, MemError, Memory, MmError, MmapSpec, PageSource,
-    PfnRun, PinMode, Pinned, Vma, Vmas,
+    PinMode, Pinned, Vma, Vmas,
 };
 use crate::PAGE_SIZE;
 
@@ -498,12 +498,7 @@ impl PageSource for SimMm {
         if self.regions[vma.region].backing == Backing::Pfnmap {
             return self.pin_pfnmap(vaddr, npages, write, vstart, vma);
         }
-        let per_page = batch.mode == PinMode::PerPage;
-        let max_pages = if per_page {
-            npages.min(batch.capacity as u64)
-        } else {
-            npages
-        };
+        let max_pages = batch.page_limit(npages);
         let mut addr = vaddr;
         let mut got = 0u64;
         // Pin counts are updated once per physically contiguous stretch, not per entry.
@@ -524,37 +519,25 @@ impl PageSource for SimMm {
                 break;
             }
             while got < max_pages && addr < vma.end {
-                if !per_page && batch.runs.len() >= batch.capacity {
+                if batch.is_full() {
                     break 'vmas;
                 }
                 let off = addr - r.vaddr;
                 let (paddr, folio_left) = r.locate(off);
                 let span =
                     (r.contiguous_bytes(off).min(vma.end - addr) / PAGE_SIZE).min(max_pages - got);
-                // Base pages are folios of one page each: an entry per page, as per-page mode.
-                let base_pages = per_page || r.backing == Backing::Page4k;
-                let n = if base_pages {
-                    span.min(batch.capacity as u64 - batch.runs.len() as u64)
-                        .max(1)
-                } else {
-                    span.min(folio_left)
-                };
-                let n = if per_page { span } else { n };
                 let pfn = paddr / PAGE_SIZE;
                 let reserved = r.zero_reserved;
-                if base_pages {
-                    batch.runs.extend((0..n).map(|i| PfnRun {
-                        pfn: pfn + i,
-                        npages: 1,
-                        reserved,
-                    }));
+                // Base pages are folios of one page each: an entry per page, as per-page mode.
+                let n = if batch.mode() == PinMode::PerPage || r.backing == Backing::Page4k {
+                    let n = span.min(batch.entries_left());
+                    batch.push_pages(pfn, n, reserved);
+                    n
                 } else {
-                    batch.runs.push(PfnRun {
-                        pfn,
-                        npages: n,
-                        reserved,
-                    });
-                }
+                    let n = span.min(folio_left);
+                    batch.push(pfn, n, reserved);
+                    n
+                };
                 if reserved {
                     // Reserved pfns are not pinned (and never unpinned).
                     got += n;
@@ -719,14 +702,14 @@ mod tests {
             .unwrap();
         let mut b = Batch::new(PinMode::PerPage, 512);
         assert_eq!(mm.pin(v, 8, true, &mut b), Ok(Pinned::Pages));
-        assert_eq!(b.runs.len(), 4);
+        assert_eq!(b.runs().len(), 4);
         assert_eq!(mm.pinned_pages(), 4);
         let mut b2 = Batch::new(PinMode::PerPage, 512);
         assert!(matches!(
             mm.pin(v + 4 * PAGE_SIZE, 4, true, &mut b2),
             Err(MmError::NotMapped { .. })
         ));
-        assert_eq!(mm.unpin(b.runs[0].pfn, 4, true, false), 4);
+        assert_eq!(mm.unpin(b.runs()[0].pfn, 4, true, false), 4);
         assert_eq!(mm.pinned_pages(), 0);
     }
 
@@ -738,8 +721,8 @@ mod tests {
             .unwrap();
         let mut b = Batch::new(PinMode::Folio, 512);
         mm.pin(v, 2 * SZ_1G / PAGE_SIZE, true, &mut b).unwrap();
-        assert_eq!(b.runs.len(), 2);
-        assert_eq!(b.runs[0].npages, SZ_1G / PAGE_SIZE);
+        assert_eq!(b.runs().len(), 2);
+        assert_eq!(b.runs()[0].npages, SZ_1G / PAGE_SIZE);
         assert_eq!(
             b.contiguous_pages(u64::MAX),
             2 * SZ_1G / PAGE_SIZE,
