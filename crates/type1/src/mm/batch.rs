@@ -33,14 +33,14 @@ pub struct PfnRun {
 /// of it the engine has consumed. Leftovers are carried into the next pin run (spec §3.2).
 #[derive(Debug)]
 pub struct Batch {
-    pub(crate) runs: Vec<PfnRun>,
+    runs: Vec<PfnRun>,
     /// Index of the current entry.
-    pub(crate) idx: usize,
+    idx: usize,
     /// Pages of `runs[idx]` already consumed.
-    pub(crate) off: u64,
+    off: u64,
     /// Entries the source may return per call (pages in `PerPage` mode).
-    pub(crate) capacity: usize,
-    pub(crate) mode: PinMode,
+    capacity: usize,
+    mode: PinMode,
 }
 
 impl Batch {
