@@ -13,16 +13,20 @@
 //! - the locked memory a MAP_DMA would charge: resident pages that are not reserved.
 //!
 //! Pages that are not resident are holes here; a real MAP_DMA would fault them in (and charge
-//! them), so their leaves depend on what the kernel gives then.
+//! them), so their leaves depend on what the kernel gives then. The `/proc` readers are in
+//! `mm::procfs`; this module only counts.
+
+#![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io;
 
+use iommu::SZ_1G;
 use serde::Serialize;
 
-use crate::mm::host::{kpf, pagemap, read_entries, HostMm, NO_CAP_SYS_ADMIN};
-use crate::mm::Memory;
-use crate::mm::{Backing, MmapSpec};
+use crate::mm::host::HostMm;
+use crate::mm::procfs::{self, kpf, pagemap, parse_maps, read_entries, smaps_empty, MapsLine};
+use crate::mm::{Backing, Memory, MmapSpec, NO_CAP_SYS_ADMIN};
 use crate::PAGE_SIZE;
 
 /// Why an inspection failed.
@@ -229,72 +233,6 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// One `/proc/PID/maps` line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapsLine {
-    pub start: u64,
-    pub end: u64,
-    pub perms: String,
-    pub name: String,
-}
-
-/// Parse `/proc/PID/maps` text.
-pub fn parse_maps(text: &str) -> Vec<MapsLine> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(6, ' ');
-            let (range, perms) = (it.next()?, it.next()?);
-            let (_off, _dev, _inode) = (it.next()?, it.next()?, it.next()?);
-            let name = it.next().unwrap_or("").trim().to_string();
-            let (s, e) = range.split_once('-')?;
-            Some(MapsLine {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                perms: perms.to_string(),
-                name,
-            })
-        })
-        .collect()
-}
-
-/// The start addresses of the mappings of `/proc/PID/smaps` text with no resident, hugetlb or
-/// swapped memory.
-pub fn smaps_empty(text: &str) -> std::collections::HashSet<u64> {
-    let mut out = std::collections::HashSet::new();
-    let mut cur: Option<(u64, u64)> = None;
-    let mut flush = |c: Option<(u64, u64)>| {
-        if let Some((start, 0)) = c {
-            out.insert(start);
-        }
-    };
-    for line in text.lines() {
-        let first = line.split(' ').next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(a), Ok(_)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                flush(cur.take());
-                cur = Some((a, 0));
-                continue;
-            }
-        }
-        let Some((key, val)) = line.split_once(':') else {
-            continue;
-        };
-        if matches!(key, "Rss" | "Shared_Hugetlb" | "Private_Hugetlb" | "Swap") {
-            let kb: u64 = val
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(1);
-            if let Some((_, n)) = cur.as_mut() {
-                *n += kb;
-            }
-        }
-    }
-    flush(cur);
-    out
-}
-
 /// Pagemap entries per read.
 const CHUNK: usize = 1 << 16;
 
@@ -456,11 +394,7 @@ fn inspect_span(
 /// A pfn-contiguous run: read its kpageflags in one go, cut it where reservedness changes.
 fn finish_run(c: &mut Counts, kf: &File, pgsizes: u64, (vaddr, pfn, npages): (u64, u64, u64)) {
     let flags = read_entries(kf, pfn, npages as usize).unwrap_or_default();
-    let reserved = |i: usize| {
-        flags
-            .get(i)
-            .is_some_and(|f| f & (kpf::RESERVED | kpf::ZERO_PAGE) != 0)
-    };
+    let reserved = |i: usize| flags.get(i).copied().is_some_and(kpf::reserved);
     let mut s = 0usize;
     for i in 0..npages as usize {
         let f = flags.get(i).copied().unwrap_or(0);
@@ -510,10 +444,10 @@ pub struct Demo {
 /// left out with a note. The memory is released before this returns.
 pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
     let mut mm = HostMm::new().map_err(|e| {
-        if e.0.contains("CAP_SYS_ADMIN") {
+        if e.needs_cap_sys_admin() {
             Error::NoCapSysAdmin
         } else {
-            Error::Demo(e.0)
+            Error::Demo(e.to_string())
         }
     })?;
     demo_in(&mut mm, pgsizes)
@@ -522,11 +456,7 @@ pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
 /// `demo` in a `HostMm` the caller keeps (the regions stay until it munmaps or drops them).
 pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
     const M: u64 = 1 << 20;
-    let free_1g =
-        std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+    let free_1g = procfs::free_huge_pages(SZ_1G).unwrap_or(0);
     let mut want = vec![
         ("demo-4k", 8 * M, Backing::Page4k),
         ("demo-thp", 8 * M, Backing::Thp),
@@ -534,7 +464,7 @@ pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
     ];
     let mut notes = Vec::new();
     if free_1g > 0 {
-        want.push(("demo-hugetlb-1g", 1 << 30, Backing::Hugetlb1g));
+        want.push(("demo-hugetlb-1g", SZ_1G, Backing::Hugetlb1g));
     } else {
         notes.push(
             "no free 1 GiB huge page: the demo leaves out hugetlb-1g (reserve one with `echo 1 > \
@@ -554,7 +484,7 @@ pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
             Err(e) if matches!(backing, Backing::Hugetlb2m | Backing::Hugetlb1g) => {
                 notes.push(format!("{} left out: {e}", backing.name()));
             }
-            Err(e) => return Err(Error::Demo(e.0)),
+            Err(e) => return Err(Error::Demo(e.to_string())),
         }
     }
     let ranges: Vec<(u64, u64)> = regions
@@ -569,36 +499,6 @@ pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_maps_lines() {
-        let t = "00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon\n\
-                 7ffd3c1a2000-7ffd3c1c3000 rw-p 00000000 00:00 0                          [stack]\n\
-                 7f0000000000-7f0000200000 rw-p 00000000 00:00 0 \n";
-        let m = parse_maps(t);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].start, 0x400000);
-        assert_eq!(m[0].name, "/usr/bin/dbus-daemon");
-        assert_eq!(m[1].name, "[stack]");
-        assert_eq!(m[2].name, "");
-        assert_eq!(m[2].perms, "rw-p");
-    }
-
-    #[test]
-    fn smaps_finds_empty_mappings() {
-        let t = "7f0000000000-7f0000200000 ---p 00000000 00:00 0 \n\
-                 Size:               2048 kB\nRss:                   0 kB\n\
-                 Private_Hugetlb:       0 kB\nSwap:                  0 kB\n\
-                 VmFlags: mr mw me\n\
-                 7f0000200000-7f0000400000 rw-p 00000000 00:00 0 \n\
-                 Rss:                   0 kB\nPrivate_Hugetlb:    2048 kB\nSwap: 0 kB\n";
-        let e = smaps_empty(t);
-        assert!(e.contains(&0x7f00_0000_0000));
-        assert!(
-            !e.contains(&0x7f00_0020_0000),
-            "hugetlb pages are not in Rss"
-        );
-    }
 
     #[test]
     fn run_buckets_and_leaves() {

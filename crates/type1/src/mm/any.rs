@@ -1,7 +1,8 @@
 //! `AnyMemory`: the memory a trace runs on, chosen at run time (the model or the real process).
 //! It owns nothing of its own: every call goes to the chosen model.
 
-use super::{sim, Batch, MemError, Memory, MmError, MmapSpec, PageSource, Pinned};
+use super::pincount::PinCounts;
+use super::{sim, Batch, MemError, Memory, MmapSpec, PageAudit, PageSource, PinResult};
 
 /// The memory a trace runs on, chosen at run time: the model or the real process.
 #[derive(Debug)]
@@ -24,13 +25,7 @@ macro_rules! delegate {
 }
 
 impl PageSource for AnyMemory {
-    fn pin(
-        &mut self,
-        vaddr: u64,
-        npages: u64,
-        write: bool,
-        batch: &mut Batch,
-    ) -> Result<Pinned, MmError> {
+    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> PinResult {
         delegate!(self, m => m.pin(vaddr, npages, write, batch))
     }
     fn unpin(&mut self, pfn: u64, npages: u64, dirty: bool, skip_reserved: bool) -> u64 {
@@ -39,23 +34,20 @@ impl PageSource for AnyMemory {
     fn is_reserved(&self, pfn: u64) -> bool {
         delegate!(self, m => m.is_reserved(pfn))
     }
-    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
-        delegate!(self, m => m.unreserved_pages(pfn, npages))
-    }
-    fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
-        delegate!(self, m => m.reserved_pfn_ranges())
-    }
-    fn pinned_pages(&self) -> u64 {
-        delegate!(self, m => m.pinned_pages())
-    }
     fn flush(&mut self) {
         delegate!(self, m => m.flush())
     }
     fn set_kernel_profile(&mut self, profile: crate::KernelProfile) {
         delegate!(self, m => m.set_kernel_profile(profile))
     }
-    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
-        delegate!(self, m => m.pin_ranges())
+}
+
+impl PageAudit for AnyMemory {
+    fn pin_counts(&self) -> &PinCounts {
+        delegate!(self, m => m.pin_counts())
+    }
+    fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
+        delegate!(self, m => m.reserved_pfn_ranges())
     }
     fn violations(&self) -> Vec<String> {
         delegate!(self, m => m.violations())
