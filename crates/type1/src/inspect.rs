@@ -32,17 +32,35 @@ use crate::PAGE_SIZE;
 /// Why an inspection failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// `/proc/PID` is gone.
     #[error("no process with pid {pid} (or it exited)")]
-    NoProcess { pid: u32 },
+    NoProcess {
+        /// The pid asked.
+        pid: u32,
+    },
+    /// A `/proc` file could not be read.
     #[error("{path}: {msg}")]
-    Io { path: String, msg: String },
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong, and what to change when it is a permission.
+        msg: String,
+    },
     /// pagemap reported pfn 0 for a present page.
     #[error("{}", NO_CAP_SYS_ADMIN)]
     NoCapSysAdmin,
+    /// An asked range `[start, end)` is empty or reversed.
     #[error("bad range [{start:#x}, {end:#x}): start must be below end")]
-    BadRange { start: u64, end: u64 },
+    BadRange {
+        /// First address.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+    },
+    /// The page-size bitmap has no size the IOMMU could use.
     #[error("page-size bitmap {0:#x} has no page size of 4 KiB or more")]
     BadPgsizes(u64),
+    /// The demo could not make its memory.
     #[error("demo memory: {0}")]
     Demo(String),
 }
@@ -62,15 +80,20 @@ fn io_err(path: &str, e: io::Error) -> Error {
 /// Leaves of one page size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LeafCount {
+    /// The page size, bytes.
     pub pgsize: u64,
+    /// Leaves of that size.
     pub leaves: u64,
 }
 
 /// Runs whose length (pages) is in `[min_pages, max_pages]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunBucket {
+    /// Shortest run length counted here (a power of two).
     pub min_pages: u64,
+    /// Longest run length counted here.
     pub max_pages: u64,
+    /// Runs counted.
     pub runs: u64,
     /// Pages in those runs.
     pub pages: u64,
@@ -108,6 +131,7 @@ pub struct Counts {
     pub unmappable_pages: u64,
     /// Pages a MAP_DMA would charge to the locked-memory account (resident, not reserved).
     pub locked_pages: u64,
+    /// `locked_pages` in bytes.
     pub locked_bytes: u64,
 }
 
@@ -210,12 +234,15 @@ impl Counts {
 /// One mapping of the process (clipped to the asked range).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VmaReport {
+    /// First address (inside the asked range).
     pub start: u64,
+    /// End (exclusive).
     pub end: u64,
     /// `rwxp`/`rwxs` as in /proc/PID/maps.
     pub perms: String,
     /// The path or pseudo-name (`[heap]`, `[stack]`, ...); empty for anonymous memory.
     pub name: String,
+    /// What the piece holds and would install.
     #[serde(flatten)]
     pub counts: Counts,
 }
@@ -223,13 +250,17 @@ pub struct VmaReport {
 /// An inspection of one process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// The process inspected.
     pub pid: u32,
     /// The IOMMU page sizes assumed (bitmap).
     pub pgsizes: u64,
     /// The asked ranges `[start, end)`; empty = the whole address space.
     pub ranges: Vec<(u64, u64)>,
+    /// Each mapping (piece) inspected, in address order.
     pub vmas: Vec<VmaReport>,
+    /// The sum over `vmas`.
     pub total: Counts,
+    /// What the numbers leave out (holes, unmappable runs, demo backings left out).
     pub notes: Vec<String>,
 }
 
@@ -425,9 +456,13 @@ fn finish_run(c: &mut Counts, kf: &File, pgsizes: u64, (vaddr, pfn, npages): (u6
 /// One region the demo made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DemoRegion {
+    /// Its name (`demo-4k`, ...).
     pub name: String,
+    /// Its backing's trace word (`Backing::name`).
     pub backing: String,
+    /// Where it is mapped.
     pub vaddr: u64,
+    /// Bytes.
     pub size: u64,
 }
 
@@ -435,7 +470,9 @@ pub struct DemoRegion {
 /// `HostMm`, and the inspection of exactly those regions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Demo {
+    /// The regions made.
     pub regions: Vec<DemoRegion>,
+    /// Their inspection.
     pub report: Report,
 }
 

@@ -7,7 +7,8 @@
 //!   2M-aligned), or hugetlb 2M/1G (`MAP_HUGETLB|MAP_HUGE_2MB/1GB`). Every region is faulted in
 //!   at creation (`MADV_POPULATE_WRITE`, or `_READ` for `prot=r`; touching every page where the
 //!   kernel lacks them). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
-//! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry), read in large
+//! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry; the readers are in
+//!   `mm::procfs`, as are those of kpageflags below), read in large
 //!   blocks: one read per pin call covers the whole batch (and reads ahead up to 4096 entries;
 //!   the read-ahead is dropped at every mmap/munmap). Without CAP_SYS_ADMIN the kernel reports
 //!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
@@ -39,7 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 
-use iommu::SZ_2M;
+use iommu::{Pages, Pfn, SZ_2M};
 
 use super::pincount::PinCounts;
 use super::procfs::{self, folio_of, kpf, page_flags, pagemap, read_entries};
@@ -222,7 +223,7 @@ impl HostMm {
     }
 
     /// The folio of a pfn as `(head pfn, pages)`.
-    pub fn folio_of(&self, pfn: u64) -> (u64, u64) {
+    pub fn folio_of(&self, pfn: Pfn) -> (Pfn, Pages) {
         folio_of(&self.kpageflags, pfn)
     }
 
@@ -621,8 +622,8 @@ impl PageSource for HostMm {
                 let mut n = 1u64;
                 if !per_page && !reserved {
                     if !(folio.0..folio.1).contains(&pfn) {
-                        let (h, np) = self.folio_of(pfn);
-                        folio = (h, h + np);
+                        let (head, n) = self.folio_of(Pfn(pfn));
+                        folio = (head.0, head.0 + n.0);
                     }
                     while k + (n as usize) < entries.len()
                         && pfn + n < folio.1
@@ -773,8 +774,8 @@ impl Memory for HostMm {
 
     fn folio_size(&self, vaddr: u64) -> Option<u64> {
         let pfn = self.vaddr_to_phys(vaddr)? / PAGE_SIZE;
-        let (_, n) = self.folio_of(pfn);
-        Some(n * PAGE_SIZE)
+        let (_, n) = self.folio_of(Pfn(pfn));
+        n.bytes()
     }
 
     fn notes(&mut self) -> Vec<String> {

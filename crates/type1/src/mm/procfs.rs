@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use iommu::{Pages, Pfn};
+
 /// `/proc/PID/pagemap` entry bits.
 pub mod pagemap {
     /// Page present in RAM.
@@ -90,9 +92,14 @@ pub fn page_flags(kpageflags: &File, pfn: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// The folio holding `pfn`, as `(head pfn, pages)`, from `/proc/kpageflags`. A page that is not
-/// compound, or a compound page whose head is not aligned to its size, is `(pfn, 1)`.
-pub fn folio_of(kpageflags: &File, pfn: u64) -> (u64, u64) {
+/// The folio holding `pfn`, as its head and size, from `/proc/kpageflags`. A page that is not
+/// compound, or a compound page whose head is not aligned to its size, is `(pfn, 1 page)`.
+pub fn folio_of(kpageflags: &File, pfn: Pfn) -> (Pfn, Pages) {
+    let (head, n) = folio_head_and_pages(kpageflags, pfn.0);
+    (Pfn(head), Pages(n))
+}
+
+fn folio_head_and_pages(kpageflags: &File, pfn: u64) -> (u64, u64) {
     let flags = |p: u64| page_flags(kpageflags, p);
     let f = flags(pfn);
     if f & (kpf::COMPOUND_HEAD | kpf::COMPOUND_TAIL) == 0 {

@@ -155,6 +155,7 @@ impl SimMm {
     /// Where device MMIO is placed (below 2^48, inside every format's output range).
     pub const MMIO_BASE: u64 = 0xe000_0000_0000;
 
+    /// An empty process.
     pub fn new() -> Self {
         SimMm {
             regions: Vec::new(),
