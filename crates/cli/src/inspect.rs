@@ -1,7 +1,11 @@
 //! `type1 inspect`: what a type1 map of a real process's memory would give the IOMMU and cost,
 //! rendered for people. The numbers come from `type1::inspect` (maps, pagemap, kpageflags).
+//! Linux only, as `type1::inspect`.
+
+#![cfg(target_os = "linux")]
 
 use type1::inspect::{Counts, LeafCount, Report};
+use type1::PAGE_SIZE;
 
 use crate::bench::human;
 
@@ -21,7 +25,7 @@ fn leaves(l: &[LeafCount]) -> String {
 fn row(what: String, c: &Counts) -> Vec<String> {
     vec![
         what,
-        human(c.pages * 4096),
+        human(c.pages * PAGE_SIZE),
         format!("{}", c.resident_pages),
         format!("{}", c.thp_pages + c.hugetlb_pages),
         format!("{}", c.runs),

@@ -543,15 +543,7 @@ impl<M: PageSource> Container<M> {
             Strategy::Contiguous => (PinMode::PerPage, Batch::MAX_CAPACITY),
             Strategy::Folio => (PinMode::Folio, Batch::MAX_CAPACITY),
         };
-        let mut runs = std::mem::take(&mut self.batch_buf);
-        runs.clear();
-        Batch {
-            runs,
-            idx: 0,
-            off: 0,
-            capacity,
-            mode,
-        }
+        Batch::with_buffer(mode, capacity, std::mem::take(&mut self.batch_buf))
     }
 
     /// `vfio_pin_map_dma`: pin run by run and map each run into every domain; `dma.size` is the
@@ -584,7 +576,7 @@ impl<M: PageSource> Container<M> {
             }
         }
         self.batch_unpin(&mut batch);
-        self.batch_buf = std::mem::take(&mut batch.runs);
+        self.batch_buf = batch.into_buffer();
         self.mm.flush();
         dma.iommu_mapped = true;
         if let Err(e) = res {

@@ -13,32 +13,54 @@
 //! - the locked memory a MAP_DMA would charge: resident pages that are not reserved.
 //!
 //! Pages that are not resident are holes here; a real MAP_DMA would fault them in (and charge
-//! them), so their leaves depend on what the kernel gives then.
+//! them), so their leaves depend on what the kernel gives then. The `/proc` readers are in
+//! `mm::procfs`; this module only counts.
+
+#![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io;
 
+use iommu::SZ_1G;
 use serde::Serialize;
 
-use crate::mm::host::{kpf, pagemap, read_entries, HostMm, NO_CAP_SYS_ADMIN};
-use crate::mm::Memory;
-use crate::mm::{Backing, MmapSpec};
+use crate::mm::host::HostMm;
+use crate::mm::procfs::{self, kpf, pagemap, parse_maps, read_entries, smaps_empty, MapsLine};
+use crate::mm::{Backing, Memory, MmapSpec, NO_CAP_SYS_ADMIN};
 use crate::PAGE_SIZE;
 
 /// Why an inspection failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// `/proc/PID` is gone.
     #[error("no process with pid {pid} (or it exited)")]
-    NoProcess { pid: u32 },
+    NoProcess {
+        /// The pid asked.
+        pid: u32,
+    },
+    /// A `/proc` file could not be read.
     #[error("{path}: {msg}")]
-    Io { path: String, msg: String },
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong, and what to change when it is a permission.
+        msg: String,
+    },
     /// pagemap reported pfn 0 for a present page.
     #[error("{}", NO_CAP_SYS_ADMIN)]
     NoCapSysAdmin,
+    /// An asked range `[start, end)` is empty or reversed.
     #[error("bad range [{start:#x}, {end:#x}): start must be below end")]
-    BadRange { start: u64, end: u64 },
+    BadRange {
+        /// First address.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+    },
+    /// The page-size bitmap has no size the IOMMU could use.
     #[error("page-size bitmap {0:#x} has no page size of 4 KiB or more")]
     BadPgsizes(u64),
+    /// The demo could not make its memory.
     #[error("demo memory: {0}")]
     Demo(String),
 }
@@ -58,15 +80,20 @@ fn io_err(path: &str, e: io::Error) -> Error {
 /// Leaves of one page size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LeafCount {
+    /// The page size, bytes.
     pub pgsize: u64,
+    /// Leaves of that size.
     pub leaves: u64,
 }
 
 /// Runs whose length (pages) is in `[min_pages, max_pages]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RunBucket {
+    /// Shortest run length counted here (a power of two).
     pub min_pages: u64,
+    /// Longest run length counted here.
     pub max_pages: u64,
+    /// Runs counted.
     pub runs: u64,
     /// Pages in those runs.
     pub pages: u64,
@@ -104,6 +131,7 @@ pub struct Counts {
     pub unmappable_pages: u64,
     /// Pages a MAP_DMA would charge to the locked-memory account (resident, not reserved).
     pub locked_pages: u64,
+    /// `locked_pages` in bytes.
     pub locked_bytes: u64,
 }
 
@@ -206,12 +234,15 @@ impl Counts {
 /// One mapping of the process (clipped to the asked range).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VmaReport {
+    /// First address (inside the asked range).
     pub start: u64,
+    /// End (exclusive).
     pub end: u64,
     /// `rwxp`/`rwxs` as in /proc/PID/maps.
     pub perms: String,
     /// The path or pseudo-name (`[heap]`, `[stack]`, ...); empty for anonymous memory.
     pub name: String,
+    /// What the piece holds and would install.
     #[serde(flatten)]
     pub counts: Counts,
 }
@@ -219,80 +250,18 @@ pub struct VmaReport {
 /// An inspection of one process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// The process inspected.
     pub pid: u32,
     /// The IOMMU page sizes assumed (bitmap).
     pub pgsizes: u64,
     /// The asked ranges `[start, end)`; empty = the whole address space.
     pub ranges: Vec<(u64, u64)>,
+    /// Each mapping (piece) inspected, in address order.
     pub vmas: Vec<VmaReport>,
+    /// The sum over `vmas`.
     pub total: Counts,
+    /// What the numbers leave out (holes, unmappable runs, demo backings left out).
     pub notes: Vec<String>,
-}
-
-/// One `/proc/PID/maps` line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapsLine {
-    pub start: u64,
-    pub end: u64,
-    pub perms: String,
-    pub name: String,
-}
-
-/// Parse `/proc/PID/maps` text.
-pub fn parse_maps(text: &str) -> Vec<MapsLine> {
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(6, ' ');
-            let (range, perms) = (it.next()?, it.next()?);
-            let (_off, _dev, _inode) = (it.next()?, it.next()?, it.next()?);
-            let name = it.next().unwrap_or("").trim().to_string();
-            let (s, e) = range.split_once('-')?;
-            Some(MapsLine {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                perms: perms.to_string(),
-                name,
-            })
-        })
-        .collect()
-}
-
-/// The start addresses of the mappings of `/proc/PID/smaps` text with no resident, hugetlb or
-/// swapped memory.
-pub fn smaps_empty(text: &str) -> std::collections::HashSet<u64> {
-    let mut out = std::collections::HashSet::new();
-    let mut cur: Option<(u64, u64)> = None;
-    let mut flush = |c: Option<(u64, u64)>| {
-        if let Some((start, 0)) = c {
-            out.insert(start);
-        }
-    };
-    for line in text.lines() {
-        let first = line.split(' ').next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(a), Ok(_)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                flush(cur.take());
-                cur = Some((a, 0));
-                continue;
-            }
-        }
-        let Some((key, val)) = line.split_once(':') else {
-            continue;
-        };
-        if matches!(key, "Rss" | "Shared_Hugetlb" | "Private_Hugetlb" | "Swap") {
-            let kb: u64 = val
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(1);
-            if let Some((_, n)) = cur.as_mut() {
-                *n += kb;
-            }
-        }
-    }
-    flush(cur);
-    out
 }
 
 /// Pagemap entries per read.
@@ -456,11 +425,7 @@ fn inspect_span(
 /// A pfn-contiguous run: read its kpageflags in one go, cut it where reservedness changes.
 fn finish_run(c: &mut Counts, kf: &File, pgsizes: u64, (vaddr, pfn, npages): (u64, u64, u64)) {
     let flags = read_entries(kf, pfn, npages as usize).unwrap_or_default();
-    let reserved = |i: usize| {
-        flags
-            .get(i)
-            .is_some_and(|f| f & (kpf::RESERVED | kpf::ZERO_PAGE) != 0)
-    };
+    let reserved = |i: usize| flags.get(i).copied().is_some_and(kpf::reserved);
     let mut s = 0usize;
     for i in 0..npages as usize {
         let f = flags.get(i).copied().unwrap_or(0);
@@ -491,9 +456,13 @@ fn finish_run(c: &mut Counts, kf: &File, pgsizes: u64, (vaddr, pfn, npages): (u6
 /// One region the demo made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DemoRegion {
+    /// Its name (`demo-4k`, ...).
     pub name: String,
+    /// Its backing's trace word (`Backing::name`).
     pub backing: String,
+    /// Where it is mapped.
     pub vaddr: u64,
+    /// Bytes.
     pub size: u64,
 }
 
@@ -501,7 +470,9 @@ pub struct DemoRegion {
 /// `HostMm`, and the inspection of exactly those regions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Demo {
+    /// The regions made.
     pub regions: Vec<DemoRegion>,
+    /// Their inspection.
     pub report: Report,
 }
 
@@ -510,10 +481,10 @@ pub struct Demo {
 /// left out with a note. The memory is released before this returns.
 pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
     let mut mm = HostMm::new().map_err(|e| {
-        if e.0.contains("CAP_SYS_ADMIN") {
+        if e.needs_cap_sys_admin() {
             Error::NoCapSysAdmin
         } else {
-            Error::Demo(e.0)
+            Error::Demo(e.to_string())
         }
     })?;
     demo_in(&mut mm, pgsizes)
@@ -522,11 +493,7 @@ pub fn demo(pgsizes: u64) -> Result<Demo, Error> {
 /// `demo` in a `HostMm` the caller keeps (the regions stay until it munmaps or drops them).
 pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
     const M: u64 = 1 << 20;
-    let free_1g =
-        std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+    let free_1g = procfs::free_huge_pages(SZ_1G).unwrap_or(0);
     let mut want = vec![
         ("demo-4k", 8 * M, Backing::Page4k),
         ("demo-thp", 8 * M, Backing::Thp),
@@ -534,7 +501,7 @@ pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
     ];
     let mut notes = Vec::new();
     if free_1g > 0 {
-        want.push(("demo-hugetlb-1g", 1 << 30, Backing::Hugetlb1g));
+        want.push(("demo-hugetlb-1g", SZ_1G, Backing::Hugetlb1g));
     } else {
         notes.push(
             "no free 1 GiB huge page: the demo leaves out hugetlb-1g (reserve one with `echo 1 > \
@@ -554,7 +521,7 @@ pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
             Err(e) if matches!(backing, Backing::Hugetlb2m | Backing::Hugetlb1g) => {
                 notes.push(format!("{} left out: {e}", backing.name()));
             }
-            Err(e) => return Err(Error::Demo(e.0)),
+            Err(e) => return Err(Error::Demo(e.to_string())),
         }
     }
     let ranges: Vec<(u64, u64)> = regions
@@ -569,36 +536,6 @@ pub fn demo_in(mm: &mut HostMm, pgsizes: u64) -> Result<Demo, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_maps_lines() {
-        let t = "00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon\n\
-                 7ffd3c1a2000-7ffd3c1c3000 rw-p 00000000 00:00 0                          [stack]\n\
-                 7f0000000000-7f0000200000 rw-p 00000000 00:00 0 \n";
-        let m = parse_maps(t);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].start, 0x400000);
-        assert_eq!(m[0].name, "/usr/bin/dbus-daemon");
-        assert_eq!(m[1].name, "[stack]");
-        assert_eq!(m[2].name, "");
-        assert_eq!(m[2].perms, "rw-p");
-    }
-
-    #[test]
-    fn smaps_finds_empty_mappings() {
-        let t = "7f0000000000-7f0000200000 ---p 00000000 00:00 0 \n\
-                 Size:               2048 kB\nRss:                   0 kB\n\
-                 Private_Hugetlb:       0 kB\nSwap:                  0 kB\n\
-                 VmFlags: mr mw me\n\
-                 7f0000200000-7f0000400000 rw-p 00000000 00:00 0 \n\
-                 Rss:                   0 kB\nPrivate_Hugetlb:    2048 kB\nSwap: 0 kB\n";
-        let e = smaps_empty(t);
-        assert!(e.contains(&0x7f00_0000_0000));
-        assert!(
-            !e.contains(&0x7f00_0020_0000),
-            "hugetlb pages are not in Rss"
-        );
-    }
 
     #[test]
     fn run_buckets_and_leaves() {

@@ -11,12 +11,15 @@
 //! - `mlock`/`munlock` and the `madvise` advice offered here (`Advice`) change residency and
 //!   page-size policy, never contents, so they are safe on any address.
 //! - `capget`/`capset` change the calling thread's credentials only.
+//!
+//! The `/proc` readers are not here: they need no `unsafe` (`mm::procfs`).
+
+#![cfg(target_os = "linux")]
 
 use std::collections::BTreeMap;
 use std::io;
 
-/// Page size of the base pages (4 KiB).
-const PAGE: u64 = 4096;
+use iommu::{SZ_1G, SZ_2M, SZ_4K as PAGE};
 
 /// `madvise` advice that never changes memory contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,15 +48,18 @@ impl Advice {
 /// hugetlbfs page sizes for `MAP_HUGETLB`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HugeTlb {
+    /// 2 MiB pages (`MAP_HUGE_2MB`).
     Size2M,
+    /// 1 GiB pages (`MAP_HUGE_1GB`).
     Size1G,
 }
 
 impl HugeTlb {
+    /// The page size in bytes.
     pub fn size(self) -> u64 {
         match self {
-            HugeTlb::Size2M => 1 << 21,
-            HugeTlb::Size1G => 1 << 30,
+            HugeTlb::Size2M => SZ_2M,
+            HugeTlb::Size1G => SZ_1G,
         }
     }
 }
@@ -159,10 +165,12 @@ impl Mapping {
         self.base
     }
 
+    /// The length of the mapping as created.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Whether the pages may be written (`PROT_WRITE`).
     pub fn is_writable(&self) -> bool {
         self.writable
     }

@@ -1,74 +1,29 @@
 //! `type1::inspect` against real processes, checked against pagemap and kpageflags read here
 //! independently. Needs root with CAP_SYS_ADMIN.
 
-use std::fs::File;
+mod support_host;
+
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::FileExt;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use support_host::{entry_pfn, in_ci, kpageflags, pagemap, serial, vmlck, G1, K4, M2, PGSIZES};
+use support_host::{KPF_HUGE, KPF_RESERVED, KPF_THP, KPF_ZERO};
 use type1::inspect::{self, Counts, Report};
-use type1::mm::host::{vm_locked_kib, HostMm};
+use type1::mm::host::HostMm;
 use type1::sys::{self, Advice, Mapping};
-
-const K4: u64 = 4 << 10;
-const M2: u64 = 2 << 20;
-const G1: u64 = 1 << 30;
-const PGSIZES: u64 = K4 | M2 | G1;
-
-const KPF_HUGE: u64 = 1 << 17;
-const KPF_THP: u64 = 1 << 22;
-const KPF_ZERO: u64 = 1 << 24;
-const KPF_RESERVED: u64 = 1 << 32;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Raw pagemap entries of `[start, end)` of process `pid` (missing past the readable end).
-fn pagemap(pid: u32, start: u64, end: u64) -> Vec<u64> {
-    let f = File::open(format!("/proc/{pid}/pagemap")).unwrap();
-    let n = ((end - start) / K4) as usize;
-    let mut buf = vec![0u8; n * 8];
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], start / K4 * 8 + done as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => done += k,
-        }
-    }
-    buf[..done - done % 8]
-        .chunks_exact(8)
-        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn kpageflags(pfn: u64) -> u64 {
-    let f = File::open("/proc/kpageflags").unwrap();
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, pfn * 8).unwrap();
-    u64::from_ne_bytes(b)
-}
 
 /// What the report should say about `[start, end)`, computed here from pagemap/kpageflags:
 /// (resident, runs, thp pages, hugetlb pages, reserved pages).
 fn expected(pid: u32, start: u64, end: u64) -> (u64, u64, u64, u64, u64) {
-    let entries = pagemap(pid, start, end);
+    let entries = pagemap(pid, start, (end - start) / K4);
     let (mut resident, mut runs, mut thp, mut huge, mut rsvd) = (0, 0, 0, 0, 0);
     let mut prev: Option<(u64, bool)> = None;
     for e in entries {
-        if e >> 63 == 0 {
+        let Some(pfn) = entry_pfn(e) else {
             prev = None;
             continue;
-        }
-        let pfn = e & ((1 << 55) - 1);
+        };
         let f = kpageflags(pfn);
         let r = f & (KPF_ZERO | KPF_RESERVED) != 0;
         resident += 1;
@@ -227,7 +182,7 @@ fn inspect_of_a_child_process_matches_pagemap() {
 #[test]
 fn demo_regions_match_pagemap() {
     let _g = serial();
-    let before = vm_locked_kib().unwrap();
+    let before = vmlck();
     let mut mm = HostMm::new().unwrap();
     let d = inspect::demo_in(&mut mm, PGSIZES).unwrap();
     for n in &d.report.notes {
@@ -295,7 +250,7 @@ fn demo_regions_match_pagemap() {
         }
     }
     drop(mm);
-    assert_eq!(vm_locked_kib().unwrap(), before);
+    assert_eq!(vmlck(), before);
     // The serializable form the CLI prints.
     let _ = &d.report.total;
 }

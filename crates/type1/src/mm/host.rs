@@ -7,7 +7,8 @@
 //!   2M-aligned), or hugetlb 2M/1G (`MAP_HUGETLB|MAP_HUGE_2MB/1GB`). Every region is faulted in
 //!   at creation (`MADV_POPULATE_WRITE`, or `_READ` for `prot=r`; touching every page where the
 //!   kernel lacks them). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
-//! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry), read in large
+//! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry; the readers are in
+//!   `mm::procfs`, as are those of kpageflags below), read in large
 //!   blocks: one read per pin call covers the whole batch (and reads ahead up to 4096 entries;
 //!   the read-ahead is dropped at every mmap/munmap). Without CAP_SYS_ADMIN the kernel reports
 //!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
@@ -38,142 +39,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use iommu::{Pages, Pfn, SZ_2M};
 
 use super::pincount::PinCounts;
+use super::procfs::{self, folio_of, kpf, page_flags, pagemap, read_entries};
 use super::{
-    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageSource, PfnRun, PinMode, Pinned, Vma,
-    Vmas,
+    cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageAudit, PageSource, PinMode, PinResult,
+    Pinned, Vma, Vmas,
 };
 use super::{Backing, Layout, MmapSpec};
 use crate::sys::{self, Advice, HugeTlb, Mapping};
 use crate::PAGE_SIZE;
-
-const SZ_2M: u64 = 1 << 21;
-const SZ_1G: u64 = 1 << 30;
-
-/// `/proc/PID/pagemap` entry bits.
-pub mod pagemap {
-    /// Page present in RAM.
-    pub const PRESENT: u64 = 1 << 63;
-    /// Page swapped out.
-    pub const SWAPPED: u64 = 1 << 62;
-    /// File page or shared anonymous page.
-    pub const FILE_SHARED: u64 = 1 << 61;
-    /// Page exclusively mapped (since 4.2).
-    pub const EXCLUSIVE: u64 = 1 << 56;
-    /// Bits 0–54: the pfn of a present page (0 without CAP_SYS_ADMIN).
-    pub const PFN_MASK: u64 = (1 << 55) - 1;
-
-    /// The pfn of a present entry.
-    pub fn pfn(entry: u64) -> Option<u64> {
-        (entry & PRESENT != 0).then_some(entry & PFN_MASK)
-    }
-}
-
-/// `/proc/kpageflags` bits (include/uapi/linux/kernel-page-flags.h).
-pub mod kpf {
-    pub const LOCKED: u64 = 1 << 0;
-    pub const ANON: u64 = 1 << 12;
-    pub const COMPOUND_HEAD: u64 = 1 << 15;
-    pub const COMPOUND_TAIL: u64 = 1 << 16;
-    /// hugetlbfs page.
-    pub const HUGE: u64 = 1 << 17;
-    pub const NOPAGE: u64 = 1 << 20;
-    /// Transparent huge page.
-    pub const THP: u64 = 1 << 22;
-    pub const ZERO_PAGE: u64 = 1 << 24;
-    /// `PG_reserved` (exported with the "kernel hacking" flags).
-    pub const RESERVED: u64 = 1 << 32;
-}
-
-/// The error for a missing CAP_SYS_ADMIN (pfn 0 from pagemap).
-pub const NO_CAP_SYS_ADMIN: &str = "reading physical page numbers from /proc/PID/pagemap needs \
-     CAP_SYS_ADMIN: without it the kernel reports pfn 0 for every present page (run as root \
-     with CAP_SYS_ADMIN, or use --memory sim)";
-
-/// Read `n` 64-bit entries from `file` at entry index `index` (pagemap, kpageflags). Returns
-/// fewer at the end of the file (e.g. past the end of the user address space).
-pub fn read_entries(file: &File, index: u64, n: usize) -> io::Result<Vec<u64>> {
-    let mut buf = vec![0u8; n * 8];
-    let mut done = 0usize;
-    let off = index
-        .checked_mul(8)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(k) => done += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(buf[..done - done % 8]
-        .chunks_exact(8)
-        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
-        .collect())
-}
-
-/// `/proc/kpageflags` of one pfn (0 when unreadable).
-pub fn page_flags(kpageflags: &File, pfn: u64) -> u64 {
-    read_entries(kpageflags, pfn, 1)
-        .ok()
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0)
-}
-
-/// The folio holding `pfn`, as `(head pfn, pages)`, from `/proc/kpageflags`. A page that is not
-/// compound, or a compound page whose head is not aligned to its size, is `(pfn, 1)`.
-pub fn folio_of(kpageflags: &File, pfn: u64) -> (u64, u64) {
-    let flags = |p: u64| page_flags(kpageflags, p);
-    let f = flags(pfn);
-    if f & (kpf::COMPOUND_HEAD | kpf::COMPOUND_TAIL) == 0 {
-        return (pfn, 1);
-    }
-    let is_tail = |p: u64| flags(p) & kpf::COMPOUND_TAIL != 0;
-    // The usual cases first: a PMD-sized (2M) or PUD-sized (1G) folio.
-    for order in [9u32, 18] {
-        let n = 1u64 << order;
-        let head = pfn & !(n - 1);
-        if flags(head) & kpf::COMPOUND_HEAD != 0 && is_tail(head + n - 1) && !is_tail(head + n) {
-            return (head, n);
-        }
-    }
-    // Any other order: the nearest aligned head, then where the tails stop.
-    let head = if f & kpf::COMPOUND_HEAD != 0 {
-        Some(pfn)
-    } else {
-        (1..=18u32)
-            .map(|o| pfn & !((1u64 << o) - 1))
-            .find(|&h| flags(h) & kpf::COMPOUND_HEAD != 0)
-    };
-    let Some(head) = head else {
-        return (pfn, 1);
-    };
-    for order in 1..=18u32 {
-        let n = 1u64 << order;
-        if !is_tail(head + n) {
-            if head % n == 0 && pfn < head + n && (n == 1 || is_tail(head + n - 1)) {
-                return (head, n);
-            }
-            break;
-        }
-    }
-    (pfn, 1)
-}
-
-/// `VmLck` of `/proc/self/status`, in KiB.
-pub fn vm_locked_kib() -> io::Result<u64> {
-    let s = std::fs::read_to_string("/proc/self/status")?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| io::Error::other("no VmLck line in /proc/self/status"))
-}
-
-fn mem_err(what: impl std::fmt::Display) -> MemError {
-    MemError(what.to_string())
-}
 
 #[derive(Debug)]
 struct Region {
@@ -184,17 +61,6 @@ struct Region {
     writable: bool,
     /// Index into `HostMm::mappings`.
     mapping: usize,
-}
-
-impl Region {
-    /// The unit of `munmap` (the huge page size for hugetlb).
-    fn unit(&self) -> u64 {
-        match self.backing {
-            Backing::Hugetlb2m => SZ_2M,
-            Backing::Hugetlb1g => SZ_1G,
-            _ => PAGE_SIZE,
-        }
-    }
 }
 
 /// The vaddrs a pinned pfn was pinned at (one per pin).
@@ -274,30 +140,21 @@ impl HostMm {
     /// Open `/proc/self/pagemap` and `/proc/kpageflags` and check that pfns are visible.
     /// Fails, naming CAP_SYS_ADMIN, when they are not.
     pub fn new() -> Result<HostMm, MemError> {
-        let pagemap = File::open("/proc/self/pagemap")
-            .map_err(|e| mem_err(format!("cannot open /proc/self/pagemap: {e}")))?;
-        let kpageflags = File::open("/proc/kpageflags").map_err(|e| {
-            mem_err(format!(
-                "cannot open /proc/kpageflags ({e}): it needs root with CAP_SYS_ADMIN \
-                 (or use --memory sim)"
-            ))
-        })?;
+        let pagemap = File::open("/proc/self/pagemap").map_err(MemError::OpenPagemap)?;
+        let kpageflags = File::open("/proc/kpageflags").map_err(MemError::OpenKpageflags)?;
         // Probe: one page of our own, written, then its pagemap entry.
+        let probe_err = |step| move |err| MemError::Probe { step, err };
         let probe = Mapping::anon(PAGE_SIZE, true, None, None)
-            .map_err(|e| mem_err(format!("mmap of a probe page: {e}")))?;
+            .map_err(probe_err("mmap of a probe page"))?;
         probe
             .touch(probe.base(), PAGE_SIZE)
-            .map_err(|e| mem_err(format!("touching the probe page: {e}")))?;
+            .map_err(probe_err("touching the probe page"))?;
         let e = read_entries(&pagemap, probe.base() / PAGE_SIZE, 1)
-            .map_err(|e| mem_err(format!("reading /proc/self/pagemap: {e}")))?;
+            .map_err(probe_err("reading /proc/self/pagemap"))?;
         match e.first().copied().and_then(pagemap::pfn) {
-            Some(0) => return Err(mem_err(NO_CAP_SYS_ADMIN)),
+            Some(0) => return Err(MemError::NoCapSysAdmin),
             Some(_) => {}
-            None => {
-                return Err(mem_err(
-                    "the probe page is not present in /proc/self/pagemap after writing it",
-                ))
-            }
+            None => return Err(MemError::ProbeAbsent),
         }
         drop(probe);
         Ok(HostMm {
@@ -366,12 +223,12 @@ impl HostMm {
     }
 
     /// The folio of a pfn as `(head pfn, pages)`.
-    pub fn folio_of(&self, pfn: u64) -> (u64, u64) {
+    pub fn folio_of(&self, pfn: Pfn) -> (Pfn, Pages) {
         folio_of(&self.kpageflags, pfn)
     }
 
     fn pfn_reserved(&self, pfn: u64) -> bool {
-        self.page_flags(pfn) & (kpf::RESERVED | kpf::ZERO_PAGE) != 0
+        kpf::reserved(self.page_flags(pfn))
     }
 
     fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
@@ -381,34 +238,29 @@ impl HostMm {
     fn mmap_inner(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
         let name = spec.name.clone();
         if self.names.contains_key(&name) {
-            return Err(mem_err(format!(
-                "a region named {name:?} exists already (munmap it first or choose another name)"
-            )));
+            return Err(MemError::Exists(name));
         }
         let backing = spec.backing;
         if backing == Backing::Pfnmap {
-            return Err(mem_err(format!(
-                "{name:?}: backing=pfnmap is device MMIO, and device MMIO needs a real device \
-                 BAR: use --memory sim"
-            )));
+            return Err(MemError::PfnmapNeedsDevice(name));
         }
-        let unit = match backing {
-            Backing::Hugetlb2m => SZ_2M,
-            Backing::Hugetlb1g => SZ_1G,
-            _ => PAGE_SIZE,
-        };
+        let unit = backing.granule();
         if spec.size == 0 || !spec.size.is_multiple_of(unit) {
-            return Err(mem_err(format!(
-                "size {:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {}",
-                spec.size,
-                backing.name()
-            )));
+            return Err(MemError::BadSize {
+                name,
+                size: spec.size,
+                unit,
+                backing,
+            });
         }
         if let Some(at) = spec.at {
             if !at.is_multiple_of(unit) {
-                return Err(mem_err(format!(
-                    "at {at:#x} of {name:?} must be aligned to {unit:#x}"
-                )));
+                return Err(MemError::Unaligned {
+                    name,
+                    what: "at",
+                    value: at,
+                    align: unit,
+                });
             }
         }
         if spec.layout != Layout::Contiguous {
@@ -435,28 +287,23 @@ impl HostMm {
             (Backing::Thp, None) => Mapping::anon_aligned(spec.size, spec.writable, SZ_2M),
             _ => Mapping::anon(spec.size, spec.writable, spec.at, huge),
         };
-        let m = made.map_err(|e| match (e.raw_os_error(), huge) {
-            (Some(libc::EEXIST), _) => mem_err(format!(
-                "region {name:?} at [{:#x}, {:#x}) overlaps existing memory; choose another at=",
-                spec.at.unwrap_or(0),
-                spec.at.unwrap_or(0) + spec.size
-            )),
-            (Some(libc::ENOMEM), Some(h)) => {
-                let kb = h.size() >> 10;
-                let free = std::fs::read_to_string(format!(
-                    "/sys/kernel/mm/hugepages/hugepages-{kb}kB/free_hugepages"
-                ))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "?".into());
-                mem_err(format!(
-                    "mmap of {name:?} ({} bytes of {} huge pages) failed: not enough free huge \
-                     pages ({free} free); reserve them with `echo N > \
-                     /sys/kernel/mm/hugepages/hugepages-{kb}kB/nr_hugepages`",
-                    spec.size,
-                    backing.name()
-                ))
-            }
-            _ => mem_err(format!("mmap of {name:?} ({} bytes): {e}", spec.size)),
+        let m = made.map_err(|err| match (err.raw_os_error(), huge) {
+            (Some(libc::EEXIST), _) => MemError::Overlap {
+                name: name.clone(),
+                start: spec.at.unwrap_or(0),
+                end: spec.at.unwrap_or(0) + spec.size,
+            },
+            (Some(libc::ENOMEM), Some(h)) => MemError::NoHugePages {
+                name: name.clone(),
+                size: spec.size,
+                backing,
+                free: procfs::free_huge_pages(h.size()),
+            },
+            _ => MemError::Mmap {
+                name: name.clone(),
+                size: spec.size,
+                err,
+            },
         })?;
         let (vaddr, size) = (m.base(), spec.size);
         let advice = match backing {
@@ -465,21 +312,27 @@ impl HostMm {
             _ => None,
         };
         if let Some(a) = advice {
-            sys::madvise(vaddr, size, a)
-                .map_err(|e| mem_err(format!("madvise({a:?}) of {name:?}: {e}")))?;
+            sys::madvise(vaddr, size, a).map_err(|err| MemError::Madvise {
+                name: name.clone(),
+                advice: format!("{a:?}"),
+                err,
+            })?;
         }
         let populate = if spec.writable {
             Advice::PopulateWrite
         } else {
             Advice::PopulateRead
         };
+        let populate_err = |err| MemError::Populate {
+            name: name.clone(),
+            err,
+        };
         if let Err(e) = sys::madvise(vaddr, size, populate) {
             if e.raw_os_error() != Some(libc::EINVAL) {
-                return Err(mem_err(format!("faulting in {name:?}: {e}")));
+                return Err(populate_err(e));
             }
             // A kernel without MADV_POPULATE_* (before 5.14): touch every page.
-            m.touch(vaddr, size)
-                .map_err(|e| mem_err(format!("faulting in {name:?}: {e}")))?;
+            m.touch(vaddr, size).map_err(populate_err)?;
         }
         self.mappings.push(m);
         let idx = self.regions.len();
@@ -507,15 +360,16 @@ impl HostMm {
         let &idx = self
             .names
             .get(name)
-            .ok_or_else(|| mem_err(format!("no region named {name:?}")))?;
+            .ok_or_else(|| MemError::NoSuchRegion(name.to_string()))?;
         let r = &self.regions[idx];
-        let (unit, rvaddr, rsize, mi) = (r.unit(), r.vaddr, r.size, r.mapping);
+        let (unit, rvaddr, rsize, mi) = (r.backing.granule(), r.vaddr, r.size, r.mapping);
         let (off, size) = range.unwrap_or((0, rsize));
-        let bad = || {
-            mem_err(format!(
-                "munmap of {name:?}: offset {off:#x} + size {size:#x} is not inside the region \
-                 ({rsize:#x} bytes) or not aligned to {unit:#x}"
-            ))
+        let bad = || MemError::BadMunmap {
+            name: name.to_string(),
+            offset: off,
+            size,
+            region_size: rsize,
+            unit,
         };
         let end_off = off.checked_add(size).ok_or_else(bad)?;
         if size == 0 || end_off > rsize || !off.is_multiple_of(unit) || !size.is_multiple_of(unit) {
@@ -544,7 +398,12 @@ impl HostMm {
         for (s, e) in free {
             self.mappings[mi]
                 .unmap(s, e - s)
-                .map_err(|err| mem_err(format!("munmap of [{s:#x}, {e:#x}) of {name:?}: {err}")))?;
+                .map_err(|err| MemError::Munmap {
+                    name: name.to_string(),
+                    start: s,
+                    end: e,
+                    err,
+                })?;
         }
         if !self.vmas.values().any(|v| v.region == idx) {
             self.names.remove(name);
@@ -685,20 +544,10 @@ impl HostMm {
 }
 
 impl PageSource for HostMm {
-    fn pin(
-        &mut self,
-        vaddr: u64,
-        npages: u64,
-        write: bool,
-        batch: &mut Batch,
-    ) -> Result<Pinned, MmError> {
+    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> PinResult {
         let vaddr = vaddr & !(PAGE_SIZE - 1);
-        let per_page = batch.mode == PinMode::PerPage;
-        let max_pages = if per_page {
-            npages.min(batch.capacity as u64)
-        } else {
-            npages
-        };
+        let per_page = batch.mode() == PinMode::PerPage;
+        let max_pages = batch.page_limit(npages);
         // The pinnable span: our vmas from vaddr on, as GUP walks on through adjacent vmas, up
         // to a read-only one for a write pin. `avail` = the span without the `npages` bound
         // (how far the read-ahead may go).
@@ -773,8 +622,8 @@ impl PageSource for HostMm {
                 let mut n = 1u64;
                 if !per_page && !reserved {
                     if !(folio.0..folio.1).contains(&pfn) {
-                        let (h, np) = self.folio_of(pfn);
-                        folio = (h, h + np);
+                        let (head, n) = self.folio_of(Pfn(pfn));
+                        folio = (head.0, head.0 + n.0);
                     }
                     while k + (n as usize) < entries.len()
                         && pfn + n < folio.1
@@ -787,12 +636,12 @@ impl PageSource for HostMm {
                 let continues = !per_page
                     && !reserved
                     && k == 0
-                    && batch.runs.last().is_some_and(|last| {
+                    && batch.last().is_some_and(|last| {
                         !last.reserved
                             && last.pfn + last.npages == pfn
                             && (folio.0..folio.1).contains(&last.pfn)
                     });
-                if !per_page && !continues && batch.runs.len() >= batch.capacity {
+                if !per_page && !continues && batch.is_full() {
                     break 'read;
                 }
                 let v = base + k as u64 * PAGE_SIZE;
@@ -803,15 +652,9 @@ impl PageSource for HostMm {
                     }
                 }
                 if continues {
-                    if let Some(last) = batch.runs.last_mut() {
-                        last.npages += n;
-                    }
+                    batch.extend_last(n);
                 } else {
-                    batch.runs.push(PfnRun {
-                        pfn,
-                        npages: n,
-                        reserved,
-                    });
+                    batch.push(pfn, n, reserved);
                 }
                 got += n;
                 k += n as usize;
@@ -819,7 +662,7 @@ impl PageSource for HostMm {
         }
         self.flush_locks();
         if cap_problem {
-            self.violations.push(NO_CAP_SYS_ADMIN.to_string());
+            self.violations.push(super::NO_CAP_SYS_ADMIN.to_string());
         }
         if got == 0 {
             return Err(MmError::NotMapped { vaddr });
@@ -898,31 +741,11 @@ impl PageSource for HostMm {
     fn is_reserved(&self, pfn: u64) -> bool {
         self.pfn_reserved(pfn)
     }
+}
 
-    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
-        let mut n = 0;
-        let mut p = pfn;
-        while p < pfn + npages {
-            let k = (pfn + npages - p).min(Self::MAX_READ as u64) as usize;
-            let flags = read_entries(&self.kpageflags, p, k).unwrap_or_default();
-            if flags.is_empty() {
-                return n + (pfn + npages - p);
-            }
-            n += flags
-                .iter()
-                .filter(|&&f| f & (kpf::RESERVED | kpf::ZERO_PAGE) == 0)
-                .count() as u64;
-            p += flags.len() as u64;
-        }
-        n
-    }
-
-    fn pinned_pages(&self) -> u64 {
-        self.pins.total()
-    }
-
-    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
-        self.pins.ranges()
+impl PageAudit for HostMm {
+    fn pin_counts(&self) -> &PinCounts {
+        &self.pins
     }
 
     fn violations(&self) -> Vec<String> {
@@ -951,8 +774,8 @@ impl Memory for HostMm {
 
     fn folio_size(&self, vaddr: u64) -> Option<u64> {
         let pfn = self.vaddr_to_phys(vaddr)? / PAGE_SIZE;
-        let (_, n) = self.folio_of(pfn);
-        Some(n * PAGE_SIZE)
+        let (_, n) = self.folio_of(Pfn(pfn));
+        n.bytes()
     }
 
     fn notes(&mut self) -> Vec<String> {

@@ -1,12 +1,29 @@
-//! Process memory as the engine sees it: `PageSource` pins and unpins user pages and tells which
-//! pfns are reserved (device MMIO). `sim` is a deterministic model of a process; a real-memory
-//! source would implement the same trait.
+//! Process memory as the engine sees it, and the vocabulary shared by every memory model.
+//!
+//! - The consumer traits: `PageSource` (what the engine calls: pin, unpin, is-reserved),
+//!   `PageAudit` (what the invariant checker and tests read) and `Memory` (what a trace creates:
+//!   mmap, munmap, address lookups).
+//! - The vocabulary: `Backing`, `Layout`, `MmapSpec`, `Pinned`, `MmError` (the engine's view of a
+//!   failed pin) and `MemError` (a failed mmap/munmap, for a person).
+//! - The models: `sim` (deterministic), `host` (this process's real memory, Linux), and
+//!   `AnyMemory` to pick one at run time; `procfs` reads what Linux tells of memory. `batch` is the pin batch both fill, `vma` the vma map
+//!   both split, `pincount` the pin counts both keep.
 
+mod any;
+mod batch;
+#[cfg(target_os = "linux")]
 pub mod host;
 pub mod pincount;
+#[cfg(target_os = "linux")]
+pub mod procfs;
 pub mod sim;
+mod vma;
 
-use crate::PAGE_SIZE;
+pub use any::AnyMemory;
+pub use batch::{Batch, PfnRun, PinMode};
+pub(crate) use vma::{cut_vmas, vma_at, Vma, Vmas};
+
+use pincount::PinCounts;
 
 /// What backs a region.
 #[derive(
@@ -41,6 +58,15 @@ impl Backing {
         }
     }
 
+    /// The granule of `mmap` sizes, `at=` and `munmap` offsets: the huge page size for hugetlb
+    /// (the kernel maps and unmaps whole huge pages), 4K otherwise (a THP may be split).
+    pub fn granule(self) -> u64 {
+        match self {
+            Backing::Hugetlb2m | Backing::Hugetlb1g => self.unit(),
+            _ => crate::PAGE_SIZE,
+        }
+    }
+
     /// The word that names this backing in traces and reports (`4k`, `thp`, `hugetlb-2m`, …).
     pub fn name(self) -> &'static str {
         match self {
@@ -66,13 +92,21 @@ pub enum Layout {
 /// A request to create memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MmapSpec {
+    /// The region's name (what traces and `munmap` call it).
     pub name: String,
+    /// Bytes; a multiple of `backing.granule()`.
     pub size: u64,
+    /// What backs it.
     pub backing: Backing,
+    /// Its physical placement (the model honours it; real memory is placed by the kernel).
     pub layout: Layout,
+    /// The seed of a scattered layout's permutation.
     pub seed: u64,
+    /// `PROT_WRITE`; a read-only region is never written, so it maps the zero page.
     pub writable: bool,
+    /// A fixed vaddr (`MAP_FIXED_NOREPLACE`); `None` lets the allocator choose.
     pub at: Option<u64>,
+    /// A fixed physical address (the model only).
     pub phys: Option<u64>,
 }
 
@@ -92,127 +126,6 @@ impl MmapSpec {
     }
 }
 
-/// How a page source reports what it pinned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PinMode {
-    /// One batch entry per 4 KiB page, at most `capacity` pages: the kernel's `vfio_batch` of
-    /// `struct page` pointers (GUP fills one slot per page).
-    PerPage,
-    /// One batch entry per piece of a folio (a whole 2M/1G huge page in one entry), at most
-    /// `capacity` entries: the large-folio fast path.
-    Folio,
-}
-
-/// A physically contiguous piece of pinned memory in a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PfnRun {
-    pub pfn: u64,
-    pub npages: u64,
-    /// `is_invalid_reserved_pfn`: the page is not accounted and not unpinned.
-    pub reserved: bool,
-}
-
-/// The pin batch (`struct vfio_batch`): what one call of the page source returned, and how much
-/// of it the engine has consumed. Leftovers are carried into the next pin run (spec §3.2).
-#[derive(Debug)]
-pub struct Batch {
-    pub runs: Vec<PfnRun>,
-    /// Index of the current entry.
-    pub idx: usize,
-    /// Pages of `runs[idx]` already consumed.
-    pub off: u64,
-    /// Entries the source may return per call (pages in `PerPage` mode).
-    pub capacity: usize,
-    pub mode: PinMode,
-}
-
-impl Batch {
-    /// The kernel's `VFIO_BATCH_MAX_CAPACITY` (one page of pointers).
-    pub const MAX_CAPACITY: usize = 512;
-
-    pub fn new(mode: PinMode, capacity: usize) -> Self {
-        Batch {
-            runs: Vec::with_capacity(capacity),
-            idx: 0,
-            off: 0,
-            capacity,
-            mode,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.idx >= self.runs.len()
-    }
-
-    pub fn clear(&mut self) {
-        self.runs.clear();
-        self.idx = 0;
-        self.off = 0;
-    }
-
-    /// The current page: (pfn, reserved).
-    pub fn current(&self) -> Option<(u64, bool)> {
-        self.runs
-            .get(self.idx)
-            .map(|r| (r.pfn + self.off, r.reserved))
-    }
-
-    /// `num_pages_contiguous`: pages from the current one on that follow each other physically
-    /// with the same reservedness, at most `max`.
-    pub fn contiguous_pages(&self, max: u64) -> u64 {
-        let Some(first) = self.runs.get(self.idx) else {
-            return 0;
-        };
-        let mut n = (first.npages - self.off).min(max);
-        let mut next = first.pfn + self.off + n;
-        for r in &self.runs[self.idx + 1..] {
-            if n >= max || r.pfn != next || r.reserved != first.reserved {
-                break;
-            }
-            let take = r.npages.min(max - n);
-            n += take;
-            next += take;
-        }
-        n
-    }
-
-    /// Consume `n` pages.
-    pub fn advance(&mut self, mut n: u64) {
-        while n > 0 {
-            let Some(r) = self.runs.get(self.idx) else {
-                return;
-            };
-            let left = r.npages - self.off;
-            if n < left {
-                self.off += n;
-                return;
-            }
-            n -= left;
-            self.idx += 1;
-            self.off = 0;
-        }
-        if self.is_empty() {
-            self.clear();
-        }
-    }
-
-    /// The unconsumed pages, as runs (for `vfio_batch_unpin`).
-    pub fn leftovers(&self) -> impl Iterator<Item = PfnRun> + '_ {
-        self.runs
-            .iter()
-            .enumerate()
-            .skip(self.idx)
-            .map(move |(i, r)| {
-                let skip = if i == self.idx { self.off } else { 0 };
-                PfnRun {
-                    pfn: r.pfn + skip,
-                    npages: r.npages - skip,
-                    reserved: r.reserved,
-                }
-            })
-    }
-}
-
 /// What one pin call produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pinned {
@@ -220,35 +133,51 @@ pub enum Pinned {
     Pages,
     /// A `VM_PFNMAP` range (device MMIO): `npages` physically contiguous reserved pfns from `pfn`
     /// up to the end of the user page-table leaf, not pinned; the batch stays empty.
-    Pfnmap { pfn: u64, npages: u64 },
+    Pfnmap {
+        /// The first pfn.
+        pfn: u64,
+        /// Pages from `pfn`.
+        npages: u64,
+    },
 }
+
+/// What `PageSource::pin` returns.
+pub type PinResult = Result<Pinned, MmError>;
 
 /// Why pinning failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MmError {
+    /// No vma holds `vaddr` (GUP's -EFAULT).
     #[error("nothing is mapped at vaddr {vaddr:#x}")]
-    NotMapped { vaddr: u64 },
+    NotMapped {
+        /// The first page that could not be pinned.
+        vaddr: u64,
+    },
+    /// A write pin of a read-only mapping.
     #[error(
         "vaddr {vaddr:#x} is in a read-only mapping ({name}) and the map asks for device writes"
     )]
-    ReadOnly { vaddr: u64, name: String },
+    ReadOnly {
+        /// The first page that could not be pinned.
+        vaddr: u64,
+        /// The region it belongs to.
+        name: String,
+    },
+    /// A fault injector made the pin fail.
     #[error("injected failure of the pin at vaddr {vaddr:#x}")]
-    Injected { vaddr: u64 },
+    Injected {
+        /// The vaddr of the pin call.
+        vaddr: u64,
+    },
 }
 
-/// Pins user memory.
-pub trait PageSource {
-    /// `vaddr_get_pfns`: pin up to `npages` pages from `vaddr` (at most `batch.capacity` entries)
-    /// into `batch` (which is empty), for device writes if `write`. Stops early at a page it cannot
-    /// pin; fails only if it cannot pin the first one. A `VM_PFNMAP` mapping returns
-    /// `Pinned::Pfnmap` instead.
-    fn pin(
-        &mut self,
-        vaddr: u64,
-        npages: u64,
-        write: bool,
-        batch: &mut Batch,
-    ) -> Result<Pinned, MmError>;
+/// Pins user memory: what the engine's map and unmap paths call.
+pub trait PageSource: PageAudit {
+    /// `vaddr_get_pfns`: pin up to `npages` pages from `vaddr` (at most `batch.page_limit`, and
+    /// no entry past `batch.is_full`) into `batch` (which is empty), for device writes if
+    /// `write`. Stops early at a page it cannot pin; fails only if it cannot pin the first one.
+    /// A `VM_PFNMAP` mapping returns `Pinned::Pfnmap` instead.
+    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> PinResult;
 
     /// Drop one pin from each of `npages` pages from `pfn`; reserved pfns are skipped when
     /// `skip_reserved`. `dirty` marks the pages dirty (the device could write them). Returns the
@@ -258,15 +187,10 @@ pub trait PageSource {
     /// Whether `pfn` is reserved (`is_invalid_reserved_pfn`).
     fn is_reserved(&self, pfn: u64) -> bool;
 
-    /// Non-reserved pages among `npages` from `pfn`.
-    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64;
-
-    /// Pins held in total (the sum of every page's pin count).
-    fn pinned_pages(&self) -> u64;
-
-    /// Every pinned range as `(first pfn, pages, pin count)`, in pfn order, adjacent ranges of
-    /// equal count merged.
-    fn pin_ranges(&self) -> Vec<(u64, u64, u32)>;
+    /// Pins held in total (the sum of every page's pin count): what a replay reports.
+    fn pinned_pages(&self) -> u64 {
+        self.pin_counts().total()
+    }
 
     /// The kernel whose behaviour to reproduce where the memory side differs: on 6.1 a
     /// never-written read-only page (the shared zero page) is a reserved pfn, never charged.
@@ -275,6 +199,19 @@ pub trait PageSource {
     /// The engine finished a map or an unmap: work the source deferred (e.g. `munlock` of pages
     /// whose last pin dropped) may be done now, in bulk.
     fn flush(&mut self) {}
+}
+
+/// What the invariant checker and the tests read from a page source; the map and unmap paths
+/// never call it. A supertrait of `PageSource`, so whatever the engine pins through it can audit.
+pub trait PageAudit {
+    /// The pin counts by pfn (non-reserved pages only).
+    fn pin_counts(&self) -> &PinCounts;
+
+    /// Every pinned range as `(first pfn, pages, pin count)`, in pfn order, adjacent ranges of
+    /// equal count merged.
+    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
+        self.pin_counts().ranges()
+    }
 
     /// Reserved pfn ranges `[start, end)` (device MMIO).
     fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
@@ -287,11 +224,209 @@ pub trait PageSource {
     }
 }
 
-/// An error of a memory model's own operations (bad `mmap`/`munmap` input, an OS failure),
-/// as a sentence for a person.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct MemError(pub String);
+/// `[pfn, pfn + npages)` minus the `reserved` pfn ranges (`[start, end)` each), as
+/// `(first pfn, pages)` pieces in pfn order: what an unpin with `skip_reserved` drops, and what
+/// the invariant checker expects pinned.
+pub fn unreserved_pieces(pfn: u64, npages: u64, reserved: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut pieces = vec![(pfn, pfn + npages)];
+    for &(rs, re) in reserved {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(s, e)| {
+                if re <= s || rs >= e {
+                    vec![(s, e)]
+                } else {
+                    let mut v = Vec::new();
+                    if s < rs {
+                        v.push((s, rs));
+                    }
+                    if re < e {
+                        v.push((re, e));
+                    }
+                    v
+                }
+            })
+            .collect();
+    }
+    pieces.into_iter().map(|(s, e)| (s, e - s)).collect()
+}
+
+/// The error for a missing CAP_SYS_ADMIN (pfn 0 from pagemap).
+pub const NO_CAP_SYS_ADMIN: &str = "reading physical page numbers from /proc/PID/pagemap needs \
+     CAP_SYS_ADMIN: without it the kernel reports pfn 0 for every present page (run as root \
+     with CAP_SYS_ADMIN, or use --memory sim)";
+
+/// An error of a memory model's own operations: bad `mmap`/`munmap` input (both models), or an
+/// OS failure (`host`). Each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// The name is taken.
+    #[error("a region named {0:?} exists already (munmap it first or choose another name)")]
+    Exists(String),
+    /// No region has this name (or it was munmapped).
+    #[error("no region named {0:?}")]
+    NoSuchRegion(String),
+    /// The size is zero or not a multiple of the backing's unit.
+    #[error(
+        "size {size:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {}",
+        .backing.name()
+    )]
+    BadSize {
+        /// The region.
+        name: String,
+        /// The size asked.
+        size: u64,
+        /// What it must be a multiple of.
+        unit: u64,
+        /// The backing asked.
+        backing: Backing,
+    },
+    /// `at=` or `phys=` is not aligned as the backing needs.
+    #[error("{what} {value:#x} of {name:?} must be aligned to {align:#x}")]
+    Unaligned {
+        /// The region.
+        name: String,
+        /// `at` or `phys`.
+        what: &'static str,
+        /// The address asked.
+        value: u64,
+        /// The alignment needed.
+        align: u64,
+    },
+    /// `[start, end)` overlaps memory already mapped.
+    #[error(
+        "region {name:?} at [{start:#x}, {end:#x}) overlaps existing memory; choose another at="
+    )]
+    Overlap {
+        /// The region.
+        name: String,
+        /// Its first address.
+        start: u64,
+        /// Its end (exclusive).
+        end: u64,
+    },
+    /// A BAR cannot be scattered.
+    #[error("{0:?}: a pfnmap region is one contiguous BAR; layout=scattered is not possible")]
+    ScatteredPfnmap(String),
+    /// The munmap range is outside the region or not aligned to its unit.
+    #[error("munmap of {name:?}: offset {offset:#x} + size {size:#x} is not inside the region ({region_size:#x} bytes) or not aligned to {unit:#x}")]
+    BadMunmap {
+        /// The region.
+        name: String,
+        /// Offset asked, from the region's start.
+        offset: u64,
+        /// Size asked.
+        size: u64,
+        /// The region's size.
+        region_size: u64,
+        /// What offset and size must be multiples of.
+        unit: u64,
+    },
+    /// The region would pass the end of the address space.
+    #[error("{name:?} does not fit in the address space (size {size:#x})")]
+    NoSpace {
+        /// The region.
+        name: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Real memory has no device BAR to map.
+    #[error(
+        "{0:?}: backing=pfnmap is device MMIO, and device MMIO needs a real device BAR: use \
+         --memory sim"
+    )]
+    PfnmapNeedsDevice(String),
+    /// The hugetlb pool has too few free pages.
+    #[error(
+        "mmap of {name:?} ({size} bytes of {} huge pages) failed: not enough free huge pages \
+         ({} free); reserve them with `echo N > \
+         /sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages`",
+        .backing.name(),
+        .free.map_or_else(|| "?".to_string(), |n| n.to_string()),
+        .backing.unit() >> 10
+    )]
+    NoHugePages {
+        /// The region.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// `hugetlb-2m` or `hugetlb-1g`.
+        backing: Backing,
+        /// Free pages of that size (`None`: unreadable).
+        free: Option<u64>,
+    },
+    /// `mmap` failed otherwise.
+    #[error("mmap of {name:?} ({size} bytes): {err}")]
+    Mmap {
+        /// The region.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// What the kernel said.
+        err: std::io::Error,
+    },
+    /// `madvise` (huge-page policy) failed.
+    #[error("madvise({advice}) of {name:?}: {err}")]
+    Madvise {
+        /// The region.
+        name: String,
+        /// The advice, as `sys::Advice` names it.
+        advice: String,
+        /// What the kernel said.
+        err: std::io::Error,
+    },
+    /// Faulting the region in failed.
+    #[error("faulting in {name:?}: {err}")]
+    Populate {
+        /// The region.
+        name: String,
+        /// What the kernel said.
+        err: std::io::Error,
+    },
+    /// `munmap` of `[start, end)` failed.
+    #[error("munmap of [{start:#x}, {end:#x}) of {name:?}: {err}")]
+    Munmap {
+        /// The region.
+        name: String,
+        /// First address.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+        /// What the kernel said.
+        err: std::io::Error,
+    },
+    /// `/proc/self/pagemap` cannot be opened.
+    #[error("cannot open /proc/self/pagemap: {0}")]
+    OpenPagemap(std::io::Error),
+    /// `/proc/kpageflags` cannot be opened (it needs root).
+    #[error(
+        "cannot open /proc/kpageflags ({0}): it needs root with CAP_SYS_ADMIN (or use --memory \
+         sim)"
+    )]
+    OpenKpageflags(std::io::Error),
+    /// A step of the start-up probe (one page mapped, written, looked up) failed.
+    #[error("{step}: {err}")]
+    Probe {
+        /// What was being done.
+        step: &'static str,
+        /// What the kernel said.
+        err: std::io::Error,
+    },
+    /// The probe page was written but pagemap says it is not present.
+    #[error("the probe page is not present in /proc/self/pagemap after writing it")]
+    ProbeAbsent,
+    /// Pagemap shows pfn 0: the process lacks CAP_SYS_ADMIN.
+    #[error("{}", NO_CAP_SYS_ADMIN)]
+    NoCapSysAdmin,
+}
+
+impl MemError {
+    /// Whether the cure is root with CAP_SYS_ADMIN (pagemap shows no pfns, or kpageflags is
+    /// closed).
+    pub fn needs_cap_sys_admin(&self) -> bool {
+        matches!(self, MemError::NoCapSysAdmin | MemError::OpenKpageflags(_))
+    }
+}
 
 /// A process's memory that traces can create and the engine can pin: `sim::SimMm` (a model)
 /// or `host::HostMm` (the real process).
@@ -310,125 +445,5 @@ pub trait Memory: PageSource {
     /// Notes for the user about what the model did not honour (e.g. `phys=` on real memory).
     fn notes(&mut self) -> Vec<String> {
         Vec::new()
-    }
-}
-
-/// A mapping of a region's address range (a piece of it after a partial munmap), keyed by its
-/// start in a `Vmas` map. Shared by the models.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Vma {
-    pub end: u64,
-    pub region: usize,
-}
-
-/// A process's vmas: start → vma, disjoint.
-pub(crate) type Vmas = std::collections::BTreeMap<u64, Vma>;
-
-/// The vma holding `vaddr`, with its start.
-pub(crate) fn vma_at(vmas: &Vmas, vaddr: u64) -> Option<(u64, Vma)> {
-    let (&s, &v) = vmas.range(..=vaddr).next_back()?;
-    (vaddr < v.end).then_some((s, v))
-}
-
-/// Cut `[start, end)` out of region `region`'s vmas, keeping what lies on either side; returns
-/// the pieces removed, as `[s, e)` ranges in address order.
-pub(crate) fn cut_vmas(vmas: &mut Vmas, region: usize, start: u64, end: u64) -> Vec<(u64, u64)> {
-    let hit: Vec<(u64, Vma)> = vmas
-        .range(..end)
-        .filter(|(&s, v)| v.region == region && v.end > start && s < end)
-        .map(|(&s, &v)| (s, v))
-        .collect();
-    let mut gone = Vec::with_capacity(hit.len());
-    for (s, v) in hit {
-        vmas.remove(&s);
-        if s < start {
-            vmas.insert(s, Vma { end: start, region });
-        }
-        if v.end > end {
-            vmas.insert(end, Vma { end: v.end, region });
-        }
-        gone.push((s.max(start), v.end.min(end)));
-    }
-    gone
-}
-
-/// Bytes to pages.
-pub fn pages(bytes: u64) -> u64 {
-    bytes / PAGE_SIZE
-}
-
-/// The memory a trace runs on, chosen at run time: the model or the real process.
-#[derive(Debug)]
-pub enum AnyMemory {
-    Sim(sim::SimMm),
-    Host(host::HostMm),
-}
-
-macro_rules! delegate {
-    ($self:ident, $m:ident => $e:expr) => {
-        match $self {
-            AnyMemory::Sim($m) => $e,
-            AnyMemory::Host($m) => $e,
-        }
-    };
-}
-
-impl PageSource for AnyMemory {
-    fn pin(
-        &mut self,
-        vaddr: u64,
-        npages: u64,
-        write: bool,
-        batch: &mut Batch,
-    ) -> Result<Pinned, MmError> {
-        delegate!(self, m => m.pin(vaddr, npages, write, batch))
-    }
-    fn unpin(&mut self, pfn: u64, npages: u64, dirty: bool, skip_reserved: bool) -> u64 {
-        delegate!(self, m => m.unpin(pfn, npages, dirty, skip_reserved))
-    }
-    fn is_reserved(&self, pfn: u64) -> bool {
-        delegate!(self, m => m.is_reserved(pfn))
-    }
-    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
-        delegate!(self, m => m.unreserved_pages(pfn, npages))
-    }
-    fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
-        delegate!(self, m => m.reserved_pfn_ranges())
-    }
-    fn pinned_pages(&self) -> u64 {
-        delegate!(self, m => m.pinned_pages())
-    }
-    fn flush(&mut self) {
-        delegate!(self, m => m.flush())
-    }
-    fn set_kernel_profile(&mut self, profile: crate::KernelProfile) {
-        delegate!(self, m => m.set_kernel_profile(profile))
-    }
-    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
-        delegate!(self, m => m.pin_ranges())
-    }
-    fn violations(&self) -> Vec<String> {
-        delegate!(self, m => m.violations())
-    }
-}
-
-impl Memory for AnyMemory {
-    fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
-        delegate!(self, m => Memory::mmap(m, spec))
-    }
-    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {
-        delegate!(self, m => Memory::munmap(m, name, range))
-    }
-    fn region_vaddr(&self, name: &str) -> Option<u64> {
-        delegate!(self, m => Memory::region_vaddr(m, name))
-    }
-    fn vaddr_to_phys(&self, vaddr: u64) -> Option<u64> {
-        delegate!(self, m => Memory::vaddr_to_phys(m, vaddr))
-    }
-    fn folio_size(&self, vaddr: u64) -> Option<u64> {
-        delegate!(self, m => Memory::folio_size(m, vaddr))
-    }
-    fn notes(&mut self) -> Vec<String> {
-        delegate!(self, m => m.notes())
     }
 }

@@ -11,6 +11,7 @@ pub struct PinCounts {
 }
 
 impl PinCounts {
+    /// No pins.
     pub fn new() -> Self {
         Self::default()
     }
@@ -158,11 +159,18 @@ impl PinCounts {
 mod tests {
     use super::*;
 
+    /// The counts after one pin of each `(start, pages)` in turn.
+    fn pinned(adds: &[(u64, u64)]) -> PinCounts {
+        let mut p = PinCounts::new();
+        for &(start, n) in adds {
+            p.add(start, n);
+        }
+        p
+    }
+
     #[test]
     fn add_sub_merge_and_overlap() {
-        let mut p = PinCounts::new();
-        p.add(10, 5);
-        p.add(15, 5);
+        let mut p = pinned(&[(10, 5), (15, 5)]);
         assert_eq!(
             p.ranges(),
             vec![(10, 10, 1)],
@@ -183,10 +191,7 @@ mod tests {
 
     #[test]
     fn fast_paths_keep_the_canonical_form() {
-        let mut p = PinCounts::new();
-        p.add(10, 2);
-        p.add(14, 2);
-        p.add(12, 2);
+        let mut p = pinned(&[(10, 2), (14, 2), (12, 2)]);
         assert_eq!(
             p.ranges(),
             vec![(10, 6, 1)],
@@ -197,9 +202,8 @@ mod tests {
         assert_eq!(p.sub(10, 2), 0);
         assert_eq!(p.sub(14, 2), 0);
         assert!(p.ranges().is_empty());
-        p.add(0, 4);
-        p.add(0, 4);
-        p.add(4, 4);
+        assert_eq!(p, PinCounts::new(), "empty again");
+        let p = pinned(&[(0, 4), (0, 4), (4, 4)]);
         assert_eq!(
             p.ranges(),
             vec![(0, 4, 2), (4, 4, 1)],
@@ -210,10 +214,7 @@ mod tests {
 
     #[test]
     fn add_over_gap_fills_with_one() {
-        let mut p = PinCounts::new();
-        p.add(0, 2);
-        p.add(4, 2);
-        p.add(0, 8);
+        let p = pinned(&[(0, 2), (4, 2), (0, 8)]);
         assert_eq!(p.ranges(), vec![(0, 2, 2), (2, 2, 1), (4, 2, 2), (6, 2, 1)]);
         assert_eq!(p.total(), 12);
     }

@@ -16,54 +16,11 @@ use iommu::{FaultInjector, FaultPoint};
 
 use super::pincount::PinCounts;
 use super::{
-    cut_vmas, vma_at, Backing, Batch, Layout, MemError, Memory, MmError, MmapSpec, PageSource,
-    PfnRun, PinMode, Pinned, Vma, Vmas,
+    cut_vmas, unreserved_pieces, vma_at, Backing, Batch, Layout, MemError, Memory, MmError,
+    MmapSpec, PageAudit, PageSource, PinMode, PinResult, Pinned, Vma, Vmas,
 };
 use crate::PAGE_SIZE;
-
-const SZ_2M: u64 = 1 << 21;
-const SZ_1G: u64 = 1 << 30;
-
-/// Errors of the model itself (bad trace input), not of the engine.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SimError {
-    #[error("a region named {0:?} exists already (munmap it first or choose another name)")]
-    Exists(String),
-    #[error("no region named {0:?}")]
-    NoSuchRegion(String),
-    #[error(
-        "size {size:#x} of {name:?} must be a non-zero multiple of {unit:#x} for backing {backing}"
-    )]
-    BadSize {
-        name: String,
-        size: u64,
-        unit: u64,
-        backing: &'static str,
-    },
-    #[error("{what} {value:#x} of {name:?} must be aligned to {align:#x}")]
-    Unaligned {
-        name: String,
-        what: &'static str,
-        value: u64,
-        align: u64,
-    },
-    #[error(
-        "region {name:?} at [{start:#x}, {end:#x}) overlaps existing memory; choose another at="
-    )]
-    Overlap { name: String, start: u64, end: u64 },
-    #[error("{0:?}: a pfnmap region is one contiguous BAR; layout=scattered is not possible")]
-    ScatteredPfnmap(String),
-    #[error("munmap of {name:?}: offset {offset:#x} + size {size:#x} is not inside the region ({region_size:#x} bytes) or not aligned to {unit:#x}")]
-    BadMunmap {
-        name: String,
-        offset: u64,
-        size: u64,
-        region_size: u64,
-        unit: u64,
-    },
-    #[error("{name:?} does not fit in the address space (size {size:#x})")]
-    NoSpace { name: String, size: u64 },
-}
+use iommu::{SZ_1G, SZ_2M};
 
 #[derive(Clone, Debug)]
 struct Region {
@@ -140,6 +97,20 @@ impl Default for SimMm {
     }
 }
 
+/// `value` (`what`: `at` or `phys` of region `name`) if it is aligned to `align`.
+fn aligned(name: &str, what: &'static str, value: u64, align: u64) -> Result<u64, MemError> {
+    if value.is_multiple_of(align) {
+        Ok(value)
+    } else {
+        Err(MemError::Unaligned {
+            name: name.to_string(),
+            what,
+            value,
+            align,
+        })
+    }
+}
+
 fn align_up(x: u64, a: u64) -> Option<u64> {
     x.checked_add(a - 1).map(|v| v & !(a - 1))
 }
@@ -184,6 +155,7 @@ impl SimMm {
     /// Where device MMIO is placed (below 2^48, inside every format's output range).
     pub const MMIO_BASE: u64 = 0xe000_0000_0000;
 
+    /// An empty process.
     pub fn new() -> Self {
         SimMm {
             regions: Vec::new(),
@@ -244,30 +216,27 @@ impl SimMm {
     }
 
     /// Create a region; returns its vaddr.
-    pub fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, SimError> {
+    pub fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
         let name = spec.name.clone();
         if self.names.contains_key(&name) {
-            return Err(SimError::Exists(name));
+            return Err(MemError::Exists(name));
         }
         let backing = spec.backing;
         let unit = backing.unit();
-        let size_unit = match backing {
-            Backing::Hugetlb2m | Backing::Hugetlb1g => unit,
-            _ => PAGE_SIZE,
-        };
+        let size_unit = backing.granule();
         if spec.size == 0 || !spec.size.is_multiple_of(size_unit) {
-            return Err(SimError::BadSize {
+            return Err(MemError::BadSize {
                 name,
                 size: spec.size,
                 unit: size_unit,
-                backing: backing.name(),
+                backing,
             });
         }
         if backing == Backing::Pfnmap && spec.layout == Layout::Scattered {
-            return Err(SimError::ScatteredPfnmap(name));
+            return Err(MemError::ScatteredPfnmap(name));
         }
         let nunits = spec.size.div_ceil(unit);
-        let no_space = || SimError::NoSpace {
+        let no_space = || MemError::NoSpace {
             name: spec.name.clone(),
             size: spec.size,
         };
@@ -281,22 +250,7 @@ impl SimMm {
             _ => unit,
         };
         let vaddr = match spec.at {
-            Some(at) => {
-                let need = if matches!(backing, Backing::Hugetlb2m | Backing::Hugetlb1g) {
-                    unit
-                } else {
-                    PAGE_SIZE
-                };
-                if at % need != 0 {
-                    return Err(SimError::Unaligned {
-                        name,
-                        what: "at",
-                        value: at,
-                        align: need,
-                    });
-                }
-                at
-            }
+            Some(at) => aligned(&name, "at", at, size_unit)?,
             None => align_up(self.next_vaddr, valign).ok_or_else(no_space)?,
         };
         let vend = vaddr.checked_add(spec.size).ok_or_else(no_space)?;
@@ -306,7 +260,7 @@ impl SimMm {
             .next_back()
             .is_some_and(|(_, v)| v.end > vaddr);
         if overlap {
-            return Err(SimError::Overlap {
+            return Err(MemError::Overlap {
                 name,
                 start: vaddr,
                 end: vend,
@@ -324,14 +278,7 @@ impl SimMm {
                 } else {
                     unit
                 };
-                if p % need != 0 {
-                    return Err(SimError::Unaligned {
-                        name,
-                        what: "phys",
-                        value: p,
-                        align: need,
-                    });
-                }
+                aligned(&name, "phys", p, need)?;
                 p.checked_add(pspan).ok_or_else(no_space)?;
                 p
             }
@@ -391,18 +338,15 @@ impl SimMm {
     }
 
     /// Remove a region, or `size` bytes of it from `offset`. Pins already taken stay valid.
-    pub fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), SimError> {
+    pub fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {
         let &idx = self
             .names
             .get(name)
-            .ok_or_else(|| SimError::NoSuchRegion(name.to_string()))?;
+            .ok_or_else(|| MemError::NoSuchRegion(name.to_string()))?;
         let r = self.regions[idx].clone();
-        let unit = match r.backing {
-            Backing::Hugetlb2m | Backing::Hugetlb1g => r.backing.unit(),
-            _ => PAGE_SIZE,
-        };
+        let unit = r.backing.granule();
         let (off, size) = range.unwrap_or((0, r.size));
-        let bad = || SimError::BadMunmap {
+        let bad = || MemError::BadMunmap {
             name: name.to_string(),
             offset: off,
             size,
@@ -434,6 +378,12 @@ impl SimMm {
     /// The pin count of one pfn.
     pub fn pin_count(&self, pfn: u64) -> u32 {
         self.pins.get(pfn)
+    }
+
+    /// Every pinned range as `(first pfn, pages, pin count)` (`PageAudit::pin_ranges`, callable
+    /// without naming the trait).
+    pub fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
+        self.pins.ranges()
     }
 
     fn pin_pfnmap(
@@ -478,13 +428,7 @@ impl PageSource for SimMm {
         self.zero_page_reserved = profile == crate::KernelProfile::V6_1;
     }
 
-    fn pin(
-        &mut self,
-        vaddr: u64,
-        npages: u64,
-        write: bool,
-        batch: &mut Batch,
-    ) -> Result<Pinned, MmError> {
+    fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> PinResult {
         if self
             .faults
             .as_deref()
@@ -498,12 +442,7 @@ impl PageSource for SimMm {
         if self.regions[vma.region].backing == Backing::Pfnmap {
             return self.pin_pfnmap(vaddr, npages, write, vstart, vma);
         }
-        let per_page = batch.mode == PinMode::PerPage;
-        let max_pages = if per_page {
-            npages.min(batch.capacity as u64)
-        } else {
-            npages
-        };
+        let max_pages = batch.page_limit(npages);
         let mut addr = vaddr;
         let mut got = 0u64;
         // Pin counts are updated once per physically contiguous stretch, not per entry.
@@ -524,37 +463,25 @@ impl PageSource for SimMm {
                 break;
             }
             while got < max_pages && addr < vma.end {
-                if !per_page && batch.runs.len() >= batch.capacity {
+                if batch.is_full() {
                     break 'vmas;
                 }
                 let off = addr - r.vaddr;
                 let (paddr, folio_left) = r.locate(off);
                 let span =
                     (r.contiguous_bytes(off).min(vma.end - addr) / PAGE_SIZE).min(max_pages - got);
-                // Base pages are folios of one page each: an entry per page, as per-page mode.
-                let base_pages = per_page || r.backing == Backing::Page4k;
-                let n = if base_pages {
-                    span.min(batch.capacity as u64 - batch.runs.len() as u64)
-                        .max(1)
-                } else {
-                    span.min(folio_left)
-                };
-                let n = if per_page { span } else { n };
                 let pfn = paddr / PAGE_SIZE;
                 let reserved = r.zero_reserved;
-                if base_pages {
-                    batch.runs.extend((0..n).map(|i| PfnRun {
-                        pfn: pfn + i,
-                        npages: 1,
-                        reserved,
-                    }));
+                // Base pages are folios of one page each: an entry per page, as per-page mode.
+                let n = if batch.mode() == PinMode::PerPage || r.backing == Backing::Page4k {
+                    let n = span.min(batch.entries_left());
+                    batch.push_pages(pfn, n, reserved);
+                    n
                 } else {
-                    batch.runs.push(PfnRun {
-                        pfn,
-                        npages: n,
-                        reserved,
-                    });
-                }
+                    let n = span.min(folio_left);
+                    batch.push(pfn, n, reserved);
+                    n
+                };
                 if reserved {
                     // Reserved pfns are not pinned (and never unpinned).
                     got += n;
@@ -583,38 +510,21 @@ impl PageSource for SimMm {
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, skip_reserved: bool) -> u64 {
-        let end = pfn + npages;
-        let mut pieces = vec![(pfn, end)];
-        if skip_reserved {
-            for &(ms, me) in &self.mmio {
-                pieces = pieces
-                    .into_iter()
-                    .flat_map(|(s, e)| {
-                        if me <= s || ms >= e {
-                            vec![(s, e)]
-                        } else {
-                            let mut v = Vec::new();
-                            if s < ms {
-                                v.push((s, ms));
-                            }
-                            if me < e {
-                                v.push((me, e));
-                            }
-                            v
-                        }
-                    })
-                    .collect();
-            }
-        }
+        let pieces = if skip_reserved {
+            unreserved_pieces(pfn, npages, &self.mmio)
+        } else {
+            vec![(pfn, npages)]
+        };
         let mut done = 0;
-        for (s, e) in pieces {
-            let missing = self.pins.sub(s, e - s);
+        for (s, n) in pieces {
+            let missing = self.pins.sub(s, n);
             if missing != 0 {
+                let e = s + n;
                 self.violations.push(format!(
                     "unpin of {missing} page(s) in pfn range [{s:#x}, {e:#x}) that were not pinned"
                 ));
             }
-            done += e - s - missing;
+            done += n - missing;
         }
         done
     }
@@ -622,27 +532,15 @@ impl PageSource for SimMm {
     fn is_reserved(&self, pfn: u64) -> bool {
         self.mmio.iter().any(|&(s, e)| pfn >= s && pfn < e)
     }
+}
 
-    fn unreserved_pages(&self, pfn: u64, npages: u64) -> u64 {
-        let end = pfn + npages;
-        let reserved: u64 = self
-            .mmio
-            .iter()
-            .map(|&(s, e)| e.min(end).saturating_sub(s.max(pfn)))
-            .sum();
-        npages - reserved.min(npages)
+impl PageAudit for SimMm {
+    fn pin_counts(&self) -> &PinCounts {
+        &self.pins
     }
 
     fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
         self.mmio.clone()
-    }
-
-    fn pinned_pages(&self) -> u64 {
-        self.pins.total()
-    }
-
-    fn pin_ranges(&self) -> Vec<(u64, u64, u32)> {
-        self.pins.ranges()
     }
 
     fn violations(&self) -> Vec<String> {
@@ -652,10 +550,10 @@ impl PageSource for SimMm {
 
 impl Memory for SimMm {
     fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
-        SimMm::mmap(self, spec).map_err(|e| MemError(e.to_string()))
+        SimMm::mmap(self, spec)
     }
     fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<(), MemError> {
-        SimMm::munmap(self, name, range).map_err(|e| MemError(e.to_string()))
+        SimMm::munmap(self, name, range)
     }
     fn region_vaddr(&self, name: &str) -> Option<u64> {
         SimMm::region_vaddr(self, name)
@@ -672,6 +570,13 @@ impl Memory for SimMm {
 mod tests {
     use super::*;
 
+    /// A model holding one region; returns it and the region's vaddr.
+    fn with_region(name: &str, size: u64, backing: Backing) -> (SimMm, u64) {
+        let mut mm = SimMm::new();
+        let v = mm.mmap(&MmapSpec::new(name, size, backing)).unwrap();
+        (mm, v)
+    }
+
     #[test]
     fn permute_is_a_permutation() {
         for n in [1u64, 2, 3, 7, 64, 1000] {
@@ -683,10 +588,7 @@ mod tests {
 
     #[test]
     fn contiguous_4k_is_not_2m_aligned_and_thp_is() {
-        let mut mm = SimMm::new();
-        let v = mm
-            .mmap(&MmapSpec::new("a", 4 << 20, Backing::Page4k))
-            .unwrap();
+        let (mut mm, v) = with_region("a", 4 << 20, Backing::Page4k);
         assert_eq!(mm.vaddr_to_phys(v).unwrap() % SZ_2M, PAGE_SIZE);
         let t = mm.mmap(&MmapSpec::new("t", 4 << 20, Backing::Thp)).unwrap();
         let p = mm.vaddr_to_phys(t).unwrap();
@@ -711,35 +613,29 @@ mod tests {
 
     #[test]
     fn pin_stops_at_hole_and_fails_on_it() {
-        let mut mm = SimMm::new();
-        let v = mm
-            .mmap(&MmapSpec::new("a", 8 * PAGE_SIZE, Backing::Page4k))
-            .unwrap();
+        let (mut mm, v) = with_region("a", 8 * PAGE_SIZE, Backing::Page4k);
         mm.munmap("a", Some((4 * PAGE_SIZE, 4 * PAGE_SIZE)))
             .unwrap();
         let mut b = Batch::new(PinMode::PerPage, 512);
         assert_eq!(mm.pin(v, 8, true, &mut b), Ok(Pinned::Pages));
-        assert_eq!(b.runs.len(), 4);
+        assert_eq!(b.runs().len(), 4);
         assert_eq!(mm.pinned_pages(), 4);
         let mut b2 = Batch::new(PinMode::PerPage, 512);
         assert!(matches!(
             mm.pin(v + 4 * PAGE_SIZE, 4, true, &mut b2),
             Err(MmError::NotMapped { .. })
         ));
-        assert_eq!(mm.unpin(b.runs[0].pfn, 4, true, false), 4);
+        assert_eq!(mm.unpin(b.runs()[0].pfn, 4, true, false), 4);
         assert_eq!(mm.pinned_pages(), 0);
     }
 
     #[test]
     fn folio_mode_pins_a_1g_page_in_one_entry() {
-        let mut mm = SimMm::new();
-        let v = mm
-            .mmap(&MmapSpec::new("g", 2 * SZ_1G, Backing::Hugetlb1g))
-            .unwrap();
+        let (mut mm, v) = with_region("g", 2 * SZ_1G, Backing::Hugetlb1g);
         let mut b = Batch::new(PinMode::Folio, 512);
         mm.pin(v, 2 * SZ_1G / PAGE_SIZE, true, &mut b).unwrap();
-        assert_eq!(b.runs.len(), 2);
-        assert_eq!(b.runs[0].npages, SZ_1G / PAGE_SIZE);
+        assert_eq!(b.runs().len(), 2);
+        assert_eq!(b.runs()[0].npages, SZ_1G / PAGE_SIZE);
         assert_eq!(
             b.contiguous_pages(u64::MAX),
             2 * SZ_1G / PAGE_SIZE,
