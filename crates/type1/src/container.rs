@@ -19,9 +19,10 @@ use std::sync::Arc;
 
 use iommu::{Domain, FaultInjector, FaultPoint, Gather, Leaf, Prot};
 
-use crate::error::{Errno, Error};
+use crate::error::Error;
 use crate::mm::pincount::PinCounts;
 use crate::mm::{Batch, MmError, PageSource, PinMode, Pinned};
+use crate::profile::{Config, Strategy};
 use crate::{PAGE_SHIFT, PAGE_SIZE};
 
 /// MAP_DMA flags.
@@ -47,100 +48,6 @@ pub const VFIO_UPDATE_VADDR: u32 = 10;
 pub const DIRTY_BITMAP_SIZE_MAX: u64 = 1 << 28;
 /// `VFIO_IOMMU_TLB_SYNC_MAX`: unmapped regions gathered before a forced IOTLB sync.
 pub const TLB_SYNC_MAX: usize = 512;
-
-/// How the engine pins and maps (results are identical apart from leaf sizes and speed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// Before 2013: one page per pin and per map call, so only base-size leaves.
-    PerPage,
-    /// The 2013 design: batch physically contiguous runs, one map call per run.
-    Contiguous,
-    /// As `Contiguous`, with one lookup and one charge per huge folio.
-    Folio,
-}
-
-impl Strategy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::PerPage => "per-page",
-            Strategy::Contiguous => "contiguous",
-            Strategy::Folio => "folio",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Strategy> {
-        match s {
-            "per-page" => Some(Strategy::PerPage),
-            "contiguous" => Some(Strategy::Contiguous),
-            "folio" => Some(Strategy::Folio),
-            _ => None,
-        }
-    }
-}
-
-/// Which kernel's behaviour to reproduce where kernels differ (shared/kernel-oracle/README.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KernelProfile {
-    V6_1,
-    V6_12,
-    V7_2,
-}
-
-impl KernelProfile {
-    pub fn parse(s: &str) -> Option<KernelProfile> {
-        match s {
-            "6.1" => Some(KernelProfile::V6_1),
-            "6.12" => Some(KernelProfile::V6_12),
-            "7.2" => Some(KernelProfile::V7_2),
-            _ => None,
-        }
-    }
-    /// IOVA/vaddr wrap-around: EOVERFLOW since the 2025 "addressable limit" series.
-    fn wrap_errno(self) -> Errno {
-        if self >= KernelProfile::V7_2 {
-            Errno::EOVERFLOW
-        } else {
-            Errno::EINVAL
-        }
-    }
-    /// Before that series an unmap whose end is exactly 2^64 computed an exclusive end of 0 and
-    /// unmapped nothing.
-    fn unmap_to_end_is_empty(self) -> bool {
-        self < KernelProfile::V7_2
-    }
-    /// 6.1 did not pad capabilities to 8 bytes (GET_INFO needs 116 bytes, not 120).
-    fn pads_caps(self) -> bool {
-        self > KernelProfile::V6_1
-    }
-}
-
-/// Container settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// type1v2 (true) or type1.
-    pub v2: bool,
-    pub dma_entry_limit: u32,
-    /// RLIMIT_MEMLOCK in bytes; `None` = unlimited.
-    pub memlock: Option<u64>,
-    pub cap_ipc_lock: bool,
-    pub strategy: Strategy,
-    pub kernel: KernelProfile,
-    /// Check invariant 2 at every unpin (costs a table walk per run).
-    pub check_unpin_order: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            v2: true,
-            dma_entry_limit: u16::MAX as u32,
-            memlock: None,
-            cap_ipc_lock: false,
-            strategy: Strategy::Contiguous,
-            kernel: KernelProfile::V7_2,
-            check_unpin_order: true,
-        }
-    }
-}
 
 /// `struct vfio_iommu_type1_dma_map`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
