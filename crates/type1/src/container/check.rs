@@ -4,7 +4,7 @@
 //! Owns no state: every check derives what must hold from the DMA tree, the domains' page
 //! tables and the page source, and reports each difference as a sentence.
 
-use iommu::{Domain, Leaf};
+use iommu::{Domain, IovaRange, Leaf};
 
 use super::{Container, Snapshot};
 use crate::mm::pincount::PinCounts;
@@ -15,7 +15,7 @@ impl<M: PageSource> Container<M> {
     /// The whole observable state.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            dmas: self.dmas.values().cloned().collect(),
+            dmas: self.dmas.iter().cloned().collect(),
             domains: self
                 .domains
                 .iter()
@@ -26,8 +26,8 @@ impl<M: PageSource> Container<M> {
                 })
                 .collect(),
             pins: self.mm.pin_ranges(),
-            locked: self.locked,
-            dma_avail: self.dma_avail,
+            locked: self.account.locked(),
+            dma_avail: self.dmas.avail(),
             iova_list: self.iova_list.clone(),
             pgsize_bitmap: self.pgsize_bitmap,
             vaddr_invalid_count: self.vaddr_invalid_count,
@@ -39,24 +39,12 @@ impl<M: PageSource> Container<M> {
     pub fn check_invariants(&self) -> Result<(), Vec<String>> {
         let mut v: Vec<String> = self.violations.clone();
         v.extend(self.mm.violations());
-        let sum: u64 = self.dmas.values().map(|d| d.locked_vm).sum();
-        // After the owner exited its count stays where it was (§8.4 row 43).
-        if sum != self.locked && self.owner_alive {
-            v.push(format!(
-                "locked pages {} != sum of the mappings' charges {sum}",
-                self.locked
-            ));
-        }
-        let entries = self.dmas.len() as u64 + self.dma_avail as u64;
-        if entries != self.cfg.dma_entry_limit as u64 {
-            v.push(format!(
-                "{} mappings + {} entries left != limit {}",
-                self.dmas.len(),
-                self.dma_avail,
-                self.cfg.dma_entry_limit
-            ));
-        }
-        let invalid = self.dmas.values().filter(|d| d.vaddr_invalid).count() as u32;
+        v.extend(
+            self.account
+                .check(self.dmas.iter().map(|d| d.locked_vm).sum()),
+        );
+        v.extend(self.dmas.check());
+        let invalid = self.dmas.iter().filter(|d| d.vaddr_invalid).count() as u32;
         if invalid != self.vaddr_invalid_count {
             v.push(format!(
                 "vaddr_invalid_count {} != {invalid} invalid mappings",
@@ -66,7 +54,7 @@ impl<M: PageSource> Container<M> {
         let mut expect_pins = PinCounts::new();
         if let Some(first) = self.domains.first() {
             let reserved = self.mm.reserved_pfn_ranges();
-            for d in self.dmas.values() {
+            for d in self.dmas.iter() {
                 if !d.iommu_mapped {
                     v.push(format!(
                         "mapping at {:#x} is not mapped into the IOMMU",
@@ -108,10 +96,12 @@ impl<M: PageSource> Container<M> {
                 let mut bad = None;
                 ad.domain.for_each_leaf(&mut |l| {
                     total += l.size;
-                    let owner = self.find_dma(l.iova, l.iova + (l.size - 1));
+                    let owner = self.dmas.find_dma(
+                        IovaRange::from_start_size(l.iova, l.size).expect("a leaf is not empty"),
+                    );
                     let ok = owner.is_some_and(|d| {
                         l.iova >= d.iova
-                            && l.iova + (l.size - 1) <= d.iova + (d.size - 1)
+                            && l.iova + (l.size - 1) <= d.last()
                             && l.prot == fmt.effective_prot(d.prot)
                             && first.domain.iova_to_phys(l.iova) == Some(l.paddr)
                     });
@@ -125,7 +115,7 @@ impl<M: PageSource> Container<M> {
                         ad.name
                     ));
                 }
-                let want: u64 = self.dmas.values().map(|d| d.size).sum();
+                let want: u64 = self.dmas.iter().map(|d| d.size).sum();
                 if total != want {
                     v.push(format!(
                         "domain {} translates {total:#x} bytes, the mappings hold {want:#x}",
@@ -134,7 +124,7 @@ impl<M: PageSource> Container<M> {
                 }
             }
         } else {
-            for d in self.dmas.values() {
+            for d in self.dmas.iter() {
                 if d.iommu_mapped || d.locked_vm != 0 {
                     v.push(format!(
                         "mapping at {:#x} is marked mapped or charged with no domain",

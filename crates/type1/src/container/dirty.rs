@@ -4,6 +4,9 @@
 //! and never bisects a mapping; every page of every IOMMU-mapped mapping in the range is dirty
 //! (every group is IOMMU-backed and never pins pages itself).
 
+use iommu::IovaRange;
+
+use super::tree::point;
 use super::{
     set_bits, verify_bitmap_size, BitmapArg, Container, DIRTY_FLAG_GET_BITMAP, DIRTY_FLAG_START,
     DIRTY_FLAG_STOP,
@@ -78,11 +81,11 @@ impl<M: PageSource> Container<M> {
                     return Err(Error::Dirty("dirty tracking is not started"));
                 }
                 for (at, is_start) in [(iova, true), (last, false)] {
-                    if let Some(d) = self.find_dma(at, at) {
+                    if let Some(d) = self.dmas.find_dma(point(at)) {
                         let ok = if is_start {
                             d.iova == iova
                         } else {
-                            d.iova + (d.size - 1) == last
+                            d.last() == last
                         };
                         if !ok {
                             return Err(Error::Bisect {
@@ -97,8 +100,11 @@ impl<M: PageSource> Container<M> {
                 // Every group is IOMMU-backed and never used pin_pages, so every page of every
                 // mapped dma is reported dirty (`num_non_pinned_groups > 0`).
                 let mut words = vec![0u64; b.size.div_ceil(8) as usize];
-                for key in self.dmas_in(iova, last) {
-                    let d = &self.dmas[&key];
+                for key in self
+                    .dmas
+                    .overlapping(IovaRange::new(iova, last).expect("iova <= last"))
+                {
+                    let d = &self.dmas[key];
                     if d.iommu_mapped {
                         set_bits(&mut words, (d.iova - iova) / pgsize, d.size / pgsize);
                     }

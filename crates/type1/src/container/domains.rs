@@ -85,11 +85,7 @@ impl<M: PageSource> Container<M> {
                     "aperture [{ap_s:#x}, {ap_e:#x}] is disjoint from the valid IOVA ranges"
                 )));
             }
-            if let Some(d) = self
-                .dmas
-                .values()
-                .find(|d| d.iova < ap_s || d.iova + (d.size - 1) > ap_e)
-            {
+            if let Some(d) = self.dmas.iter().find(|d| d.iova < ap_s || d.last() > ap_e) {
                 return Err(fail(format!(
                     "aperture [{ap_s:#x}, {ap_e:#x}] would exclude the mapping at {:#x}",
                     d.iova
@@ -97,11 +93,7 @@ impl<M: PageSource> Container<M> {
             }
         }
         for &(rs, re) in &reserved {
-            if let Some(d) = self
-                .dmas
-                .values()
-                .find(|d| d.iova <= re && d.iova + (d.size - 1) >= rs)
-            {
+            if let Some(d) = self.dmas.iter().find(|d| d.iova <= re && d.last() >= rs) {
                 return Err(fail(format!(
                     "reserved region [{rs:#x}, {re:#x}] overlaps the mapping at {:#x}",
                     d.iova
@@ -158,7 +150,7 @@ impl<M: PageSource> Container<M> {
     /// no new pins and no accounting.
     fn replay_into(&mut self, mut new: AttachedDomain) -> Result<AttachedDomain, Error> {
         let first = &self.domains[0].domain;
-        for d in self.dmas.values() {
+        for d in self.dmas.iter() {
             let mut pos = 0;
             while pos < d.size {
                 let iova = d.iova + pos;
@@ -177,22 +169,22 @@ impl<M: PageSource> Container<M> {
     /// The first domain: pin and map every mapping recorded while there was none.
     fn replay_first(&mut self, new: AttachedDomain) -> Result<(), Error> {
         self.domains.insert(0, new);
-        let keys: Vec<u64> = self.dmas.keys().copied().collect();
+        let keys = self.dmas.iovas();
         for (i, key) in keys.iter().enumerate() {
-            let mut work = self.dmas[key].clone();
+            let mut work = self.dmas[*key].clone();
             let full = work.size;
             work.size = 0;
             if let Err(e) = self.pin_map_dma(&mut work, full) {
                 for k in &keys[..i] {
-                    let mut d = self.dmas[k].clone();
+                    let mut d = self.dmas[*k].clone();
                     self.unmap_unpin(&mut d, true);
                     d.has_rsvd = false;
-                    self.dmas.insert(*k, d);
+                    self.dmas.replace(d);
                 }
                 self.domains.remove(0);
                 return Err(e);
             }
-            self.dmas.insert(*key, work);
+            self.dmas.replace(work);
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! pages are charged before any domain maps them; `dma.size` is always the prefix mapped in every
 //! domain; on error the prefix goes through the unmap path, so a failed call changes nothing.
 
-use iommu::Prot;
+use iommu::{IovaRange, Prot};
 
 use super::{check_header, Container, Dma, MapDma, MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE};
 use crate::error::Error;
@@ -66,12 +66,15 @@ impl<M: PageSource> Container<M> {
                 });
             }
         }
-        match self.find_dma(iova, last) {
+        match self
+            .dmas
+            .find_dma(IovaRange::new(iova, last).expect("checked above"))
+        {
             Some(d) if set_vaddr => {
                 if !d.vaddr_invalid || d.iova != iova || d.size != size {
                     return Err(Error::VaddrMismatch);
                 }
-                let d = self.dmas.get_mut(&iova).expect("found above");
+                let d = self.dmas.get_mut(iova).expect("found above");
                 d.vaddr = vaddr;
                 d.vaddr_invalid = false;
                 self.vaddr_invalid_count -= 1;
@@ -88,7 +91,7 @@ impl<M: PageSource> Container<M> {
             None if set_vaddr => return Err(Error::VaddrNoDma { iova, size }),
             None => {}
         }
-        if self.dma_avail == 0 {
+        if self.dmas.avail() == 0 {
             return Err(Error::NoEntries {
                 limit: self.cfg.dma_entry_limit,
             });
@@ -113,8 +116,7 @@ impl<M: PageSource> Container<M> {
         } else {
             self.pin_map_dma(&mut dma, size)?;
         }
-        self.dma_avail -= 1;
-        self.dmas.insert(iova, dma);
+        self.dmas.link_dma(dma);
         Ok(())
     }
 
@@ -139,13 +141,12 @@ impl<M: PageSource> Container<M> {
     /// `vfio_pin_map_dma`: pin run by run and map each run into every domain; `dma.size` is the
     /// mapped prefix. On error the prefix is unmapped, unpinned and uncharged.
     pub(super) fn pin_map_dma(&mut self, dma: &mut Dma, size: u64) -> Result<(), Error> {
-        let limit = self.limit_pages();
         let mut batch = self.new_batch();
         let mut left = size;
         let mut res = Ok(());
         while left > 0 {
             let vaddr = dma.vaddr + dma.size;
-            match self.pin_pages_remote(dma, vaddr, left >> PAGE_SHIFT, limit, &mut batch) {
+            match self.pin_pages_remote(dma, vaddr, left >> PAGE_SHIFT, &mut batch) {
                 Err(e) => {
                     res = Err(e);
                     break;
@@ -183,7 +184,6 @@ impl<M: PageSource> Container<M> {
         dma: &mut Dma,
         vaddr: u64,
         npage: u64,
-        limit: u64,
         batch: &mut Batch,
     ) -> Result<Run, Error> {
         let write = dma.prot.contains(Prot::WRITE);
@@ -246,14 +246,8 @@ impl<M: PageSource> Container<M> {
             let mut acct = 0;
             if !rsvd {
                 acct = nr;
-                if !dma.lock_cap
-                    && self.locked.saturating_add(lock_acct).saturating_add(acct) > limit
-                {
-                    break Err(Error::Memlock {
-                        limit,
-                        locked: self.locked,
-                        more: lock_acct + acct,
-                    });
+                if let Err(e) = self.account.check_limit(dma.lock_cap, lock_acct + acct) {
+                    break Err(e);
                 }
             }
             lock_acct += acct;

@@ -14,10 +14,9 @@
 //!    mappings' permissions.
 //! 5. Each pfn's pin count = the number of (mapping, page) pairs that map it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use iommu::{Domain, FaultInjector, Leaf, Prot};
+use iommu::{Domain, FaultInjector, IovaRange, Leaf, Prot};
 
 use crate::error::Error;
 use crate::mm::PageSource;
@@ -25,6 +24,8 @@ use crate::profile::{Config, Strategy};
 use crate::PAGE_SIZE;
 
 mod account;
+pub use account::LockedAccount;
+pub use tree::DmaTree;
 mod check;
 mod dirty;
 mod domains;
@@ -157,6 +158,18 @@ pub struct Dma {
     pub locked_vm: u64,
 }
 
+impl Dma {
+    /// The last IOVA (inclusive); the mapping is not empty.
+    pub fn last(&self) -> u64 {
+        self.iova + (self.size - 1)
+    }
+
+    /// `[iova, last]`; the mapping is not empty.
+    pub fn range(&self) -> IovaRange {
+        IovaRange::from_start_size(self.iova, self.size).expect("a mapping is not empty")
+    }
+}
+
 /// An attached group with its domain.
 #[derive(Debug)]
 pub struct AttachedDomain {
@@ -195,22 +208,20 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Container<M: PageSource> {
     cfg: Config,
-    dmas: BTreeMap<u64, Dma>,
+    /// The mappings and the entry budget (`dma_list`, `dma_avail`).
+    dmas: DmaTree,
     /// Head (newest) first, as the kernel's `list_add`.
     domains: Vec<AttachedDomain>,
     iova_list: Vec<(u64, u64)>,
     pgsize_bitmap: u64,
-    dma_avail: u32,
-    /// `mm->locked_vm` in pages.
-    locked: u64,
+    /// The owner's locked memory and its limit.
+    account: LockedAccount,
     mm: M,
     faults: Arc<FaultInjector>,
     dirty_tracking: bool,
     vaddr_invalid_count: u32,
     violations: Vec<String>,
     stats: EngineStats,
-    /// Whether the process that mapped (the accounting owner) is alive (§8.4 row 43).
-    owner_alive: bool,
     /// The pin batch's buffer, kept between calls (the kernel keeps a page for it).
     batch_buf: Vec<crate::mm::PfnRun>,
 }
@@ -222,13 +233,12 @@ impl<M: PageSource> Container<M> {
     pub fn new(cfg: Config, mut mm: M) -> Self {
         mm.set_kernel_profile(cfg.kernel);
         Container {
-            dma_avail: cfg.dma_entry_limit,
+            dmas: DmaTree::new(cfg.dma_entry_limit),
+            account: LockedAccount::new(cfg.memlock),
             cfg,
-            dmas: BTreeMap::new(),
             domains: Vec::new(),
             iova_list: Vec::new(),
             pgsize_bitmap: PAGE_MASK,
-            locked: 0,
             mm,
             faults: FaultInjector::new(),
             dirty_tracking: false,
@@ -236,7 +246,6 @@ impl<M: PageSource> Container<M> {
             violations: Vec::new(),
             stats: EngineStats::default(),
             batch_buf: Vec::new(),
-            owner_alive: true,
         }
     }
 
@@ -244,7 +253,7 @@ impl<M: PageSource> Container<M> {
     /// 43): unmaps still unmap and unpin, but their uncharges are skipped, as the kernel's
     /// asynchronous accounting finds no mm.
     pub fn owner_exited(&mut self) {
-        self.owner_alive = false;
+        self.account.owner_exited();
     }
 
     pub fn config(&self) -> &Config {
@@ -266,14 +275,14 @@ impl<M: PageSource> Container<M> {
     }
     /// Locked pages (`mm->locked_vm`).
     pub fn locked_pages(&self) -> u64 {
-        self.locked
+        self.account.locked()
     }
     /// DMA entries left.
     pub fn dma_avail(&self) -> u32 {
-        self.dma_avail
+        self.dmas.avail()
     }
     pub fn dmas(&self) -> impl Iterator<Item = &Dma> {
-        self.dmas.values()
+        self.dmas.iter()
     }
     pub fn domains(&self) -> &[AttachedDomain] {
         &self.domains
@@ -342,7 +351,7 @@ impl<M: PageSource> Container<M> {
         mig.extend_from_slice(&self.min_pgsize().to_le_bytes());
         mig.extend_from_slice(&DIRTY_BITMAP_SIZE_MAX.to_le_bytes());
         add(&mut caps, 2, &mig);
-        add(&mut caps, 3, &self.dma_avail.to_le_bytes());
+        add(&mut caps, 3, &self.dmas.avail().to_le_bytes());
         if !self.iova_list.is_empty() {
             let mut body = Vec::new();
             body.extend_from_slice(&(self.iova_list.len() as u32).to_le_bytes());
@@ -382,7 +391,7 @@ impl<M: PageSource> Container<M> {
             cap_offset,
             bytes,
             argsz_needed: needed,
-            dma_avail: self.dma_avail,
+            dma_avail: self.dmas.avail(),
             iova_ranges: self.iova_list.clone(),
             migration_pgsize: self.min_pgsize(),
         })

@@ -5,7 +5,9 @@
 //! after the IOTLB sync that covers it; v2 refuses to bisect, v1 removes whole entries from the
 //! first at or after `iova`; the reported size is the sum of what was removed.
 
-use iommu::Gather;
+use iommu::{Gather, IovaRange};
+
+use super::tree::point;
 
 use super::{
     check_header, set_bits, verify_bitmap_size, Container, Dma, UnmapDma, UnmapReply, TLB_SYNC_MAX,
@@ -118,20 +120,18 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_remove_dma`.
     fn remove_dma(&mut self, key: u64) {
-        let Some(mut dma) = self.dmas.remove(&key) else {
+        let Some(mut dma) = self.dmas.unlink_dma(key) else {
             return;
         };
         self.unmap_unpin(&mut dma, true);
         if dma.vaddr_invalid {
             self.vaddr_invalid_count -= 1;
         }
-        self.dma_avail += 1;
     }
 
     /// Remove every mapping (container release, last domain detached).
     pub fn unmap_unpin_all(&mut self) {
-        let keys: Vec<u64> = self.dmas.keys().copied().collect();
-        for k in keys {
+        for k in self.dmas.iovas() {
             self.remove_dma(k);
         }
     }
@@ -205,7 +205,7 @@ impl<M: PageSource> Container<M> {
         }
         let end_is_empty = !all && self.cfg.kernel.unmap_to_end_is_empty() && last == u64::MAX;
         if self.cfg.v2 && !all {
-            if let Some(d) = self.find_dma(iova, iova) {
+            if let Some(d) = self.dmas.find_dma(point(iova)) {
                 if d.iova != iova {
                     return Err(Error::Bisect {
                         iova,
@@ -216,8 +216,8 @@ impl<M: PageSource> Container<M> {
                 }
             }
             if !end_is_empty {
-                if let Some(d) = self.find_dma(last, last) {
-                    if d.iova + (d.size - 1) != last {
+                if let Some(d) = self.dmas.find_dma(point(last)) {
+                    if d.last() != last {
                         return Err(Error::Bisect {
                             iova,
                             last,
@@ -234,8 +234,11 @@ impl<M: PageSource> Container<M> {
         }
         let mut unmapped = 0u64;
         let mut invalidated: Vec<u64> = Vec::new();
-        for key in self.dmas_in(iova, last) {
-            let d = &self.dmas[&key];
+        for key in self
+            .dmas
+            .overlapping(IovaRange::new(iova, last).expect("iova <= last"))
+        {
+            let d = &self.dmas[key];
             if !self.cfg.v2 && iova > d.iova {
                 break;
             }
@@ -243,7 +246,7 @@ impl<M: PageSource> Container<M> {
                 if d.vaddr_invalid {
                     for k in invalidated {
                         self.dmas
-                            .get_mut(&k)
+                            .get_mut(k)
                             .expect("invalidated above")
                             .vaddr_invalid = false;
                         self.vaddr_invalid_count -= 1;
@@ -251,7 +254,7 @@ impl<M: PageSource> Container<M> {
                     return Err(Error::VaddrAlreadyInvalid { iova: key });
                 }
                 unmapped += d.size;
-                self.dmas.get_mut(&key).expect("in tree").vaddr_invalid = true;
+                self.dmas.get_mut(key).expect("in tree").vaddr_invalid = true;
                 self.vaddr_invalid_count += 1;
                 invalidated.push(key);
                 continue;
