@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod mm;
 pub mod profile;
 pub mod sys;
+pub mod uapi;
 
 pub use container::{
     AttachedDomain, BitmapArg, Container, Dma, EngineStats, InfoReply, MapDma, Snapshot, UnmapDma,

@@ -4,12 +4,13 @@
 //! pages are charged before any domain maps them; `dma.size` is always the prefix mapped in every
 //! domain; on error the prefix goes through the unmap path, so a failed call changes nothing.
 
-use iommu::{IovaRange, Prot};
+use iommu::Prot;
 
-use super::{check_header, Container, Dma, MapDma, MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE};
+use super::{Container, Dma};
 use crate::error::Error;
 use crate::mm::{Batch, MmError, PageSource, PinMode, Pinned};
 use crate::profile::Strategy;
+use crate::uapi::{MapDma, MapOp, MapRequest};
 use crate::PAGE_SHIFT;
 
 /// One pin run: physically contiguous, uniformly reserved.
@@ -20,56 +21,19 @@ struct Run {
 }
 
 impl<M: PageSource> Container<M> {
-    /// `VFIO_IOMMU_MAP_DMA`.
+    /// `VFIO_IOMMU_MAP_DMA`: decode the request, then `vfio_dma_do_map`.
     pub fn map_dma(&mut self, req: &MapDma) -> Result<(), Error> {
-        check_header(
-            req.argsz,
-            32,
-            req.flags,
-            MAP_FLAG_READ | MAP_FLAG_WRITE | MAP_FLAG_VADDR,
-        )?;
-        let (iova, vaddr, size) = (req.iova, req.vaddr, req.size);
-        if size == 0 {
-            return Err(Error::ZeroSize);
-        }
-        let errno = self.cfg.kernel.wrap_errno();
-        let last = iova.checked_add(size - 1).ok_or(Error::Wraps {
-            what: "iova",
-            start: iova,
-            size,
-            errno,
-        })?;
-        vaddr.checked_add(size - 1).ok_or(Error::Wraps {
-            what: "vaddr",
-            start: vaddr,
-            size,
-            errno,
-        })?;
-        let mut prot = Prot::NONE;
-        if req.flags & MAP_FLAG_WRITE != 0 {
-            prot = prot.union(Prot::WRITE);
-        }
-        if req.flags & MAP_FLAG_READ != 0 {
-            prot = prot.union(Prot::READ);
-        }
-        let set_vaddr = req.flags & MAP_FLAG_VADDR != 0;
-        if (prot != Prot::NONE) == set_vaddr {
-            return Err(Error::BadProt { flags: req.flags });
-        }
-        let pgsize = self.min_pgsize();
-        for (what, value) in [("size", size), ("iova", iova), ("vaddr", vaddr)] {
-            if value & (pgsize - 1) != 0 {
-                return Err(Error::Unaligned {
-                    what,
-                    value,
-                    pgsize,
-                });
-            }
-        }
-        match self
-            .dmas
-            .find_dma(IovaRange::new(iova, last).expect("checked above"))
-        {
+        let req = MapRequest::decode(req, self.min_pgsize(), self.cfg.kernel)?;
+        self.vfio_dma_do_map(&req)
+    }
+
+    /// `vfio_dma_do_map`: update an invalidated vaddr, or record a new mapping and pin and map
+    /// it into every domain.
+    pub(crate) fn vfio_dma_do_map(&mut self, req: &MapRequest) -> Result<(), Error> {
+        let (iova, vaddr, size) = (req.iova.start(), req.vaddr, req.size());
+        let last = req.iova.last();
+        let set_vaddr = req.op == MapOp::UpdateVaddr;
+        match self.dmas.find_dma(req.iova) {
             Some(d) if set_vaddr => {
                 if !d.vaddr_invalid || d.iova != iova || d.size != size {
                     return Err(Error::VaddrMismatch);
@@ -91,6 +55,10 @@ impl<M: PageSource> Container<M> {
             None if set_vaddr => return Err(Error::VaddrNoDma { iova, size }),
             None => {}
         }
+        let prot = match req.op {
+            MapOp::Map(prot) => prot,
+            MapOp::UpdateVaddr => unreachable!("handled above"),
+        };
         if self.dmas.avail() == 0 {
             return Err(Error::NoEntries {
                 limit: self.cfg.dma_entry_limit,

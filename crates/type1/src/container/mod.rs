@@ -24,8 +24,6 @@ use crate::profile::{Config, Strategy};
 use crate::PAGE_SIZE;
 
 mod account;
-pub use account::LockedAccount;
-pub use tree::DmaTree;
 mod check;
 mod dirty;
 mod domains;
@@ -33,115 +31,17 @@ mod map;
 mod tree;
 mod unmap;
 
-/// MAP_DMA flags.
-pub const MAP_FLAG_READ: u32 = 1 << 0;
-pub const MAP_FLAG_WRITE: u32 = 1 << 1;
-pub const MAP_FLAG_VADDR: u32 = 1 << 2;
-/// UNMAP_DMA flags.
-pub const UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = 1 << 0;
-pub const UNMAP_FLAG_ALL: u32 = 1 << 1;
-pub const UNMAP_FLAG_VADDR: u32 = 1 << 2;
-/// DIRTY_PAGES flags.
-pub const DIRTY_FLAG_START: u32 = 1 << 0;
-pub const DIRTY_FLAG_STOP: u32 = 1 << 1;
-pub const DIRTY_FLAG_GET_BITMAP: u32 = 1 << 2;
-/// CHECK_EXTENSION arguments.
-pub const VFIO_TYPE1_IOMMU: u32 = 1;
-pub const VFIO_TYPE1V2_IOMMU: u32 = 3;
-pub const VFIO_DMA_CC_IOMMU: u32 = 4;
-pub const VFIO_UNMAP_ALL: u32 = 9;
-pub const VFIO_UPDATE_VADDR: u32 = 10;
-
-/// `DIRTY_BITMAP_SIZE_MAX`: `ALIGN(INT_MAX, 64) / 8` bytes.
-pub const DIRTY_BITMAP_SIZE_MAX: u64 = 1 << 28;
-/// `VFIO_IOMMU_TLB_SYNC_MAX`: unmapped regions gathered before a forced IOTLB sync.
-pub const TLB_SYNC_MAX: usize = 512;
-
-/// `struct vfio_iommu_type1_dma_map`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapDma {
-    pub argsz: u32,
-    pub flags: u32,
-    pub vaddr: u64,
-    pub iova: u64,
-    pub size: u64,
-}
-
-impl MapDma {
-    /// A read-write map with the structure's size as argsz.
-    pub fn rw(vaddr: u64, iova: u64, size: u64) -> Self {
-        MapDma {
-            argsz: 32,
-            flags: MAP_FLAG_READ | MAP_FLAG_WRITE,
-            vaddr,
-            iova,
-            size,
-        }
-    }
-}
-
-/// The `struct vfio_bitmap` of an unmap or a dirty query: page size and buffer size in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BitmapArg {
-    pub pgsize: u64,
-    pub size: u64,
-}
-
-/// `struct vfio_iommu_type1_dma_unmap`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnmapDma {
-    pub argsz: u32,
-    pub flags: u32,
-    pub iova: u64,
-    pub size: u64,
-    pub bitmap: Option<BitmapArg>,
-}
-
-impl UnmapDma {
-    pub fn range(iova: u64, size: u64) -> Self {
-        UnmapDma {
-            argsz: 24,
-            flags: 0,
-            iova,
-            size,
-            bitmap: None,
-        }
-    }
-    pub fn all() -> Self {
-        UnmapDma {
-            argsz: 24,
-            flags: UNMAP_FLAG_ALL,
-            iova: 0,
-            size: 0,
-            bitmap: None,
-        }
-    }
-}
-
-/// What UNMAP_DMA writes back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnmapReply {
-    /// Bytes really unmapped (`unmap.size`).
-    pub size: u64,
-    /// The dirty bitmap, little-endian u64 words, when asked for.
-    pub bitmap: Option<Vec<u64>>,
-}
-
-/// What GET_INFO writes back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InfoReply {
-    pub argsz: u32,
-    pub flags: u32,
-    pub iova_pgsizes: u64,
-    pub cap_offset: u32,
-    /// The bytes the kernel writes into the user's buffer (at most argsz).
-    pub bytes: Vec<u8>,
-    /// The argsz that holds every capability.
-    pub argsz_needed: u32,
-    pub dma_avail: u32,
-    pub iova_ranges: Vec<(u64, u64)>,
-    pub migration_pgsize: u64,
-}
+pub use account::LockedAccount;
+pub use tree::DmaTree;
+pub use unmap::TLB_SYNC_MAX;
+// The request structures and constants, where callers found them before `uapi` existed.
+use crate::uapi::{encode_info, InfoRequest, InfoState};
+pub use crate::uapi::{
+    BitmapArg, InfoReply, MapDma, UnmapDma, UnmapReply, DIRTY_BITMAP_SIZE_MAX,
+    DIRTY_FLAG_GET_BITMAP, DIRTY_FLAG_START, DIRTY_FLAG_STOP, MAP_FLAG_READ, MAP_FLAG_VADDR,
+    MAP_FLAG_WRITE, UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP, UNMAP_FLAG_VADDR,
+    VFIO_DMA_CC_IOMMU, VFIO_TYPE1V2_IOMMU, VFIO_TYPE1_IOMMU, VFIO_UNMAP_ALL, VFIO_UPDATE_VADDR,
+};
 
 /// One mapping (`struct vfio_dma`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,78 +223,21 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_IOMMU_GET_INFO` with a user buffer of `argsz` bytes.
     pub fn get_info(&self, argsz: u32) -> Result<InfoReply, Error> {
-        if argsz < 16 {
-            return Err(Error::Argsz { argsz, min: 16 });
-        }
-        let pad = |n: usize| {
-            if self.cfg.kernel.pads_caps() {
-                n.next_multiple_of(8)
-            } else {
-                n
-            }
-        };
-        // The capability chain, offsets relative to the start of the info buffer (24).
-        let mut caps: Vec<u8> = Vec::new();
-        let mut headers: Vec<usize> = Vec::new();
-        let mut add = |caps: &mut Vec<u8>, id: u16, body: &[u8]| {
-            let at = caps.len();
-            headers.push(at);
-            caps.extend_from_slice(&id.to_le_bytes());
-            caps.extend_from_slice(&1u16.to_le_bytes());
-            caps.extend_from_slice(&0u32.to_le_bytes());
-            caps.extend_from_slice(body);
-            caps.resize(at + pad(8 + body.len()), 0);
-        };
-        let mut mig = Vec::new();
-        mig.extend_from_slice(&0u32.to_le_bytes());
-        mig.extend_from_slice(&0u32.to_le_bytes()); // alignment of the u64 that follows
-        mig.extend_from_slice(&self.min_pgsize().to_le_bytes());
-        mig.extend_from_slice(&DIRTY_BITMAP_SIZE_MAX.to_le_bytes());
-        add(&mut caps, 2, &mig);
-        add(&mut caps, 3, &self.dmas.avail().to_le_bytes());
-        if !self.iova_list.is_empty() {
-            let mut body = Vec::new();
-            body.extend_from_slice(&(self.iova_list.len() as u32).to_le_bytes());
-            body.extend_from_slice(&0u32.to_le_bytes());
-            for &(s, e) in &self.iova_list {
-                body.extend_from_slice(&s.to_le_bytes());
-                body.extend_from_slice(&e.to_le_bytes());
-            }
-            add(&mut caps, 1, &body);
-        }
-        // Chain the `next` fields (buffer-relative).
-        for w in 0..headers.len() {
-            let next = headers.get(w + 1).map_or(0, |&n| (24 + n) as u32);
-            caps[headers[w] + 4..headers[w] + 8].copy_from_slice(&next.to_le_bytes());
-        }
-        let needed = (24 + caps.len()) as u32;
-        let flags: u32 = 1 | 2; // PGSIZES | CAPS
-        let (out_argsz, cap_offset): (u32, u32) = if argsz < needed {
-            (needed, 0)
-        } else {
-            (argsz, 24)
-        };
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&out_argsz.to_le_bytes());
-        bytes.extend_from_slice(&flags.to_le_bytes());
-        bytes.extend_from_slice(&self.pgsize_bitmap.to_le_bytes());
-        bytes.extend_from_slice(&cap_offset.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.truncate((argsz as usize).min(24));
-        if cap_offset != 0 {
-            bytes.extend_from_slice(&caps);
-        }
-        Ok(InfoReply {
-            argsz: out_argsz,
-            flags,
-            iova_pgsizes: self.pgsize_bitmap,
-            cap_offset,
-            bytes,
-            argsz_needed: needed,
-            dma_avail: self.dmas.avail(),
-            iova_ranges: self.iova_list.clone(),
-            migration_pgsize: self.min_pgsize(),
-        })
+        let req = InfoRequest::decode(argsz)?;
+        let iova_ranges: Vec<IovaRange> = self
+            .iova_list
+            .iter()
+            .map(|&(s, e)| IovaRange::new(s, e).expect("a valid IOVA range"))
+            .collect();
+        Ok(encode_info(
+            req,
+            &InfoState {
+                pgsize_bitmap: self.pgsize_bitmap,
+                dma_avail: self.dmas.avail(),
+                iova_ranges: &iova_ranges,
+                pads_caps: self.cfg.kernel.pads_caps(),
+            },
+        ))
     }
 
     /// The engine's own heap, estimated from its entry counts (the DMA tree, the IOVA list, the
@@ -413,35 +256,5 @@ impl<M: PageSource> Drop for Container<M> {
     /// Container release: every mapping is removed, so every pin is dropped.
     fn drop(&mut self) {
         self.unmap_unpin_all();
-    }
-}
-
-/// The first check of every ioctl: the structure fits in `argsz`, and no unknown flag is set.
-fn check_header(argsz: u32, min: u32, flags: u32, allowed: u32) -> Result<(), Error> {
-    if argsz < min {
-        return Err(Error::Argsz { argsz, min });
-    }
-    if flags & !allowed != 0 {
-        return Err(Error::UnknownFlags {
-            bits: flags & !allowed,
-            allowed,
-        });
-    }
-    Ok(())
-}
-
-/// `verify_bitmap_size`.
-fn verify_bitmap_size(npages: u64, bitmap_size: u64) -> bool {
-    if npages == 0 || bitmap_size == 0 || bitmap_size > DIRTY_BITMAP_SIZE_MAX {
-        return false;
-    }
-    bitmap_size >= npages.div_ceil(64) * 8
-}
-
-fn set_bits(words: &mut [u64], first: u64, n: u64) {
-    for bit in first..first + n {
-        if let Some(w) = words.get_mut((bit / 64) as usize) {
-            *w |= 1 << (bit % 64);
-        }
     }
 }

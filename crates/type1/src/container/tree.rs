@@ -92,6 +92,21 @@ impl DmaTree {
         keys
     }
 
+    /// The mapping that `range` would split: one holding `range.start()` without starting there,
+    /// or (if `check_end`) one holding `range.last()` without ending there. v2 unmaps and dirty
+    /// queries refuse to bisect a mapping.
+    pub fn bisected(&self, range: IovaRange, check_end: bool) -> Option<&Dma> {
+        let at = |iova| self.find_dma(IovaRange::new(iova, iova).expect("start == last"));
+        at(range.start())
+            .filter(|d| d.iova != range.start())
+            .or_else(|| {
+                check_end
+                    .then(|| at(range.last()))
+                    .flatten()
+                    .filter(|d| d.last() != range.last())
+            })
+    }
+
     /// The mapping that starts at `iova`, to change anything but its IOVA range.
     pub(crate) fn get_mut(&mut self, iova: u64) -> Option<&mut Dma> {
         self.map.get_mut(&iova)
@@ -155,11 +170,6 @@ impl Index<u64> for DmaTree {
     fn index(&self, iova: u64) -> &Dma {
         &self.map[&iova]
     }
-}
-
-/// The one-IOVA range `[iova, iova]`.
-pub(super) fn point(iova: u64) -> IovaRange {
-    IovaRange::new(iova, iova).expect("start == last")
 }
 
 #[cfg(test)]

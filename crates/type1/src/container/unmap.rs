@@ -7,16 +7,16 @@
 
 use iommu::{Gather, IovaRange};
 
-use super::tree::point;
-
-use super::{
-    check_header, set_bits, verify_bitmap_size, Container, Dma, UnmapDma, UnmapReply, TLB_SYNC_MAX,
-    UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP, UNMAP_FLAG_VADDR,
-};
+use super::dirty::mark_dirty;
+use super::{Container, Dma};
 use crate::error::Error;
 use crate::mm::PageSource;
 use crate::profile::Strategy;
+use crate::uapi::{BitmapArg, UnmapDma, UnmapReply, UnmapRequest};
 use crate::{PAGE_SHIFT, PAGE_SIZE};
+
+/// `VFIO_IOMMU_TLB_SYNC_MAX`: unmapped regions gathered before a forced IOTLB sync.
+pub const TLB_SYNC_MAX: usize = 512;
 
 impl<M: PageSource> Container<M> {
     /// Invariant 2, at the moment `[iova, +len)` is about to be unpinned.
@@ -136,65 +136,22 @@ impl<M: PageSource> Container<M> {
         }
     }
 
-    /// `VFIO_IOMMU_UNMAP_DMA`.
+    /// `VFIO_IOMMU_UNMAP_DMA`: decode the request, then `vfio_dma_do_unmap`.
     pub fn unmap_dma(&mut self, req: &UnmapDma) -> Result<UnmapReply, Error> {
-        let allowed = UNMAP_FLAG_GET_DIRTY_BITMAP | UNMAP_FLAG_ALL | UNMAP_FLAG_VADDR;
-        check_header(req.argsz, 24, req.flags, allowed)?;
-        let get_dirty = req.flags & UNMAP_FLAG_GET_DIRTY_BITMAP != 0;
-        let all = req.flags & UNMAP_FLAG_ALL != 0;
-        let set_vaddr = req.flags & UNMAP_FLAG_VADDR != 0;
-        if get_dirty && (all || set_vaddr) {
-            return Err(Error::DirtyCombo);
-        }
-        let (iova, size) = (req.iova, req.size);
-        let mut bitmap_arg = None;
-        if get_dirty {
-            if req.argsz < 48 {
-                return Err(Error::Argsz {
-                    argsz: req.argsz,
-                    min: 48,
-                });
-            }
-            let b = req
-                .bitmap
-                .ok_or(Error::Dirty("GET_DIRTY_BITMAP needs a bitmap"))?;
-            if b.pgsize == 0 || !verify_bitmap_size(size >> b.pgsize.trailing_zeros(), b.size) {
-                return Err(Error::Dirty("bitmap size does not match the range"));
-            }
-            bitmap_arg = Some(b);
-        }
-        let pgsize = self.min_pgsize();
-        if iova & (pgsize - 1) != 0 {
-            return Err(Error::Unaligned {
-                what: "iova",
-                value: iova,
-                pgsize,
-            });
-        }
-        let last = if all {
-            if iova != 0 || size != 0 {
-                return Err(Error::AllWithRange { iova, size });
-            }
-            u64::MAX
-        } else {
-            if size == 0 {
-                return Err(Error::ZeroSize);
-            }
-            if size & (pgsize - 1) != 0 {
-                return Err(Error::Unaligned {
-                    what: "size",
-                    value: size,
-                    pgsize,
-                });
-            }
-            let errno = self.cfg.kernel.wrap_errno();
-            iova.checked_add(size - 1).ok_or(Error::Wraps {
-                what: "iova",
-                start: iova,
-                size,
-                errno,
-            })?
+        let req = UnmapRequest::decode(req, self.min_pgsize(), self.cfg.kernel)?;
+        self.vfio_dma_do_unmap(&req)
+    }
+
+    /// `vfio_dma_do_unmap`: remove (or, for `Vaddr`, invalidate) the mappings in the range.
+    pub(crate) fn vfio_dma_do_unmap(&mut self, req: &UnmapRequest) -> Result<UnmapReply, Error> {
+        let (range, all, set_vaddr, bitmap_arg) = match *req {
+            UnmapRequest::Range(r) => (r, false, false, None),
+            UnmapRequest::All => (IovaRange::FULL, true, false, None),
+            UnmapRequest::Vaddr(r) => (r.unwrap_or(IovaRange::FULL), r.is_none(), true, None),
+            UnmapRequest::DirtyBitmap { range, bitmap } => (range, false, false, Some(bitmap)),
         };
+        let (iova, last) = range.pair();
+        let pgsize = self.min_pgsize();
         if let Some(b) = bitmap_arg {
             if !self.dirty_tracking {
                 return Err(Error::Dirty("dirty tracking is not started"));
@@ -205,39 +162,22 @@ impl<M: PageSource> Container<M> {
         }
         let end_is_empty = !all && self.cfg.kernel.unmap_to_end_is_empty() && last == u64::MAX;
         if self.cfg.v2 && !all {
-            if let Some(d) = self.dmas.find_dma(point(iova)) {
-                if d.iova != iova {
-                    return Err(Error::Bisect {
-                        iova,
-                        last,
-                        dma_iova: d.iova,
-                        dma_size: d.size,
-                    });
-                }
-            }
-            if !end_is_empty {
-                if let Some(d) = self.dmas.find_dma(point(last)) {
-                    if d.last() != last {
-                        return Err(Error::Bisect {
-                            iova,
-                            last,
-                            dma_iova: d.iova,
-                            dma_size: d.size,
-                        });
-                    }
-                }
+            if let Some(d) = self.dmas.bisected(range, !end_is_empty) {
+                return Err(Error::Bisect {
+                    iova,
+                    last,
+                    dma_iova: d.iova,
+                    dma_size: d.size,
+                });
             }
         }
-        let mut bitmap = bitmap_arg.map(|b| vec![0u64; b.size.div_ceil(8) as usize]);
+        let mut bitmap = bitmap_arg.map(BitmapArg::words);
         if end_is_empty {
             return Ok(UnmapReply { size: 0, bitmap });
         }
         let mut unmapped = 0u64;
         let mut invalidated: Vec<u64> = Vec::new();
-        for key in self
-            .dmas
-            .overlapping(IovaRange::new(iova, last).expect("iova <= last"))
-        {
+        for key in self.dmas.overlapping(range) {
             let d = &self.dmas[key];
             if !self.cfg.v2 && iova > d.iova {
                 break;
@@ -260,10 +200,7 @@ impl<M: PageSource> Container<M> {
                 continue;
             }
             if let Some(words) = bitmap.as_mut() {
-                if d.iommu_mapped {
-                    let first = (d.iova - iova) / pgsize;
-                    set_bits(words, first, d.size / pgsize);
-                }
+                mark_dirty(words, iova, d, pgsize);
             }
             unmapped += d.size;
             self.remove_dma(key);
