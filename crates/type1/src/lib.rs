@@ -11,11 +11,14 @@ pub mod container;
 pub mod error;
 pub mod inspect;
 pub mod mm;
+pub mod profile;
 pub mod sys;
+pub mod uapi;
 
 pub use container::{
-    AttachedDomain, BitmapArg, Config, Container, Dma, EngineStats, InfoReply, KernelProfile,
-    MapDma, Snapshot, Strategy, UnmapDma, UnmapReply,
+    AttachedDomain, BitmapArg, Container, Dma, EngineStats, InfoReply, MapDma, Snapshot, UnmapDma,
+    UnmapReply,
 };
 pub use error::{Errno, Error};
 pub use iommu::{PAGE_SHIFT, PAGE_SIZE};
+pub use profile::{Config, KernelProfile, Strategy};
