@@ -11,5 +11,6 @@ pub mod json;
 pub mod kernel_check;
 pub mod report;
 pub mod runner;
-pub mod trace;
+/// The trace language (its own crate, `type1-trace`).
+pub use type1_trace as trace;
 pub mod units;

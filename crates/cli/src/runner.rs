@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 
 use iommu::{Domain, DomainConfig, Format};
 use type1::mm::sim::SimMm;
+use type1::mm::MmapSpec;
 use type1::mm::PageSource;
-use type1::mm::{self as sim, MmapSpec};
 use type1::mm::{AnyMemory, Memory};
 use type1::{
     BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
 };
 
 use crate::trace::{
-    Backing, ExpItem, ExpResult, Expect, Layout, LockedExp, Memlock, Stmt, StmtKind, Trace,
-    VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
+    ExpItem, ExpResult, Expect, LockedExp, Memlock, Stmt, StmtKind, Trace, VaddrRef, UNMAP_ALL,
+    UNMAP_DIRTY,
 };
 use crate::units;
 
@@ -560,17 +560,8 @@ impl Run {
                 let spec = MmapSpec {
                     name: name.clone(),
                     size: *size,
-                    backing: match backing {
-                        Backing::Page4k => sim::Backing::Page4k,
-                        Backing::Thp => sim::Backing::Thp,
-                        Backing::Hugetlb2m => sim::Backing::Hugetlb2m,
-                        Backing::Hugetlb1g => sim::Backing::Hugetlb1g,
-                        Backing::Pfnmap => sim::Backing::Pfnmap,
-                    },
-                    layout: match layout {
-                        Layout::Contiguous => sim::Layout::Contiguous,
-                        Layout::Scattered => sim::Layout::Scattered,
-                    },
+                    backing: *backing,
+                    layout: *layout,
                     seed: *seed,
                     writable: *prot_write,
                     at: *at,
@@ -939,7 +930,7 @@ pub fn evaluate(exp: &Expect, rec: &Record) -> Vec<String> {
                 None => format!("expected ok, got {got_word}"),
             });
         }
-        Some(ExpResult::Errno(name)) if rec.outcome.errno() != Some(name.as_str()) => {
+        Some(ExpResult::Errno(name)) if rec.outcome.errno() != name.known_name() => {
             out.push(match rec.outcome.message() {
                 Some(m) => format!("expected {name}, got {got_word} ({m})"),
                 None => format!("expected {name}, got {got_word}"),

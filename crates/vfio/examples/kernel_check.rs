@@ -3,9 +3,7 @@
 //!
 //! `cargo run -p vfio-backend --example kernel_check -- [--kernel 7.2|6.12|6.1|FULL] [--json] [--walks] [--monitor-log OUT] FILE`
 
-#[allow(dead_code, unused_imports, clippy::all)]
-#[path = "../../cli/src/trace/mod.rs"]
-mod trace;
+use type1_trace as trace;
 
 #[path = "../tests/support/from_trace.rs"]
 mod from_trace;

@@ -176,7 +176,7 @@ pub fn check_expectations(t: &trace::Trace, records: &[Record]) -> (usize, Vec<S
                 }
                 Some(ExpResult::Errno(n)) => {
                     checked += 1;
-                    if r.errno.as_deref() != Some(n.as_str()) {
+                    if r.errno.as_deref() != Some(n.name().as_str()) {
                         fail(format!(
                             "expected {n}, kernel: {}",
                             if r.ok {

@@ -1,4 +1,7 @@
+//! The parser's tests: every statement, argument, number form and error message.
+
 use super::*;
+use iommu::Errno;
 
 /// Parses `line` as the statement after a `container` line.
 fn stmt(line: &str) -> Stmt {
@@ -59,7 +62,7 @@ unmap iova=1G size=4M                    => ok size=4M locked=-1024
     };
     let errno = |e: &str, items| {
         Some(Expect {
-            result: Some(ExpResult::Errno(e.into())),
+            result: Some(ExpResult::Errno(Errno::from_name(e).unwrap())),
             items,
         })
     };
@@ -392,7 +395,7 @@ fn mmap_forms() {
         assert!(
             matches!(kind(&format!("mmap m size=1G backing={w}")), StmtKind::Mmap { backing, .. } if backing == b)
         );
-        assert_eq!(b.word(), w);
+        assert_eq!(b.name(), w);
     }
     assert!(matches!(
         kind("mmap m size=4K prot=rw layout=contiguous"),
@@ -841,7 +844,7 @@ fn expectations() {
     for e in ERRNOS {
         assert_eq!(
             expect(&format!("info => {e}")).result,
-            Some(ExpResult::Errno(e.to_string()))
+            Some(ExpResult::Errno(Errno::from_name(e).unwrap()))
         );
     }
     assert_eq!(
@@ -911,7 +914,7 @@ fn expectations() {
     );
     assert_eq!(
         expect("check => EINVAL").result,
-        Some(ExpResult::Errno("EINVAL".into()))
+        Some(ExpResult::Errno(Errno::EINVAL))
     );
     assert_eq!(
         expect("unmap iova=0 size=4K => ok size=0").items,
