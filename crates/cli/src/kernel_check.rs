@@ -3,7 +3,7 @@
 //! Each trace is replayed twice: by the vfio backend inside a QEMU guest (crate
 //! `vfio-backend`: a Debian kernel, emulated VT-d, the `edu` device bound to vfio-pci) and by
 //! the engine with the matching kernel profile. The two `replay --json` streams are compared by
-//! line ([`vfio_backend::compare`]): `ok`, `errno`, `locked`, `avail`, the returned `size` of
+//! line ([`type1_trace::compare`]): `ok`, `errno`, `locked`, `avail`, the returned `size` of
 //! `unmap`, the page sizes and ranges of `info`, and at `check` the leaves by page size that the
 //! guest's VT-d tables hold against the engine's domain of the same name.
 //!
@@ -21,28 +21,22 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use vfio_backend::record::Record;
-use vfio_backend::stmt::Stmt;
-use vfio_backend::Diff;
 
 use crate::runner::{self, Options};
-use crate::trace::{self, StmtKind, Trace};
-
-// The one trace → statements converter, shared with the vfio crate's tests and example
-// (it names the trace module `super::trace`, which is the import above).
-#[allow(dead_code, unused_imports, clippy::all)]
-#[path = "../../vfio/tests/support/from_trace.rs"]
-mod from_trace;
+use crate::trace::{self, defaults, Diff, Record, StmtKind, Trace};
 
 /// The comment tag that marks a statement only the model can express.
 pub const MODEL_ONLY: &str = "model-only:";
 
 /// The kernel profile used when neither `--kernel` nor the trace's `kernel=` names one.
-pub const DEFAULT_PROFILE: &str = "7.2";
+pub const DEFAULT_PROFILE: &str = defaults::KERNEL;
 
-/// The statements of a trace as the guest program runs them, and the trace's `kernel=`.
-pub fn to_stmts(t: &Trace) -> (Vec<Stmt>, Option<String>) {
-    from_trace::convert(t)
+/// The kernel a trace asks for (its last `container kernel=`).
+pub fn trace_kernel(t: &Trace) -> Option<String> {
+    t.stmts.iter().rev().find_map(|s| match &s.kind {
+        StmtKind::Container { kernel, .. } => kernel.clone(),
+        _ => None,
+    })
 }
 
 /// The engine profile (`7.2`, `6.12`, `6.1`) of a kernel name: a short name, or a full Debian
@@ -139,8 +133,7 @@ pub fn set_kernel(t: &mut Trace, profile: &str) -> Vec<(usize, String)> {
 
 /// The engine's `replay --json` objects for a trace.
 pub fn engine_json(t: &Trace) -> Vec<Value> {
-    let r = runner::replay(t, &Options::default(), &mut |_| {});
-    crate::json::lines(&r)
+    runner::replay(t, &Options::default(), &mut |_| {}).json_lines()
 }
 
 /// The outcome of one trace's check.
@@ -200,8 +193,8 @@ pub fn check_records(
             continue;
         }
         let mut r = r.clone();
-        if let Some(doms) = &mut r.domains {
-            doms.retain(|name, _| match leaves.get(name) {
+        if let Some(state) = &mut r.state {
+            state.domains.retain(|name, _| match leaves.get(name) {
                 Some(Err(why)) => {
                     c.leaves_skipped.push((r.line, why.clone()));
                     false
@@ -209,9 +202,9 @@ pub fn check_records(
                 _ => true,
             });
         }
-        kept.push(r);
+        kept.push(r.to_json());
     }
-    let cmp = vfio_backend::compare(&engine, &kept);
+    let cmp = trace::compare(&engine, &kept);
     c.compared = cmp.compared;
     c.fields = cmp.fields;
     c.diffs = cmp.diffs;
@@ -308,10 +301,9 @@ pub fn prepare(path: &std::path::Path, kernel: Option<&str>) -> Result<Prepared,
     let src = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
     let mut t =
         trace::parse(&src).map_err(|e| format!("{name}:{}:{}: {}", e.line, e.col, e.msg))?;
-    let (_, trace_kernel) = to_stmts(&t);
     let wanted = kernel
         .map(str::to_string)
-        .or(trace_kernel)
+        .or_else(|| trace_kernel(&t))
         .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
     let profile = profile_of(&wanted)
         .ok_or_else(|| format!("{name}: unknown kernel {wanted:?} (use 7.2, 6.12 or 6.1, or their full Debian versions)"))?
@@ -369,7 +361,6 @@ pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bo
                 p.profile
             );
         }
-        let (stmts, _) = to_stmts(&p.trace);
         let opts = GuestOptions {
             // A full version given on the command line is booted as is.
             kernel: kernel
@@ -386,7 +377,9 @@ pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bo
             p.profile
         );
         let t0 = std::time::Instant::now();
-        let run = match run_in_guest(&stmts, &opts, &mut |m| eprintln!("kernel-check:   {m}")) {
+        let run = match run_in_guest(&p.trace.stmts, &opts, &mut |m| {
+            eprintln!("kernel-check:   {m}")
+        }) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("kernel-check: {name}: harness error: {e}");

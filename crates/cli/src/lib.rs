@@ -7,7 +7,6 @@
 pub mod bench;
 pub mod demo;
 pub mod inspect;
-pub mod json;
 pub mod kernel_check;
 pub mod report;
 pub mod runner;

@@ -25,10 +25,8 @@ use type1::{
     BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
 };
 
-use crate::trace::{
-    ExpItem, ExpResult, Expect, LockedExp, Memlock, Stmt, StmtKind, Trace, VaddrRef, UNMAP_ALL,
-    UNMAP_DIRTY,
-};
+use crate::trace::record::{self, Dma, InfoFields, Record};
+use crate::trace::{defaults, expect, Memlock, Stmt, StmtKind, Trace, UNMAP_ALL, UNMAP_DIRTY};
 use crate::units;
 
 const SZ_4K: u64 = 4096;
@@ -182,18 +180,34 @@ impl State {
     pub fn domain(&self, name: &str) -> Option<&DomainState> {
         self.domains.iter().find(|d| d.name == name)
     }
-}
 
-/// What GET_INFO delivered into the user's buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InfoState {
-    /// The `argsz` the kernel wrote back (the size needed when the buffer was too small).
-    pub argsz: u32,
-    pub iova_pgsizes: u64,
-    /// `None` when the buffer was too small for the capabilities.
-    pub iova_ranges: Option<Vec<(u64, u64)>>,
-    /// `None` when the buffer was too small for the capabilities.
-    pub dma_avail: Option<u32>,
+    /// The part of the state a [`Record`] carries.
+    pub fn record(&self) -> record::State {
+        record::State {
+            dmas: Some(
+                self.dmas
+                    .iter()
+                    .map(|d| Dma {
+                        iova: d.iova,
+                        size: d.size,
+                        vaddr: d.vaddr,
+                    })
+                    .collect(),
+            ),
+            domains: self
+                .domains
+                .iter()
+                .map(|d| (d.name.clone(), d.leaves.iter().copied().collect()))
+                .collect(),
+            pinned: Some(self.pinned),
+            tables: Some(
+                self.domains
+                    .iter()
+                    .map(|d| (d.name.clone(), d.table_pages))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The statement-specific part of a record.
@@ -215,17 +229,18 @@ pub enum Detail {
         /// The dirty bitmap, with `flags=dirty`.
         bitmap: Option<Vec<u64>>,
     },
-    /// `None` when the call failed.
-    Info(Option<InfoState>),
+    /// What GET_INFO delivered into the user's buffer; `None` when the call failed.
+    Info(Option<InfoFields>),
     DirtyGet {
         bitmap: Option<Vec<u64>>,
     },
     Check(State),
 }
 
-/// The replay of one statement.
+/// The replay of one statement on the engine: its [`Record`] and what only the engine knows
+/// (the state, the time spent, the failed expectations).
 #[derive(Clone, Debug)]
-pub struct Record {
+pub struct Step {
     pub line: usize,
     /// The statement as written (without its comment).
     pub text: String,
@@ -269,7 +284,7 @@ pub struct Summary {
 /// A whole replay.
 #[derive(Debug)]
 pub struct Replay {
-    pub records: Vec<Record>,
+    pub records: Vec<Step>,
     /// `None` when the trace has no container or stopped with a trace error.
     pub summary: Option<Summary>,
     pub error: Option<TraceError>,
@@ -278,7 +293,62 @@ pub struct Replay {
     pub strategy: Strategy,
 }
 
+impl Step {
+    /// The statement's [`Record`]: the object `type1 replay --json` prints for it.
+    pub fn record(&self) -> Record {
+        let mut r = Record::new(self.line, self.op);
+        r.ok = self.outcome.is_ok();
+        if let Outcome::Errno { errno, .. } = &self.outcome {
+            r.errno = Some(*errno);
+        }
+        r.message = self.outcome.message();
+        r.locked = Some(self.locked);
+        r.avail = Some(u64::from(self.avail));
+        r.warnings = self.warnings.clone();
+        match &self.detail {
+            Detail::None | Detail::Map { .. } => {}
+            Detail::Unmap { size, bitmap, .. } => {
+                r.size = *size;
+                r.bitmap = bitmap.clone();
+            }
+            Detail::Info(info) => r.info = info.clone(),
+            Detail::DirtyGet { bitmap } => {
+                r.dirty_get = true;
+                r.bitmap = bitmap.clone();
+            }
+            Detail::Check(state) => r.state = Some(state.record()),
+        }
+        r
+    }
+}
+
+impl Summary {
+    /// The summary's [`Record`] (`op` is `summary`).
+    pub fn record(&self) -> Record {
+        let mut r = Record::new(self.line, "summary");
+        if !self.violations.is_empty() {
+            r.ok = false;
+            r.message = Outcome::Invariants(self.violations.clone()).message();
+        }
+        r.locked = Some(self.state.locked);
+        r.avail = Some(u64::from(self.avail));
+        r.state = Some(self.state.record());
+        r
+    }
+}
+
 impl Replay {
+    /// Every object of `type1 replay --json`: the statements, then the summary (none when the
+    /// trace has no container or stopped at a trace error).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.records
+            .iter()
+            .map(Step::record)
+            .chain(self.summary.iter().map(Summary::record))
+            .map(|r| r.to_json())
+            .collect()
+    }
+
     /// 0 all good, 1 a failed expectation or a broken invariant, 2 a trace error.
     pub fn exit_code(&self) -> i32 {
         if self.error.is_some() {
@@ -361,7 +431,7 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
                     .c
                     .as_ref()
                     .map_or((0, 0), |c| (c.locked_pages(), c.dma_avail()));
-                let mut rec = Record {
+                let mut rec = Step {
                     line: stmt.line,
                     text: stmt.text.clone(),
                     op: stmt.kind.verb(),
@@ -378,7 +448,7 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
                     rec.warnings.push(w);
                 }
                 if let Some(exp) = &stmt.expect {
-                    rec.mismatches = evaluate(exp, &rec);
+                    rec.mismatches = expect::evaluate(exp, &rec.record(), rec.locked_before);
                 }
                 records.push(rec);
             }
@@ -439,17 +509,6 @@ fn outcome_of<T>(r: &Result<T, Error>) -> Outcome {
     }
 }
 
-/// Bytes of a bitmap buffer covering `size` bytes in pages of `pgsize`: whole u64 words, at
-/// least one.
-fn bitmap_bytes(size: u64, pgsize: u64) -> u64 {
-    let pages = if pgsize == 0 {
-        0
-    } else {
-        size.div_ceil(pgsize)
-    };
-    (pages.div_ceil(64) * 8).max(8)
-}
-
 impl Run {
     fn container(&mut self) -> Result<&mut Container<AnyMemory>, String> {
         self.c
@@ -466,13 +525,13 @@ impl Run {
                 cap_ipc_lock,
                 kernel,
             } => {
-                let kernel_word = kernel.as_deref().unwrap_or("7.2");
+                let kernel_word = kernel.as_deref().unwrap_or(defaults::KERNEL);
                 let kernel = KernelProfile::parse(kernel_word).ok_or_else(|| {
                     format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)")
                 })?;
                 let cfg = Config {
                     v2: *v2,
-                    dma_entry_limit: dma_entry_limit.unwrap_or(u16::MAX as u32),
+                    dma_entry_limit: dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
                     memlock: match memlock {
                         Some(Memlock::Bytes(b)) => Some(*b),
                         Some(Memlock::Unlimited) | None => None,
@@ -594,9 +653,9 @@ impl Run {
             } => {
                 let strategy = self.opts.strategy;
                 let c = self.container()?;
-                let vaddr = resolve_vaddr(c, vaddr)?;
+                let vaddr = defaults::resolve_vaddr(vaddr, |n| c.mm().region_vaddr(n))?;
                 let req = MapDma {
-                    argsz: argsz.unwrap_or(32),
+                    argsz: defaults::map_argsz(*argsz),
                     flags: *flags,
                     vaddr,
                     iova: *iova,
@@ -634,14 +693,14 @@ impl Run {
                 let dirty = flags & UNMAP_DIRTY != 0;
                 let all = flags & UNMAP_ALL != 0;
                 let bitmap = dirty.then(|| {
-                    let pgsize = 1u64 << c.pgsize_bitmap().trailing_zeros();
+                    let pgsize = defaults::unmap_bitmap_pgsize(c.pgsize_bitmap());
                     BitmapArg {
                         pgsize,
-                        size: bitmap_bytes(*size, pgsize),
+                        size: defaults::bitmap_bytes(*size, pgsize),
                     }
                 });
                 let req = UnmapDma {
-                    argsz: argsz.unwrap_or(if dirty { 48 } else { 24 }),
+                    argsz: defaults::unmap_argsz(*argsz, *flags),
                     flags: *flags,
                     iova: *iova,
                     size: *size,
@@ -683,15 +742,19 @@ impl Run {
             }
             StmtKind::Info { argsz } => {
                 let c = self.container()?;
-                let (r, elapsed) = timed(|| c.get_info(argsz.unwrap_or(4096)));
+                let (r, elapsed) = timed(|| c.get_info(defaults::info_argsz(*argsz)));
                 let outcome = outcome_of(&r);
                 let info = r.ok().map(|i| {
                     let caps = i.cap_offset != 0;
-                    InfoState {
+                    InfoFields {
                         argsz: i.argsz,
+                        flags: i.flags,
                         iova_pgsizes: i.iova_pgsizes,
+                        cap_offset: i.cap_offset,
+                        argsz_needed: i.argsz_needed,
                         iova_ranges: caps.then_some(i.iova_ranges),
                         dma_avail: caps.then_some(i.dma_avail),
+                        migration_pgsize: caps.then_some(i.migration_pgsize),
                     }
                 });
                 Ok(Done {
@@ -704,11 +767,11 @@ impl Run {
             StmtKind::DirtyStart | StmtKind::DirtyStop => {
                 let c = self.container()?;
                 let flag = if stmt.kind == StmtKind::DirtyStart {
-                    1
+                    defaults::DIRTY_START
                 } else {
-                    2
+                    defaults::DIRTY_STOP
                 };
-                let (r, elapsed) = timed(|| c.dirty_pages(8, flag, None));
+                let (r, elapsed) = timed(|| c.dirty_pages(defaults::DIRTY_ARGSZ, flag, None));
                 Ok(Done {
                     outcome: outcome_of(&r),
                     elapsed,
@@ -719,9 +782,15 @@ impl Run {
                 let c = self.container()?;
                 let arg = BitmapArg {
                     pgsize: *pgsize,
-                    size: bitmap_bytes(*size, *pgsize),
+                    size: defaults::bitmap_bytes(*size, *pgsize),
                 };
-                let (r, elapsed) = timed(|| c.dirty_pages(48, 4, Some((*iova, *size, arg))));
+                let (r, elapsed) = timed(|| {
+                    c.dirty_pages(
+                        defaults::DIRTY_GET_ARGSZ,
+                        defaults::DIRTY_GET_BITMAP,
+                        Some((*iova, *size, arg)),
+                    )
+                });
                 let outcome = outcome_of(&r);
                 Ok(Done {
                     outcome,
@@ -763,25 +832,6 @@ impl Run {
                  map fewer, larger regions or raise the limit"
             )
         })
-    }
-}
-
-/// `NAME[+OFFSET]` or an absolute vaddr.
-fn resolve_vaddr(c: &Container<AnyMemory>, v: &VaddrRef) -> Result<u64, String> {
-    match v {
-        VaddrRef::Abs(a) => Ok(*a),
-        VaddrRef::Named { name, offset } => {
-            let base = c.mm().region_vaddr(name).ok_or_else(|| {
-                format!("vaddr={name}: no region named {name:?} (create it with `mmap {name} size=...` first)")
-            })?;
-            let v = i128::from(base) + offset;
-            u64::try_from(v).map_err(|_| {
-                format!(
-                    "vaddr={name}{offset:+}: the region starts at {base:#x}, so the address \
-                     {v:#x} is outside the 64-bit space"
-                )
-            })
-        }
     }
 }
 
@@ -919,102 +969,6 @@ fn hugepage_reason(
         .into()
 }
 
-/// The expectation items that do not hold, as `expected X, got Y`.
-pub fn evaluate(exp: &Expect, rec: &Record) -> Vec<String> {
-    let mut out = Vec::new();
-    let got_word = rec.outcome.word();
-    match &exp.result {
-        Some(ExpResult::Ok) if !rec.outcome.is_ok() => {
-            out.push(match rec.outcome.message() {
-                Some(m) => format!("expected ok, got {got_word} ({m})"),
-                None => format!("expected ok, got {got_word}"),
-            });
-        }
-        Some(ExpResult::Errno(name)) if rec.outcome.errno() != name.known_name() => {
-            out.push(match rec.outcome.message() {
-                Some(m) => format!("expected {name}, got {got_word} ({m})"),
-                None => format!("expected {name}, got {got_word}"),
-            });
-        }
-        _ => {}
-    }
-    let state = match &rec.detail {
-        Detail::Check(s) => Some(s),
-        _ => None,
-    };
-    for item in &exp.items {
-        match item {
-            ExpItem::Size(want) => {
-                let got = match &rec.detail {
-                    Detail::Unmap { size, .. } => *size,
-                    _ => None,
-                };
-                match got {
-                    Some(g) if g == *want => {}
-                    Some(g) => out.push(format!(
-                        "expected size={}, got size={}",
-                        units::bytes_exact(*want),
-                        units::bytes_exact(g)
-                    )),
-                    None => out.push(format!(
-                        "expected size={}, got no size (the call failed)",
-                        units::bytes_exact(*want)
-                    )),
-                }
-            }
-            ExpItem::Locked(LockedExp::Abs(want)) => {
-                if rec.locked != *want {
-                    out.push(format!("expected locked={want}, got locked={}", rec.locked));
-                }
-            }
-            ExpItem::Locked(LockedExp::Delta(want)) => {
-                let got = i128::from(rec.locked) - i128::from(rec.locked_before);
-                if got != i128::from(*want) {
-                    out.push(format!(
-                        "expected locked={want:+}, got locked={got:+} ({} -> {})",
-                        rec.locked_before, rec.locked
-                    ));
-                }
-            }
-            ExpItem::Avail(want) => {
-                if u64::from(rec.avail) != *want {
-                    out.push(format!("expected avail={want}, got avail={}", rec.avail));
-                }
-            }
-            ExpItem::Leaves {
-                domain,
-                pgsize,
-                count,
-            } => {
-                let key = format!("leaves.{domain}.{}", units::bytes_exact(*pgsize));
-                match state.map(|s| s.domain(domain)) {
-                    Some(Some(d)) => {
-                        let got = d.leaves_of(*pgsize);
-                        if got != *count {
-                            out.push(format!("expected {key}={count}, got {key}={got}"));
-                        }
-                    }
-                    Some(None) => out.push(format!(
-                        "expected {key}={count}, got no domain named {domain:?}"
-                    )),
-                    None => out.push(format!("expected {key}={count}, but this is not a check")),
-                }
-            }
-            ExpItem::Dmas(want) => match state {
-                Some(s) if s.dmas.len() as u64 == *want => {}
-                Some(s) => out.push(format!("expected dmas={want}, got dmas={}", s.dmas.len())),
-                None => out.push(format!("expected dmas={want}, but this is not a check")),
-            },
-            ExpItem::Pinned(want) => match state {
-                Some(s) if s.pinned == *want => {}
-                Some(s) => out.push(format!("expected pinned={want}, got pinned={}", s.pinned)),
-                None => out.push(format!("expected pinned={want}, but this is not a check")),
-            },
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1022,15 +976,6 @@ mod tests {
 
     fn run(src: &str) -> Replay {
         replay(&parse(src).unwrap(), &Options::default(), &mut |_| {})
-    }
-
-    #[test]
-    fn bitmap_bytes_rounds_up_to_whole_words() {
-        assert_eq!(bitmap_bytes(4096, 4096), 8);
-        assert_eq!(bitmap_bytes(64 * 4096, 4096), 8);
-        assert_eq!(bitmap_bytes(65 * 4096, 4096), 16);
-        assert_eq!(bitmap_bytes(0, 4096), 8);
-        assert_eq!(bitmap_bytes(4096, 0), 8);
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::process::Command;
 use serde_json::{json, Value};
 use type1_cli::kernel_check::{
     check_prepared, check_records, diff_line, leaf_comparable, model_only_markers, prepare,
-    profile_of, to_stmts,
+    profile_of, trace_kernel,
 };
-use vfio_backend::record::Record;
+use type1_cli::trace::record::{Backend, Record, State};
+use type1_cli::trace::Errno;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,17 +47,20 @@ fn a_planted_errno_is_named_with_its_line_and_both_values() {
         (5, "map"),
         (6, "check"),
     ] {
-        let mut r = Record::new(line, op);
+        let mut r = Record {
+            backend: Backend::Kernel,
+            ..Record::new(line, op)
+        };
         r.locked = Some(if line >= 4 { 1 } else { 0 });
         r.avail = Some(if line >= 4 { 65534 } else { 65535 });
         kernel.push(r);
     }
     kernel[0].avail = None;
-    kernel[3].fail(17); // EEXIST
-    kernel[4].domains = Some(BTreeMap::from([(
-        "d0".to_string(),
-        BTreeMap::from([(4096, 1)]),
-    )]));
+    kernel[3].fail(Errno::from_raw(17)); // EEXIST
+    kernel[4].state = Some(State {
+        domains: BTreeMap::from([("d0".to_string(), BTreeMap::from([(4096, 1)]))]),
+        ..State::default()
+    });
     let marks = BTreeMap::new();
     let vtd = BTreeMap::from([("d0".to_string(), Ok(()))]);
 
@@ -129,8 +133,7 @@ fn kernel_override_applies_to_both_sides() {
     let p = prepare(&repo().join("tests/kernel/phase-B.trace"), Some("6.12")).unwrap();
     assert_eq!(p.profile, "6.12");
     assert_eq!(p.overridden.len(), 1);
-    let (_, k) = to_stmts(&p.trace);
-    assert_eq!(k.as_deref(), Some("6.12"));
+    assert_eq!(trace_kernel(&p.trace).as_deref(), Some("6.12"));
     let p = prepare(&repo().join("tests/kernel/phase-B.trace"), None).unwrap();
     assert_eq!(p.profile, "7.2");
     assert!(p.overridden.is_empty());
@@ -165,9 +168,8 @@ fn the_guest_agrees_with_the_engine_and_catches_a_planted_errno() {
         return;
     }
     let p = prepare(&repo().join("tests/kernel/phase-B.trace"), None).unwrap();
-    let (stmts, _) = to_stmts(&p.trace);
     let run = vfio_backend::qemu::run_in_guest(
-        &stmts,
+        &p.trace.stmts,
         &vfio_backend::qemu::GuestOptions::default(),
         &mut vfio_backend::qemu::stderr_progress,
     )

@@ -184,7 +184,9 @@ pub enum VaddrRef {
     Named {
         /// The `mmap` the address is in.
         name: String,
-        /// The signed offset from the region's start.
+        /// The signed offset from the region's start (on the wire: decimal text, as JSON
+        /// numbers inside tagged enums cannot hold an i128).
+        #[serde(with = "i128_text")]
         offset: i128,
     },
 }
@@ -281,6 +283,21 @@ mod layout_word {
             "scattered" => Ok(Layout::Scattered),
             w => Err(serde::de::Error::custom(format!("unknown layout {w:?}"))),
         }
+    }
+}
+
+/// An i128 on the wire: its decimal text.
+mod i128_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

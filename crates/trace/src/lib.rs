@@ -21,10 +21,18 @@
 //! ```
 
 pub mod ast;
+pub mod compare;
+pub mod defaults;
+pub mod expect;
 pub mod parse;
+pub mod record;
 
 pub use ast::*;
+pub use compare::{compare, Comparison, Diff};
+/// The errno type expectations and records use.
+pub use iommu::Errno;
 pub use parse::{
     parse, parse_number, ParseError, ERRNOS, FORMATS, KERNELS, MAP_READ, MAP_VADDR, MAP_WRITE,
     UNMAP_ALL, UNMAP_DIRTY, UNMAP_VADDR,
 };
+pub use record::{bitmap_hex, Backend, Dma, InfoFields, Record, State};
