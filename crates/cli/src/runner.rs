@@ -26,7 +26,9 @@ use type1::{
 };
 
 use crate::trace::record::{self, Dma, InfoFields, Record};
-use crate::trace::{defaults, expect, Memlock, Stmt, StmtKind, Trace, UNMAP_ALL, UNMAP_DIRTY};
+use crate::trace::{
+    defaults, expect, Memlock, Stmt, StmtKind, Trace, VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
+};
 use crate::units;
 
 const SZ_4K: u64 = 4096;
@@ -494,6 +496,16 @@ impl Done {
             warnings: Vec::new(),
         }
     }
+
+    /// An engine call with nothing to show but its outcome, timed.
+    fn timed<T>(f: impl FnOnce() -> Result<T, Error>) -> Done {
+        let (r, elapsed) = timed(f);
+        Done {
+            outcome: outcome_of(&r),
+            elapsed,
+            ..Done::ok()
+        }
+    }
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -516,6 +528,7 @@ impl Run {
             .ok_or_else(|| "no container: `container` must be the first statement".to_string())
     }
 
+    /// Runs one statement: one function per verb.
     fn exec(&mut self, stmt: &Stmt) -> Result<Done, String> {
         match &stmt.kind {
             StmtKind::Container {
@@ -524,88 +537,15 @@ impl Run {
                 memlock,
                 cap_ipc_lock,
                 kernel,
-            } => {
-                let kernel_word = kernel.as_deref().unwrap_or(defaults::KERNEL);
-                let kernel = KernelProfile::parse(kernel_word).ok_or_else(|| {
-                    format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)")
-                })?;
-                let cfg = Config {
-                    v2: *v2,
-                    dma_entry_limit: dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
-                    memlock: match memlock {
-                        Some(Memlock::Bytes(b)) => Some(*b),
-                        Some(Memlock::Unlimited) | None => None,
-                    },
-                    cap_ipc_lock: *cap_ipc_lock,
-                    strategy: self.opts.strategy,
-                    kernel,
-                    check_unpin_order: self.opts.check_unpin_order,
-                };
-                let mm = if self.opts.host_memory {
-                    AnyMemory::Host(
-                        type1::mm::host::HostMm::new().map_err(|e| format!("real memory: {e}"))?,
-                    )
-                } else {
-                    AnyMemory::Sim(SimMm::new())
-                };
-                self.c = Some(Container::new(cfg, mm));
-                Ok(Done::ok())
-            }
+            } => self.new_container(*v2, *dma_entry_limit, *memlock, *cap_ipc_lock, kernel),
             StmtKind::Domain {
                 name,
                 format,
                 pgsizes,
                 aperture,
                 reserved,
-            } => {
-                let c = self.container()?;
-                let fmt_word = format.as_deref().unwrap_or("x86_64");
-                let fmt = Format::parse(fmt_word)
-                    .map_err(|e| format!("domain {name}: {e}; change format="))?;
-                let cfg = DomainConfig {
-                    format: fmt,
-                    pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
-                    aperture: *aperture,
-                };
-                let domain = Domain::new(cfg).map_err(|e| {
-                    let fix = match e {
-                        iommu::Error::BadPgsizes { .. } => "change pgsizes=",
-                        iommu::Error::BadAperture { .. } => "change aperture=",
-                        iommu::Error::UnknownFormat(_) => "change format=",
-                        _ => "change the domain's arguments",
-                    };
-                    format!("domain {name}: {e}; {fix}")
-                })?;
-                let reserved = reserved
-                    .clone()
-                    .unwrap_or_else(|| domain.reserved_regions());
-                let (r, elapsed) = timed(|| c.attach(name, domain, reserved));
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    elapsed,
-                    ..Done::ok()
-                })
-            }
-            StmtKind::Detach { name } => {
-                let c = self.container()?;
-                if c.domain(name).is_none() {
-                    let names: Vec<&str> = c.domains().iter().map(|d| d.name.as_str()).collect();
-                    return Err(format!(
-                        "detach {name}: no domain named {name:?} is attached (attached: {})",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ));
-                }
-                let (r, elapsed) = timed(|| c.detach(name));
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    elapsed,
-                    ..Done::ok()
-                })
-            }
+            } => self.domain(name, format.as_deref(), pgsizes, *aperture, reserved),
+            StmtKind::Detach { name } => self.detach(name),
             StmtKind::Mmap {
                 name,
                 size,
@@ -615,207 +555,316 @@ impl Run {
                 prot_write,
                 at,
                 phys,
-            } => {
-                let spec = MmapSpec {
-                    name: name.clone(),
-                    size: *size,
-                    backing: *backing,
-                    layout: *layout,
-                    seed: *seed,
-                    writable: *prot_write,
-                    at: *at,
-                    phys: *phys,
-                };
-                let c = self.container()?;
-                c.mm_mut()
-                    .mmap(&spec)
-                    .map_err(|e| format!("mmap {name}: {e}"))?;
-                // What real memory could not honour (`layout`, `phys`: the kernel places pages).
-                let notes = c.mm_mut().notes();
-                Ok(Done {
-                    warnings: notes,
-                    ..Done::ok()
-                })
-            }
-            StmtKind::Munmap { name, range } => {
-                let c = self.container()?;
-                c.mm_mut()
-                    .munmap(name, *range)
-                    .map_err(|e| format!("munmap {name}: {e}"))?;
-                Ok(Done::ok())
-            }
+            } => self.mmap(MmapSpec {
+                name: name.clone(),
+                size: *size,
+                backing: *backing,
+                layout: *layout,
+                seed: *seed,
+                writable: *prot_write,
+                at: *at,
+                phys: *phys,
+            }),
+            StmtKind::Munmap { name, range } => self.munmap(name, *range),
             StmtKind::Map {
                 vaddr,
                 iova,
                 size,
                 flags,
                 argsz,
-            } => {
-                let strategy = self.opts.strategy;
-                let c = self.container()?;
-                let vaddr = defaults::resolve_vaddr(vaddr, |n| c.mm().region_vaddr(n))?;
-                let req = MapDma {
-                    argsz: defaults::map_argsz(*argsz),
-                    flags: *flags,
-                    vaddr,
-                    iova: *iova,
-                    size: *size,
-                };
-                let before: Vec<(String, Vec<(u64, u64)>)> = c
-                    .domains()
-                    .iter()
-                    .map(|d| (d.name.clone(), d.domain.leaves_by_size()))
-                    .collect();
-                let (r, elapsed) = timed(|| c.map_dma(&req));
-                let warnings = if r.is_ok() {
-                    hugepage_warnings(c, strategy, &req, &before)
-                } else {
-                    Vec::new()
-                };
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    detail: Detail::Map {
-                        vaddr,
-                        iova: *iova,
-                        size: *size,
-                    },
-                    elapsed,
-                    warnings,
-                })
-            }
+            } => self.map(vaddr, *iova, *size, *flags, *argsz),
             StmtKind::Unmap {
                 iova,
                 size,
                 flags,
                 argsz,
-            } => {
-                let c = self.container()?;
-                let dirty = flags & UNMAP_DIRTY != 0;
-                let all = flags & UNMAP_ALL != 0;
-                let bitmap = dirty.then(|| {
-                    let pgsize = defaults::unmap_bitmap_pgsize(c.pgsize_bitmap());
-                    BitmapArg {
-                        pgsize,
-                        size: defaults::bitmap_bytes(*size, pgsize),
-                    }
-                });
-                let req = UnmapDma {
-                    argsz: defaults::unmap_argsz(*argsz, *flags),
-                    flags: *flags,
-                    iova: *iova,
-                    size: *size,
-                    bitmap,
-                };
-                let (r, elapsed) = timed(|| c.unmap_dma(&req));
-                let mut warnings = Vec::new();
-                if let Ok(reply) = &r {
-                    if !all && reply.size != *size {
-                        let how = if reply.size < *size {
-                            "less than asked: part of the range was not mapped"
-                        } else {
-                            "more than asked: whole mappings were removed"
-                        };
-                        warnings.push(format!(
-                            "unmap of {} at iova {iova:#x} removed {} ({how})",
-                            units::bytes_exact(*size),
-                            units::bytes_exact(reply.size)
-                        ));
-                    }
-                }
-                let outcome = outcome_of(&r);
-                let (usize_, ubitmap) = match r {
-                    Ok(reply) => (Some(reply.size), reply.bitmap),
-                    Err(_) => (None, None),
-                };
-                Ok(Done {
-                    outcome,
-                    detail: Detail::Unmap {
-                        iova: *iova,
-                        asked: *size,
-                        all,
-                        size: usize_,
-                        bitmap: ubitmap,
-                    },
-                    elapsed,
-                    warnings,
-                })
-            }
-            StmtKind::Info { argsz } => {
-                let c = self.container()?;
-                let (r, elapsed) = timed(|| c.get_info(defaults::info_argsz(*argsz)));
-                let outcome = outcome_of(&r);
-                let info = r.ok().map(|i| {
-                    let caps = i.cap_offset != 0;
-                    InfoFields {
-                        argsz: i.argsz,
-                        flags: i.flags,
-                        iova_pgsizes: i.iova_pgsizes,
-                        cap_offset: i.cap_offset,
-                        argsz_needed: i.argsz_needed,
-                        iova_ranges: caps.then_some(i.iova_ranges),
-                        dma_avail: caps.then_some(i.dma_avail),
-                        migration_pgsize: caps.then_some(i.migration_pgsize),
-                    }
-                });
-                Ok(Done {
-                    outcome,
-                    detail: Detail::Info(info),
-                    elapsed,
-                    warnings: Vec::new(),
-                })
-            }
-            StmtKind::DirtyStart | StmtKind::DirtyStop => {
-                let c = self.container()?;
-                let flag = if stmt.kind == StmtKind::DirtyStart {
-                    defaults::DIRTY_START
+            } => self.unmap(*iova, *size, *flags, *argsz),
+            StmtKind::Info { argsz } => self.info(*argsz),
+            StmtKind::DirtyStart => self.dirty(defaults::DIRTY_START),
+            StmtKind::DirtyStop => self.dirty(defaults::DIRTY_STOP),
+            StmtKind::DirtyGet { iova, size, pgsize } => self.dirty_get(*iova, *size, *pgsize),
+            StmtKind::Check => self.check(),
+        }
+    }
+
+    /// `container`: a new container over a new (simulated or real) process.
+    fn new_container(
+        &mut self,
+        v2: bool,
+        dma_entry_limit: Option<u32>,
+        memlock: Option<Memlock>,
+        cap_ipc_lock: bool,
+        kernel: &Option<String>,
+    ) -> Result<Done, String> {
+        let kernel_word = kernel.as_deref().unwrap_or(defaults::KERNEL);
+        let kernel = KernelProfile::parse(kernel_word)
+            .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)"))?;
+        let cfg = Config {
+            v2,
+            dma_entry_limit: dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
+            memlock: match memlock {
+                Some(Memlock::Bytes(b)) => Some(b),
+                Some(Memlock::Unlimited) | None => None,
+            },
+            cap_ipc_lock,
+            strategy: self.opts.strategy,
+            kernel,
+            check_unpin_order: self.opts.check_unpin_order,
+        };
+        let mm = if self.opts.host_memory {
+            AnyMemory::Host(
+                type1::mm::host::HostMm::new().map_err(|e| format!("real memory: {e}"))?,
+            )
+        } else {
+            AnyMemory::Sim(SimMm::new())
+        };
+        self.c = Some(Container::new(cfg, mm));
+        Ok(Done::ok())
+    }
+
+    /// `domain`: a new IOMMU domain attached to the container.
+    fn domain(
+        &mut self,
+        name: &str,
+        format: Option<&str>,
+        pgsizes: &Option<Vec<u64>>,
+        aperture: Option<(u64, u64)>,
+        reserved: &Option<Vec<(u64, u64)>>,
+    ) -> Result<Done, String> {
+        let c = self.container()?;
+        let fmt_word = format.unwrap_or("x86_64");
+        let fmt =
+            Format::parse(fmt_word).map_err(|e| format!("domain {name}: {e}; change format="))?;
+        let cfg = DomainConfig {
+            format: fmt,
+            pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
+            aperture,
+        };
+        let domain = Domain::new(cfg).map_err(|e| {
+            let fix = match e {
+                iommu::Error::BadPgsizes { .. } => "change pgsizes=",
+                iommu::Error::BadAperture { .. } => "change aperture=",
+                iommu::Error::UnknownFormat(_) => "change format=",
+                _ => "change the domain's arguments",
+            };
+            format!("domain {name}: {e}; {fix}")
+        })?;
+        let reserved = reserved
+            .clone()
+            .unwrap_or_else(|| domain.reserved_regions());
+        Ok(Done::timed(|| c.attach(name, domain, reserved)))
+    }
+
+    /// `detach`: an attached domain leaves the container.
+    fn detach(&mut self, name: &str) -> Result<Done, String> {
+        let c = self.container()?;
+        if c.domain(name).is_none() {
+            let names: Vec<&str> = c.domains().iter().map(|d| d.name.as_str()).collect();
+            return Err(format!(
+                "detach {name}: no domain named {name:?} is attached (attached: {})",
+                if names.is_empty() {
+                    "none".to_string()
                 } else {
-                    defaults::DIRTY_STOP
-                };
-                let (r, elapsed) = timed(|| c.dirty_pages(defaults::DIRTY_ARGSZ, flag, None));
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    elapsed,
-                    ..Done::ok()
-                })
+                    names.join(", ")
+                }
+            ));
+        }
+        Ok(Done::timed(|| c.detach(name)))
+    }
+
+    /// `mmap`: a new region in the process.
+    fn mmap(&mut self, spec: MmapSpec) -> Result<Done, String> {
+        let c = self.container()?;
+        c.mm_mut()
+            .mmap(&spec)
+            .map_err(|e| format!("mmap {}: {e}", spec.name))?;
+        // What real memory could not honour (`layout`, `phys`: the kernel places pages).
+        let notes = c.mm_mut().notes();
+        Ok(Done {
+            warnings: notes,
+            ..Done::ok()
+        })
+    }
+
+    /// `munmap`: a region, or part of it, leaves the process.
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<Done, String> {
+        let c = self.container()?;
+        c.mm_mut()
+            .munmap(name, range)
+            .map_err(|e| format!("munmap {name}: {e}"))?;
+        Ok(Done::ok())
+    }
+
+    /// `map`: VFIO_IOMMU_MAP_DMA, with a warning when huge pages got small leaves.
+    fn map(
+        &mut self,
+        vaddr: &VaddrRef,
+        iova: u64,
+        size: u64,
+        flags: u32,
+        argsz: Option<u32>,
+    ) -> Result<Done, String> {
+        let strategy = self.opts.strategy;
+        let c = self.container()?;
+        let vaddr = defaults::resolve_vaddr(vaddr, |n| c.mm().region_vaddr(n))?;
+        let req = MapDma {
+            argsz: defaults::map_argsz(argsz),
+            flags,
+            vaddr,
+            iova,
+            size,
+        };
+        let before: Vec<(String, Vec<(u64, u64)>)> = c
+            .domains()
+            .iter()
+            .map(|d| (d.name.clone(), d.domain.leaves_by_size()))
+            .collect();
+        let (r, elapsed) = timed(|| c.map_dma(&req));
+        let warnings = if r.is_ok() {
+            hugepage_warnings(c, strategy, &req, &before)
+        } else {
+            Vec::new()
+        };
+        Ok(Done {
+            outcome: outcome_of(&r),
+            detail: Detail::Map { vaddr, iova, size },
+            elapsed,
+            warnings,
+        })
+    }
+
+    /// `unmap`: VFIO_IOMMU_UNMAP_DMA (with a bitmap for `flags=dirty`), with a warning when
+    /// the size removed is not the size asked.
+    fn unmap(
+        &mut self,
+        iova: u64,
+        size: u64,
+        flags: u32,
+        argsz: Option<u32>,
+    ) -> Result<Done, String> {
+        let c = self.container()?;
+        let all = flags & UNMAP_ALL != 0;
+        let bitmap = (flags & UNMAP_DIRTY != 0).then(|| {
+            let pgsize = defaults::unmap_bitmap_pgsize(c.pgsize_bitmap());
+            BitmapArg {
+                pgsize,
+                size: defaults::bitmap_bytes(size, pgsize),
             }
-            StmtKind::DirtyGet { iova, size, pgsize } => {
-                let c = self.container()?;
-                let arg = BitmapArg {
-                    pgsize: *pgsize,
-                    size: defaults::bitmap_bytes(*size, *pgsize),
+        });
+        let req = UnmapDma {
+            argsz: defaults::unmap_argsz(argsz, flags),
+            flags,
+            iova,
+            size,
+            bitmap,
+        };
+        let (r, elapsed) = timed(|| c.unmap_dma(&req));
+        let mut warnings = Vec::new();
+        if let Ok(reply) = &r {
+            if !all && reply.size != size {
+                let how = if reply.size < size {
+                    "less than asked: part of the range was not mapped"
+                } else {
+                    "more than asked: whole mappings were removed"
                 };
-                let (r, elapsed) = timed(|| {
-                    c.dirty_pages(
-                        defaults::DIRTY_GET_ARGSZ,
-                        defaults::DIRTY_GET_BITMAP,
-                        Some((*iova, *size, arg)),
-                    )
-                });
-                let outcome = outcome_of(&r);
-                Ok(Done {
-                    outcome,
-                    detail: Detail::DirtyGet {
-                        bitmap: r.ok().flatten(),
-                    },
-                    elapsed,
-                    warnings: Vec::new(),
-                })
-            }
-            StmtKind::Check => {
-                let c = self.container()?;
-                let (r, elapsed) = timed(|| c.check_invariants());
-                let outcome = match r {
-                    Ok(()) => Outcome::Ok,
-                    Err(v) => Outcome::Invariants(v),
-                };
-                Ok(Done {
-                    outcome,
-                    detail: Detail::Check(State::of(c)),
-                    elapsed,
-                    warnings: Vec::new(),
-                })
+                warnings.push(format!(
+                    "unmap of {} at iova {iova:#x} removed {} ({how})",
+                    units::bytes_exact(size),
+                    units::bytes_exact(reply.size)
+                ));
             }
         }
+        let outcome = outcome_of(&r);
+        let (removed, bitmap) = match r {
+            Ok(reply) => (Some(reply.size), reply.bitmap),
+            Err(_) => (None, None),
+        };
+        Ok(Done {
+            outcome,
+            detail: Detail::Unmap {
+                iova,
+                asked: size,
+                all,
+                size: removed,
+                bitmap,
+            },
+            elapsed,
+            warnings,
+        })
+    }
+
+    /// `info`: VFIO_IOMMU_GET_INFO into a buffer of `argsz` bytes.
+    fn info(&mut self, argsz: Option<u32>) -> Result<Done, String> {
+        let c = self.container()?;
+        let (r, elapsed) = timed(|| c.get_info(defaults::info_argsz(argsz)));
+        let outcome = outcome_of(&r);
+        let info = r.ok().map(|i| {
+            let caps = i.cap_offset != 0;
+            InfoFields {
+                argsz: i.argsz,
+                flags: i.flags,
+                iova_pgsizes: i.iova_pgsizes,
+                cap_offset: i.cap_offset,
+                argsz_needed: i.argsz_needed,
+                iova_ranges: caps.then_some(i.iova_ranges),
+                dma_avail: caps.then_some(i.dma_avail),
+                migration_pgsize: caps.then_some(i.migration_pgsize),
+            }
+        });
+        Ok(Done {
+            outcome,
+            detail: Detail::Info(info),
+            elapsed,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// `dirty start` / `dirty stop`: VFIO_IOMMU_DIRTY_PAGES with `flag`.
+    fn dirty(&mut self, flag: u32) -> Result<Done, String> {
+        let c = self.container()?;
+        Ok(Done::timed(|| {
+            c.dirty_pages(defaults::DIRTY_ARGSZ, flag, None)
+        }))
+    }
+
+    /// `dirty get`: VFIO_IOMMU_DIRTY_PAGES with GET_BITMAP.
+    fn dirty_get(&mut self, iova: u64, size: u64, pgsize: u64) -> Result<Done, String> {
+        let c = self.container()?;
+        let arg = BitmapArg {
+            pgsize,
+            size: defaults::bitmap_bytes(size, pgsize),
+        };
+        let (r, elapsed) = timed(|| {
+            c.dirty_pages(
+                defaults::DIRTY_GET_ARGSZ,
+                defaults::DIRTY_GET_BITMAP,
+                Some((iova, size, arg)),
+            )
+        });
+        Ok(Done {
+            outcome: outcome_of(&r),
+            detail: Detail::DirtyGet {
+                bitmap: r.ok().flatten(),
+            },
+            elapsed,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// `check`: the engine's invariants, and the state to hold expectations to.
+    fn check(&mut self) -> Result<Done, String> {
+        let c = self.container()?;
+        let (r, elapsed) = timed(|| c.check_invariants());
+        let outcome = match r {
+            Ok(()) => Outcome::Ok,
+            Err(v) => Outcome::Invariants(v),
+        };
+        Ok(Done {
+            outcome,
+            detail: Detail::Check(State::of(c)),
+            elapsed,
+            warnings: Vec::new(),
+        })
     }
 
     /// A warning the first time more than 90% of the DMA entries are in use.
