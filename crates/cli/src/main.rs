@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Replay trace files (trace-format.md) and report each statement's result.
+    /// Replay trace files and report each statement's result. The trace language and the
+    /// JSON fields are described in crates/trace/README.md.
     Replay {
         /// One JSON object per statement, then a summary object, per file.
         #[arg(long)]
