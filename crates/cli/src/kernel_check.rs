@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::runner::{self, Options};
-use crate::trace::{self, defaults, Diff, Record, StmtKind, Trace};
+use crate::trace::{self, defaults, Comparison, Diff, Record, StmtKind, Trace};
 
 /// The comment tag that marks a statement only the model can express.
 pub const MODEL_ONLY: &str = "model-only:";
@@ -136,28 +136,23 @@ pub fn engine_json(t: &Trace) -> Vec<Value> {
     runner::replay(t, &Options::default(), &mut |_| {}).json_lines()
 }
 
-/// The outcome of one trace's check.
+/// The outcome of one trace's check: the comparison of the statements not marked (its
+/// `not_run` are the unmarked statements the guest program could not run), and what was left
+/// out of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Check {
-    /// Statements compared (both sides ran them, not marked).
-    pub compared: usize,
-    /// Fields compared.
-    pub fields: usize,
-    /// Disagreements, by line.
-    pub diffs: Vec<Diff>,
+    /// The statement-by-statement comparison.
+    pub cmp: Comparison,
     /// `(line, reason)` of statements marked model-only.
     pub model_only: Vec<(usize, String)>,
-    /// `(line, why)` of unmarked statements the guest program could not run.
-    pub cannot: Vec<(usize, String)>,
     /// `(line, why)` of `check`s whose leaves were not compared (the domain's shape differs).
     pub leaves_skipped: Vec<(usize, String)>,
-    /// Lines with a record on one side only (e.g. the engine stopped on a trace error).
-    pub missing: Vec<usize>,
 }
 
 impl Check {
+    /// No difference and no line on one side only.
     pub fn agrees(&self) -> bool {
-        self.diffs.is_empty() && self.missing.is_empty()
+        self.cmp.agrees()
     }
 }
 
@@ -204,12 +199,7 @@ pub fn check_records(
         }
         kept.push(r.to_json());
     }
-    let cmp = trace::compare(&engine, &kept);
-    c.compared = cmp.compared;
-    c.fields = cmp.fields;
-    c.diffs = cmp.diffs;
-    c.cannot = cmp.not_run;
-    c.missing = cmp.missing;
+    c.cmp = trace::compare(&engine, &kept);
     c
 }
 
@@ -225,11 +215,11 @@ pub fn diff_line(file: &str, d: &Diff) -> String {
 pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String>) -> String {
     let mut s = String::new();
     let text = |l: usize| texts.get(&l).map(String::as_str).unwrap_or("");
-    for d in &c.diffs {
+    for d in &c.cmp.diffs {
         s.push_str(&diff_line(file, d));
         s.push_str(&format!("\n    {}\n", text(d.line)));
     }
-    for l in &c.missing {
+    for l in &c.cmp.missing {
         s.push_str(&format!(
             "{file}:{l}: missing: a record on one side only\n    {}\n",
             text(*l)
@@ -238,7 +228,7 @@ pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String
     for (l, why) in &c.model_only {
         s.push_str(&format!("{file}:{l}: model-only: {why}\n"));
     }
-    for (l, why) in &c.cannot {
+    for (l, why) in &c.cmp.not_run {
         s.push_str(&format!("{file}:{l}: cannot: {why}\n"));
     }
     for (l, why) in &c.leaves_skipped {
@@ -247,12 +237,12 @@ pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String
     s.push_str(&format!(
         "{file}: {} on {kernel}: {} statements compared ({} fields), {} differences, {} missing; {} model-only, {} cannot, {} leaf comparisons skipped\n",
         if c.agrees() { "AGREES" } else { "DISAGREES" },
-        c.compared,
-        c.fields,
-        c.diffs.len(),
-        c.missing.len(),
+        c.cmp.compared,
+        c.cmp.fields,
+        c.cmp.diffs.len(),
+        c.cmp.missing.len(),
         c.model_only.len(),
-        c.cannot.len(),
+        c.cmp.not_run.len(),
         c.leaves_skipped.len()
     ));
     s
@@ -270,15 +260,15 @@ pub fn to_json(file: &str, kernel: &str, profile: &str, c: &Check, seconds: f64)
         "kernel": kernel,
         "profile": profile,
         "agrees": c.agrees(),
-        "compared": c.compared,
-        "fields": c.fields,
-        "diffs": c.diffs.iter().map(|d| json!({
+        "compared": c.cmp.compared,
+        "fields": c.cmp.fields,
+        "diffs": c.cmp.diffs.iter().map(|d| json!({
             "line": d.line, "op": d.op, "field": d.field,
             "engine": d.engine, "kernel": d.kernel,
         })).collect::<Vec<_>>(),
-        "missing": c.missing,
+        "missing": c.cmp.missing,
         "model_only": pairs(&c.model_only),
-        "cannot": pairs(&c.cannot),
+        "cannot": pairs(&c.cmp.not_run),
         "leaves_skipped": pairs(&c.leaves_skipped),
         "seconds": seconds,
     })
@@ -340,77 +330,22 @@ pub fn check_prepared(p: &Prepared, kernel: &[Record]) -> Check {
 /// `type1 kernel-check`: each file in its own guest boot. Returns the exit code: 0 all agree,
 /// 1 a difference, 2 a harness error (the worst over the files).
 pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bool) -> i32 {
-    use vfio_backend::qemu::{run_in_guest, GuestOptions};
     let started = std::time::Instant::now();
     let mut worst = 0;
     let (mut agree, mut differ, mut broken) = (0, 0, 0);
     for (i, path) in files.iter().enumerate() {
-        let name = path.display().to_string();
-        let p = match prepare(path, kernel) {
-            Ok(p) => p,
+        let which = format!("[{}/{}]", i + 1, files.len());
+        match check_file(path, kernel, as_json, &which) {
+            Ok(true) => agree += 1,
+            Ok(false) => {
+                differ += 1;
+                worst = worst.max(1);
+            }
             Err(e) => {
                 eprintln!("kernel-check: {e}");
                 worst = 2;
                 broken += 1;
-                continue;
             }
-        };
-        for (line, k) in &p.overridden {
-            eprintln!(
-                "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
-                p.profile
-            );
-        }
-        let opts = GuestOptions {
-            // A full version given on the command line is booted as is.
-            kernel: kernel
-                .filter(|k| profile_of(k).is_some())
-                .unwrap_or(&p.profile)
-                .to_string(),
-            ..GuestOptions::default()
-        };
-        eprintln!(
-            "kernel-check: [{}/{}] {name}: booting {} (engine profile {})…",
-            i + 1,
-            files.len(),
-            vfio_backend::qemu::resolve_kernel(&opts.kernel),
-            p.profile
-        );
-        let t0 = std::time::Instant::now();
-        let run = match run_in_guest(&p.trace.stmts, &opts, &mut |m| {
-            eprintln!("kernel-check:   {m}")
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("kernel-check: {name}: harness error: {e}");
-                worst = 2;
-                broken += 1;
-                continue;
-            }
-        };
-        let c = check_prepared(&p, &run.records);
-        let secs = t0.elapsed().as_secs_f64();
-        let tm = &run.timings;
-        eprintln!(
-            "kernel-check:   {name}: fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",
-            tm.fetch, tm.build, tm.boot, tm.run, secs
-        );
-        if as_json {
-            println!("{}", to_json(&name, &run.kernel, &p.profile, &c, secs));
-        } else {
-            let texts = p
-                .trace
-                .stmts
-                .iter()
-                .map(|s| (s.line, s.text.clone()))
-                .collect();
-            print!("{}", human(&name, &run.kernel, &c, &texts));
-        }
-        if c.agrees() {
-            agree += 1;
-        } else {
-            differ += 1;
-            worst = worst.max(1);
         }
     }
     eprintln!(
@@ -419,4 +354,60 @@ pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bo
         started.elapsed().as_secs_f64()
     );
     worst
+}
+
+/// One file of `type1 kernel-check`: boots the guest, compares and prints the report. Returns
+/// whether the two sides agree, or the harness error.
+fn check_file(
+    path: &std::path::Path,
+    kernel: Option<&str>,
+    as_json: bool,
+    which: &str,
+) -> Result<bool, String> {
+    use vfio_backend::qemu::{run_in_guest, GuestOptions};
+    let name = path.display().to_string();
+    let p = prepare(path, kernel)?;
+    for (line, k) in &p.overridden {
+        eprintln!(
+            "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
+            p.profile
+        );
+    }
+    let opts = GuestOptions {
+        // A full version given on the command line is booted as is.
+        kernel: kernel
+            .filter(|k| profile_of(k).is_some())
+            .unwrap_or(&p.profile)
+            .to_string(),
+        ..GuestOptions::default()
+    };
+    eprintln!(
+        "kernel-check: {which} {name}: booting {} (engine profile {})…",
+        vfio_backend::qemu::resolve_kernel(&opts.kernel),
+        p.profile
+    );
+    let t0 = std::time::Instant::now();
+    let run = run_in_guest(&p.trace.stmts, &opts, &mut |m| {
+        eprintln!("kernel-check:   {m}")
+    })
+    .map_err(|e| format!("{name}: harness error: {e}"))?;
+    let c = check_prepared(&p, &run.records);
+    let secs = t0.elapsed().as_secs_f64();
+    let tm = &run.timings;
+    eprintln!(
+        "kernel-check:   {name}: fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",
+        tm.fetch, tm.build, tm.boot, tm.run, secs
+    );
+    if as_json {
+        println!("{}", to_json(&name, &run.kernel, &p.profile, &c, secs));
+    } else {
+        let texts = p
+            .trace
+            .stmts
+            .iter()
+            .map(|s| (s.line, s.text.clone()))
+            .collect();
+        print!("{}", human(&name, &run.kernel, &c, &texts));
+    }
+    Ok(c.agrees())
 }

@@ -11,7 +11,7 @@ use type1_cli::kernel_check::{
     check_prepared, check_records, diff_line, leaf_comparable, model_only_markers, prepare,
     profile_of, trace_kernel,
 };
-use type1_cli::trace::record::{Backend, Record, State};
+use type1_cli::trace::record::{Record, State};
 use type1_cli::trace::Errno;
 
 fn repo() -> PathBuf {
@@ -47,10 +47,7 @@ fn a_planted_errno_is_named_with_its_line_and_both_values() {
         (5, "map"),
         (6, "check"),
     ] {
-        let mut r = Record {
-            backend: Backend::Kernel,
-            ..Record::new(line, op)
-        };
+        let mut r = Record::kernel(line, op);
         r.locked = Some(if line >= 4 { 1 } else { 0 });
         r.avail = Some(if line >= 4 { 65534 } else { 65535 });
         kernel.push(r);
@@ -66,14 +63,14 @@ fn a_planted_errno_is_named_with_its_line_and_both_values() {
 
     let c = check_records(&engine, &kernel, &marks, &vtd);
     assert!(c.agrees(), "{c:?}");
-    assert_eq!(c.compared, 5);
+    assert_eq!(c.cmp.compared, 5);
 
     let mut doctored = engine.clone();
     plant(&mut doctored, 5, "EEXIST", "EINVAL");
     let c = check_records(&doctored, &kernel, &marks, &vtd);
     assert!(!c.agrees());
-    assert_eq!(c.diffs.len(), 1, "{:?}", c.diffs);
-    let line = diff_line("t.trace", &c.diffs[0]);
+    assert_eq!(c.cmp.diffs.len(), 1, "{:?}", c.cmp.diffs);
+    let line = diff_line("t.trace", &c.cmp.diffs[0]);
     assert_eq!(
         line,
         r#"t.trace:5: errno: engine "EINVAL", kernel "EEXIST""#
@@ -89,7 +86,7 @@ fn a_planted_errno_is_named_with_its_line_and_both_values() {
     let mut other_leaves = engine.clone();
     other_leaves[4]["domains"]["d0"]["leaves"] = json!({"2097152": 1});
     let c = check_records(&other_leaves, &kernel, &BTreeMap::new(), &vtd);
-    assert_eq!(c.diffs[0].field, "leaves.d0");
+    assert_eq!(c.cmp.diffs[0].field, "leaves.d0");
     let mock = BTreeMap::from([("d0".to_string(), Err("mock".to_string()))]);
     let c = check_records(&other_leaves, &kernel, &BTreeMap::new(), &mock);
     assert!(c.agrees(), "{c:?}");
@@ -176,7 +173,7 @@ fn the_guest_agrees_with_the_engine_and_catches_a_planted_errno() {
     .unwrap_or_else(|e| panic!("{e}"));
     let c = check_prepared(&p, &run.records);
     assert!(c.agrees(), "{c:?}");
-    assert!(c.compared >= 15, "{c:?}");
+    assert!(c.cmp.compared >= 15, "{c:?}");
 
     let mut engine = type1_cli::kernel_check::engine_json(&p.trace);
     plant(&mut engine, 32, "EEXIST", "EINVAL");
@@ -186,9 +183,9 @@ fn the_guest_agrees_with_the_engine_and_catches_a_planted_errno() {
         &model_only_markers(&p.src),
         &leaf_comparable(&p.trace),
     );
-    assert_eq!(c.diffs.len(), 1, "{:?}", c.diffs);
+    assert_eq!(c.cmp.diffs.len(), 1, "{:?}", c.cmp.diffs);
     assert_eq!(
-        diff_line("tests/kernel/phase-B.trace", &c.diffs[0]),
+        diff_line("tests/kernel/phase-B.trace", &c.cmp.diffs[0]),
         r#"tests/kernel/phase-B.trace:32: errno: engine "EINVAL", kernel "EEXIST""#
     );
 }

@@ -163,16 +163,9 @@ fn compare_one(c: &mut Comparison, line: usize, e: &Value, k: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Backend, Record, State};
+    use crate::record::{Record, State};
     use iommu::Errno;
     use serde_json::json;
-
-    fn rec(line: usize, op: &str) -> Record {
-        Record {
-            backend: Backend::Kernel,
-            ..Record::new(line, op)
-        }
-    }
 
     fn json_of(recs: &[Record]) -> Vec<Value> {
         recs.iter().map(Record::to_json).collect()
@@ -187,15 +180,15 @@ mod tests {
                    "domains": {"d0": {"leaves": {"4096": 1, "2097152": 0}}}, "dmas": [], "pinned": 1}),
             json!({"line": 6, "op": "summary", "ok": true, "errno": null, "locked": 1, "avail": 65534}),
         ];
-        let mut map = rec(3, "map");
+        let mut map = Record::kernel(3, "map");
         map.locked = Some(1);
         map.avail = Some(65534);
-        let mut unmap = rec(4, "unmap");
+        let mut unmap = Record::kernel(4, "unmap");
         unmap.fail(Errno::EOVERFLOW);
         unmap.out_size = Some(0x2000);
         unmap.locked = Some(1);
         unmap.avail = Some(65534);
-        let mut check = rec(5, "check");
+        let mut check = Record::kernel(5, "check");
         check.locked = Some(1);
         check.avail = Some(65534);
         check.state = Some(State {
@@ -220,10 +213,10 @@ mod tests {
             json!({"line": 2, "op": "domain", "ok": true, "errno": null, "locked": 0, "avail": 65535}),
             json!({"line": 3, "op": "domain", "ok": true, "errno": null, "locked": 0, "avail": 65535}),
         ];
-        let d = rec(2, "domain");
-        let mut d2 = rec(3, "domain");
+        let d = Record::kernel(2, "domain");
+        let mut d2 = Record::kernel(3, "domain");
         d2.cannot("cannot: one device in the guest");
-        let extra = rec(9, "map");
+        let extra = Record::kernel(9, "map");
         let c = compare(&engine, &json_of(&[d, d2, extra]));
         assert_eq!(c.not_run.len(), 1);
         assert_eq!(c.missing, vec![9]);

@@ -178,11 +178,17 @@ mod tests {
 
     #[test]
     fn bytes_are_written_as_the_language_reads_them() {
-        assert_eq!(bytes_exact(0), "0");
-        assert_eq!(bytes_exact(4096), "4K");
-        assert_eq!(bytes_exact((4 << 20) + 4096), "4M+4K");
-        assert_eq!(bytes_exact(0x1234), "0x1234");
-        assert_eq!(bytes_exact(3 << 40), "3T");
+        let cases = [
+            (0, "0"),
+            (4096, "4K"),
+            ((4 << 20) + 4096, "4M+4K"),
+            (0x1234, "0x1234"),
+            (3 << 40, "3T"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(bytes_exact(n), text);
+            assert_eq!(crate::parse_number(text), Ok(n), "{text}");
+        }
     }
 
     #[test]

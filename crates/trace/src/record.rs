@@ -134,6 +134,14 @@ impl Record {
         }
     }
 
+    /// A kernel record (see [`Backend::Kernel`]) of `op` at `line`, successful so far.
+    pub fn kernel(line: usize, op: &str) -> Self {
+        Record {
+            backend: Backend::Kernel,
+            ..Record::new(line, op)
+        }
+    }
+
     /// Marks the record failed with `errno`.
     pub fn fail(&mut self, errno: Errno) {
         self.ok = false;
@@ -277,13 +285,6 @@ mod opt_errno {
 mod tests {
     use super::*;
 
-    fn kernel(line: usize, op: &str) -> Record {
-        Record {
-            backend: Backend::Kernel,
-            ..Record::new(line, op)
-        }
-    }
-
     #[test]
     fn bitmap_words_are_little_endian_bytes() {
         assert_eq!(bitmap_hex(&[0xffff]), "ffff000000000000");
@@ -292,7 +293,7 @@ mod tests {
 
     #[test]
     fn unmap_failure_has_null_size_and_the_written_back_field() {
-        let mut r = kernel(7, "unmap");
+        let mut r = Record::kernel(7, "unmap");
         r.fail(Errno::EINVAL);
         r.out_size = Some(0x1000);
         r.locked = Some(4);
@@ -310,7 +311,7 @@ mod tests {
 
     #[test]
     fn unknown_errno_is_numbered_and_round_trips() {
-        let mut r = kernel(2, "map");
+        let mut r = Record::kernel(2, "map");
         r.fail(Errno::from_raw(95));
         assert_eq!(r.to_json()["errno"], "E95");
         assert_eq!(r.result_word(), "E95");
@@ -322,7 +323,7 @@ mod tests {
 
     #[test]
     fn info_and_check_fields() {
-        let mut r = kernel(3, "info");
+        let mut r = Record::kernel(3, "info");
         r.info = Some(InfoFields {
             argsz: 4096,
             flags: 3,
@@ -343,7 +344,7 @@ mod tests {
         assert_eq!(v["argsz"], 4096);
         assert!(v.get("argsz_needed").is_none() && v.get("flags").is_none());
 
-        let mut c = kernel(9, "check");
+        let mut c = Record::kernel(9, "check");
         c.state = Some(State {
             domains: BTreeMap::from([(
                 "d0".to_string(),

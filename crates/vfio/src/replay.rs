@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use type1_trace::record::{Backend, Record, State};
+use type1_trace::record::{Record, State};
 use type1_trace::{defaults, Backing, Layout, Memlock, Stmt, StmtKind, VaddrRef, UNMAP_DIRTY};
 
 use crate::container::{locked_pages, BitmapArg, VfioContainer};
@@ -128,10 +128,7 @@ impl Replayer {
 
     /// Runs one statement.
     pub fn step(&mut self, st: &Stmt, cp: &mut dyn Checkpoint) -> Record {
-        let mut r = Record {
-            backend: Backend::Kernel,
-            ..Record::new(st.line, st.kind.verb())
-        };
+        let mut r = Record::kernel(st.line, st.kind.verb());
         self.exec(st, &mut r, cp);
         let ignored = not_reproducible(&st.kind);
         if !ignored.is_empty() && !r.cannot {
@@ -431,7 +428,7 @@ mod tests {
             recs[1].message.as_deref(),
             Some("not reproducible in the kernel, ignored: layout=scattered")
         );
-        assert_eq!(recs[1].backend, Backend::Kernel);
+        assert_eq!(recs[1].backend, type1_trace::Backend::Kernel);
         assert!(!needs_1g(&stmts));
     }
 
