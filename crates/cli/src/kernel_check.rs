@@ -3,7 +3,7 @@
 //! Each trace is replayed twice: by the vfio backend inside a QEMU guest (crate
 //! `vfio-backend`: a Debian kernel, emulated VT-d, the `edu` device bound to vfio-pci) and by
 //! the engine with the matching kernel profile. The two `replay --json` streams are compared by
-//! line ([`vfio_backend::compare`]): `ok`, `errno`, `locked`, `avail`, the returned `size` of
+//! line ([`type1_trace::compare`]): `ok`, `errno`, `locked`, `avail`, the returned `size` of
 //! `unmap`, the page sizes and ranges of `info`, and at `check` the leaves by page size that the
 //! guest's VT-d tables hold against the engine's domain of the same name.
 //!
@@ -21,28 +21,22 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use vfio_backend::record::Record;
-use vfio_backend::stmt::Stmt;
-use vfio_backend::Diff;
 
 use crate::runner::{self, Options};
-use crate::trace::{self, StmtKind, Trace};
-
-// The one trace → statements converter, shared with the vfio crate's tests and example
-// (it names the trace module `super::trace`, which is the import above).
-#[allow(dead_code, unused_imports, clippy::all)]
-#[path = "../../vfio/tests/support/from_trace.rs"]
-mod from_trace;
+use crate::trace::{self, defaults, Comparison, Diff, Record, StmtKind, Trace};
 
 /// The comment tag that marks a statement only the model can express.
 pub const MODEL_ONLY: &str = "model-only:";
 
 /// The kernel profile used when neither `--kernel` nor the trace's `kernel=` names one.
-pub const DEFAULT_PROFILE: &str = "7.2";
+pub const DEFAULT_PROFILE: &str = defaults::KERNEL;
 
-/// The statements of a trace as the guest program runs them, and the trace's `kernel=`.
-pub fn to_stmts(t: &Trace) -> (Vec<Stmt>, Option<String>) {
-    from_trace::convert(t)
+/// The kernel a trace asks for (its last `container kernel=`).
+pub fn trace_kernel(t: &Trace) -> Option<String> {
+    t.stmts.iter().rev().find_map(|s| match &s.kind {
+        StmtKind::Container { kernel, .. } => kernel.clone(),
+        _ => None,
+    })
 }
 
 /// The engine profile (`7.2`, `6.12`, `6.1`) of a kernel name: a short name, or a full Debian
@@ -139,32 +133,26 @@ pub fn set_kernel(t: &mut Trace, profile: &str) -> Vec<(usize, String)> {
 
 /// The engine's `replay --json` objects for a trace.
 pub fn engine_json(t: &Trace) -> Vec<Value> {
-    let r = runner::replay(t, &Options::default(), &mut |_| {});
-    crate::json::lines(&r)
+    runner::replay(t, &Options::default(), &mut |_| {}).json_lines()
 }
 
-/// The outcome of one trace's check.
+/// The outcome of one trace's check: the comparison of the statements not marked (its
+/// `not_run` are the unmarked statements the guest program could not run), and what was left
+/// out of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Check {
-    /// Statements compared (both sides ran them, not marked).
-    pub compared: usize,
-    /// Fields compared.
-    pub fields: usize,
-    /// Disagreements, by line.
-    pub diffs: Vec<Diff>,
+    /// The statement-by-statement comparison.
+    pub cmp: Comparison,
     /// `(line, reason)` of statements marked model-only.
     pub model_only: Vec<(usize, String)>,
-    /// `(line, why)` of unmarked statements the guest program could not run.
-    pub cannot: Vec<(usize, String)>,
     /// `(line, why)` of `check`s whose leaves were not compared (the domain's shape differs).
     pub leaves_skipped: Vec<(usize, String)>,
-    /// Lines with a record on one side only (e.g. the engine stopped on a trace error).
-    pub missing: Vec<usize>,
 }
 
 impl Check {
+    /// No difference and no line on one side only.
     pub fn agrees(&self) -> bool {
-        self.diffs.is_empty() && self.missing.is_empty()
+        self.cmp.agrees()
     }
 }
 
@@ -200,8 +188,8 @@ pub fn check_records(
             continue;
         }
         let mut r = r.clone();
-        if let Some(doms) = &mut r.domains {
-            doms.retain(|name, _| match leaves.get(name) {
+        if let Some(state) = &mut r.state {
+            state.domains.retain(|name, _| match leaves.get(name) {
                 Some(Err(why)) => {
                     c.leaves_skipped.push((r.line, why.clone()));
                     false
@@ -209,14 +197,9 @@ pub fn check_records(
                 _ => true,
             });
         }
-        kept.push(r);
+        kept.push(r.to_json());
     }
-    let cmp = vfio_backend::compare(&engine, &kept);
-    c.compared = cmp.compared;
-    c.fields = cmp.fields;
-    c.diffs = cmp.diffs;
-    c.cannot = cmp.not_run;
-    c.missing = cmp.missing;
+    c.cmp = trace::compare(&engine, &kept);
     c
 }
 
@@ -232,11 +215,11 @@ pub fn diff_line(file: &str, d: &Diff) -> String {
 pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String>) -> String {
     let mut s = String::new();
     let text = |l: usize| texts.get(&l).map(String::as_str).unwrap_or("");
-    for d in &c.diffs {
+    for d in &c.cmp.diffs {
         s.push_str(&diff_line(file, d));
         s.push_str(&format!("\n    {}\n", text(d.line)));
     }
-    for l in &c.missing {
+    for l in &c.cmp.missing {
         s.push_str(&format!(
             "{file}:{l}: missing: a record on one side only\n    {}\n",
             text(*l)
@@ -245,7 +228,7 @@ pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String
     for (l, why) in &c.model_only {
         s.push_str(&format!("{file}:{l}: model-only: {why}\n"));
     }
-    for (l, why) in &c.cannot {
+    for (l, why) in &c.cmp.not_run {
         s.push_str(&format!("{file}:{l}: cannot: {why}\n"));
     }
     for (l, why) in &c.leaves_skipped {
@@ -254,12 +237,12 @@ pub fn human(file: &str, kernel: &str, c: &Check, texts: &BTreeMap<usize, String
     s.push_str(&format!(
         "{file}: {} on {kernel}: {} statements compared ({} fields), {} differences, {} missing; {} model-only, {} cannot, {} leaf comparisons skipped\n",
         if c.agrees() { "AGREES" } else { "DISAGREES" },
-        c.compared,
-        c.fields,
-        c.diffs.len(),
-        c.missing.len(),
+        c.cmp.compared,
+        c.cmp.fields,
+        c.cmp.diffs.len(),
+        c.cmp.missing.len(),
         c.model_only.len(),
-        c.cannot.len(),
+        c.cmp.not_run.len(),
         c.leaves_skipped.len()
     ));
     s
@@ -277,15 +260,15 @@ pub fn to_json(file: &str, kernel: &str, profile: &str, c: &Check, seconds: f64)
         "kernel": kernel,
         "profile": profile,
         "agrees": c.agrees(),
-        "compared": c.compared,
-        "fields": c.fields,
-        "diffs": c.diffs.iter().map(|d| json!({
+        "compared": c.cmp.compared,
+        "fields": c.cmp.fields,
+        "diffs": c.cmp.diffs.iter().map(|d| json!({
             "line": d.line, "op": d.op, "field": d.field,
             "engine": d.engine, "kernel": d.kernel,
         })).collect::<Vec<_>>(),
-        "missing": c.missing,
+        "missing": c.cmp.missing,
         "model_only": pairs(&c.model_only),
-        "cannot": pairs(&c.cannot),
+        "cannot": pairs(&c.cmp.not_run),
         "leaves_skipped": pairs(&c.leaves_skipped),
         "seconds": seconds,
     })
@@ -308,10 +291,9 @@ pub fn prepare(path: &std::path::Path, kernel: Option<&str>) -> Result<Prepared,
     let src = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
     let mut t =
         trace::parse(&src).map_err(|e| format!("{name}:{}:{}: {}", e.line, e.col, e.msg))?;
-    let (_, trace_kernel) = to_stmts(&t);
     let wanted = kernel
         .map(str::to_string)
-        .or(trace_kernel)
+        .or_else(|| trace_kernel(&t))
         .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
     let profile = profile_of(&wanted)
         .ok_or_else(|| format!("{name}: unknown kernel {wanted:?} (use 7.2, 6.12 or 6.1, or their full Debian versions)"))?
@@ -348,76 +330,22 @@ pub fn check_prepared(p: &Prepared, kernel: &[Record]) -> Check {
 /// `type1 kernel-check`: each file in its own guest boot. Returns the exit code: 0 all agree,
 /// 1 a difference, 2 a harness error (the worst over the files).
 pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bool) -> i32 {
-    use vfio_backend::qemu::{run_in_guest, GuestOptions};
     let started = std::time::Instant::now();
     let mut worst = 0;
     let (mut agree, mut differ, mut broken) = (0, 0, 0);
     for (i, path) in files.iter().enumerate() {
-        let name = path.display().to_string();
-        let p = match prepare(path, kernel) {
-            Ok(p) => p,
+        let which = format!("[{}/{}]", i + 1, files.len());
+        match check_file(path, kernel, as_json, &which) {
+            Ok(true) => agree += 1,
+            Ok(false) => {
+                differ += 1;
+                worst = worst.max(1);
+            }
             Err(e) => {
                 eprintln!("kernel-check: {e}");
                 worst = 2;
                 broken += 1;
-                continue;
             }
-        };
-        for (line, k) in &p.overridden {
-            eprintln!(
-                "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
-                p.profile
-            );
-        }
-        let (stmts, _) = to_stmts(&p.trace);
-        let opts = GuestOptions {
-            // A full version given on the command line is booted as is.
-            kernel: kernel
-                .filter(|k| profile_of(k).is_some())
-                .unwrap_or(&p.profile)
-                .to_string(),
-            ..GuestOptions::default()
-        };
-        eprintln!(
-            "kernel-check: [{}/{}] {name}: booting {} (engine profile {})…",
-            i + 1,
-            files.len(),
-            vfio_backend::qemu::resolve_kernel(&opts.kernel),
-            p.profile
-        );
-        let t0 = std::time::Instant::now();
-        let run = match run_in_guest(&stmts, &opts, &mut |m| eprintln!("kernel-check:   {m}")) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("kernel-check: {name}: harness error: {e}");
-                worst = 2;
-                broken += 1;
-                continue;
-            }
-        };
-        let c = check_prepared(&p, &run.records);
-        let secs = t0.elapsed().as_secs_f64();
-        let tm = &run.timings;
-        eprintln!(
-            "kernel-check:   {name}: fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",
-            tm.fetch, tm.build, tm.boot, tm.run, secs
-        );
-        if as_json {
-            println!("{}", to_json(&name, &run.kernel, &p.profile, &c, secs));
-        } else {
-            let texts = p
-                .trace
-                .stmts
-                .iter()
-                .map(|s| (s.line, s.text.clone()))
-                .collect();
-            print!("{}", human(&name, &run.kernel, &c, &texts));
-        }
-        if c.agrees() {
-            agree += 1;
-        } else {
-            differ += 1;
-            worst = worst.max(1);
         }
     }
     eprintln!(
@@ -426,4 +354,60 @@ pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bo
         started.elapsed().as_secs_f64()
     );
     worst
+}
+
+/// One file of `type1 kernel-check`: boots the guest, compares and prints the report. Returns
+/// whether the two sides agree, or the harness error.
+fn check_file(
+    path: &std::path::Path,
+    kernel: Option<&str>,
+    as_json: bool,
+    which: &str,
+) -> Result<bool, String> {
+    use vfio_backend::qemu::{run_in_guest, GuestOptions};
+    let name = path.display().to_string();
+    let p = prepare(path, kernel)?;
+    for (line, k) in &p.overridden {
+        eprintln!(
+            "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
+            p.profile
+        );
+    }
+    let opts = GuestOptions {
+        // A full version given on the command line is booted as is.
+        kernel: kernel
+            .filter(|k| profile_of(k).is_some())
+            .unwrap_or(&p.profile)
+            .to_string(),
+        ..GuestOptions::default()
+    };
+    eprintln!(
+        "kernel-check: {which} {name}: booting {} (engine profile {})…",
+        vfio_backend::qemu::resolve_kernel(&opts.kernel),
+        p.profile
+    );
+    let t0 = std::time::Instant::now();
+    let run = run_in_guest(&p.trace.stmts, &opts, &mut |m| {
+        eprintln!("kernel-check:   {m}")
+    })
+    .map_err(|e| format!("{name}: harness error: {e}"))?;
+    let c = check_prepared(&p, &run.records);
+    let secs = t0.elapsed().as_secs_f64();
+    let tm = &run.timings;
+    eprintln!(
+        "kernel-check:   {name}: fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",
+        tm.fetch, tm.build, tm.boot, tm.run, secs
+    );
+    if as_json {
+        println!("{}", to_json(&name, &run.kernel, &p.profile, &c, secs));
+    } else {
+        let texts = p
+            .trace
+            .stmts
+            .iter()
+            .map(|s| (s.line, s.text.clone()))
+            .collect();
+        print!("{}", human(&name, &run.kernel, &c, &texts));
+    }
+    Ok(c.agrees())
 }

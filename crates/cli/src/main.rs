@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use type1::Strategy;
 use type1_cli::runner::{replay, Options};
-use type1_cli::{demo, json, report, trace};
+use type1_cli::{demo, report, trace};
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Replay trace files (trace-format.md) and report each statement's result.
+    /// Replay trace files and report each statement's result. The trace language and the
+    /// JSON fields are described in crates/trace/README.md.
     Replay {
         /// One JSON object per statement, then a summary object, per file.
         #[arg(long)]
@@ -240,7 +241,7 @@ fn replay_file(path: &PathBuf, as_json: bool, opts: &Options) -> i32 {
     let r = replay(&t, opts, &mut |_| {});
     let mut out = std::io::stdout().lock();
     if as_json {
-        for v in json::lines(&r) {
+        for v in r.json_lines() {
             let _ = writeln!(out, "{v}");
         }
     } else {
@@ -285,32 +286,19 @@ fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> i32 {
             return 2;
         }
     };
-    let (stmts, _) = type1_cli::kernel_check::to_stmts(&t);
     let texts: std::collections::BTreeMap<usize, &str> =
         t.stmts.iter().map(|s| (s.line, s.text.as_str())).collect();
     let mut cannot = 0;
     let recs = vfio_backend::replay::replay(
-        &stmts,
+        &t.stmts,
         group,
         &mut vfio_backend::replay::NoPause,
         &mut |r| {
             if as_json {
                 println!("{}", r.to_json());
             } else {
-                let res = if r.cannot {
-                    format!("CANNOT ({})", r.message.clone().unwrap_or_default())
-                } else if r.ok {
-                    "ok".into()
-                } else {
-                    r.errno.clone().unwrap_or_default()
-                };
-                println!(
-                    "{:>4} {:<60} | {res} locked={} avail={}",
-                    r.line,
-                    texts.get(&r.line).copied().unwrap_or(""),
-                    r.locked.map_or("-".into(), |l| l.to_string()),
-                    r.avail.map_or("-".into(), |a| a.to_string()),
-                );
+                let text = texts.get(&r.line).copied().unwrap_or("");
+                println!("{}", vfio_backend::replay::describe(r, text));
             }
         },
     );

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use type1::KernelProfile;
 
-use crate::runner::{Detail, Record, Replay};
+use crate::runner::{Detail, Replay, Step};
 use crate::units;
 
 /// The widest the statement column gets.
@@ -57,7 +57,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     out
 }
 
-fn row(r: &Record) -> Vec<String> {
+fn row(r: &Step) -> Vec<String> {
     let unmapped = match &r.detail {
         Detail::Unmap { size: Some(s), .. } => units::bytes(*s),
         _ => String::new(),

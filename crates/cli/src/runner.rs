@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 
 use iommu::{Domain, DomainConfig, Format};
 use type1::mm::sim::SimMm;
+use type1::mm::MmapSpec;
 use type1::mm::PageSource;
-use type1::mm::{self as sim, MmapSpec};
 use type1::mm::{AnyMemory, Memory};
 use type1::{
     BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
 };
 
+use crate::trace::record::{self, Dma, InfoFields, Record};
 use crate::trace::{
-    Backing, ExpItem, ExpResult, Expect, Layout, LockedExp, Memlock, Stmt, StmtKind, Trace,
-    VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
+    defaults, expect, Memlock, Stmt, StmtKind, Trace, VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
 };
 use crate::units;
 
@@ -182,18 +182,34 @@ impl State {
     pub fn domain(&self, name: &str) -> Option<&DomainState> {
         self.domains.iter().find(|d| d.name == name)
     }
-}
 
-/// What GET_INFO delivered into the user's buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InfoState {
-    /// The `argsz` the kernel wrote back (the size needed when the buffer was too small).
-    pub argsz: u32,
-    pub iova_pgsizes: u64,
-    /// `None` when the buffer was too small for the capabilities.
-    pub iova_ranges: Option<Vec<(u64, u64)>>,
-    /// `None` when the buffer was too small for the capabilities.
-    pub dma_avail: Option<u32>,
+    /// The part of the state a [`Record`] carries.
+    pub fn record(&self) -> record::State {
+        record::State {
+            dmas: Some(
+                self.dmas
+                    .iter()
+                    .map(|d| Dma {
+                        iova: d.iova,
+                        size: d.size,
+                        vaddr: d.vaddr,
+                    })
+                    .collect(),
+            ),
+            domains: self
+                .domains
+                .iter()
+                .map(|d| (d.name.clone(), d.leaves.iter().copied().collect()))
+                .collect(),
+            pinned: Some(self.pinned),
+            tables: Some(
+                self.domains
+                    .iter()
+                    .map(|d| (d.name.clone(), d.table_pages))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// The statement-specific part of a record.
@@ -215,17 +231,18 @@ pub enum Detail {
         /// The dirty bitmap, with `flags=dirty`.
         bitmap: Option<Vec<u64>>,
     },
-    /// `None` when the call failed.
-    Info(Option<InfoState>),
+    /// What GET_INFO delivered into the user's buffer; `None` when the call failed.
+    Info(Option<InfoFields>),
     DirtyGet {
         bitmap: Option<Vec<u64>>,
     },
     Check(State),
 }
 
-/// The replay of one statement.
+/// The replay of one statement on the engine: its [`Record`] and what only the engine knows
+/// (the state, the time spent, the failed expectations).
 #[derive(Clone, Debug)]
-pub struct Record {
+pub struct Step {
     pub line: usize,
     /// The statement as written (without its comment).
     pub text: String,
@@ -269,7 +286,7 @@ pub struct Summary {
 /// A whole replay.
 #[derive(Debug)]
 pub struct Replay {
-    pub records: Vec<Record>,
+    pub records: Vec<Step>,
     /// `None` when the trace has no container or stopped with a trace error.
     pub summary: Option<Summary>,
     pub error: Option<TraceError>,
@@ -278,7 +295,62 @@ pub struct Replay {
     pub strategy: Strategy,
 }
 
+impl Step {
+    /// The statement's [`Record`]: the object `type1 replay --json` prints for it.
+    pub fn record(&self) -> Record {
+        let mut r = Record::new(self.line, self.op);
+        r.ok = self.outcome.is_ok();
+        if let Outcome::Errno { errno, .. } = &self.outcome {
+            r.errno = Some(*errno);
+        }
+        r.message = self.outcome.message();
+        r.locked = Some(self.locked);
+        r.avail = Some(u64::from(self.avail));
+        r.warnings = self.warnings.clone();
+        match &self.detail {
+            Detail::None | Detail::Map { .. } => {}
+            Detail::Unmap { size, bitmap, .. } => {
+                r.size = *size;
+                r.bitmap = bitmap.clone();
+            }
+            Detail::Info(info) => r.info = info.clone(),
+            Detail::DirtyGet { bitmap } => {
+                r.dirty_get = true;
+                r.bitmap = bitmap.clone();
+            }
+            Detail::Check(state) => r.state = Some(state.record()),
+        }
+        r
+    }
+}
+
+impl Summary {
+    /// The summary's [`Record`] (`op` is `summary`).
+    pub fn record(&self) -> Record {
+        let mut r = Record::new(self.line, "summary");
+        if !self.violations.is_empty() {
+            r.ok = false;
+            r.message = Outcome::Invariants(self.violations.clone()).message();
+        }
+        r.locked = Some(self.state.locked);
+        r.avail = Some(u64::from(self.avail));
+        r.state = Some(self.state.record());
+        r
+    }
+}
+
 impl Replay {
+    /// Every object of `type1 replay --json`: the statements, then the summary (none when the
+    /// trace has no container or stopped at a trace error).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.records
+            .iter()
+            .map(Step::record)
+            .chain(self.summary.iter().map(Summary::record))
+            .map(|r| r.to_json())
+            .collect()
+    }
+
     /// 0 all good, 1 a failed expectation or a broken invariant, 2 a trace error.
     pub fn exit_code(&self) -> i32 {
         if self.error.is_some() {
@@ -361,7 +433,7 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
                     .c
                     .as_ref()
                     .map_or((0, 0), |c| (c.locked_pages(), c.dma_avail()));
-                let mut rec = Record {
+                let mut rec = Step {
                     line: stmt.line,
                     text: stmt.text.clone(),
                     op: stmt.kind.verb(),
@@ -378,7 +450,7 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
                     rec.warnings.push(w);
                 }
                 if let Some(exp) = &stmt.expect {
-                    rec.mismatches = evaluate(exp, &rec);
+                    rec.mismatches = expect::evaluate(exp, &rec.record(), rec.locked_before);
                 }
                 records.push(rec);
             }
@@ -424,6 +496,16 @@ impl Done {
             warnings: Vec::new(),
         }
     }
+
+    /// An engine call with nothing to show but its outcome, timed.
+    fn timed<T>(f: impl FnOnce() -> Result<T, Error>) -> Done {
+        let (r, elapsed) = timed(f);
+        Done {
+            outcome: outcome_of(&r),
+            elapsed,
+            ..Done::ok()
+        }
+    }
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
@@ -439,17 +521,6 @@ fn outcome_of<T>(r: &Result<T, Error>) -> Outcome {
     }
 }
 
-/// Bytes of a bitmap buffer covering `size` bytes in pages of `pgsize`: whole u64 words, at
-/// least one.
-fn bitmap_bytes(size: u64, pgsize: u64) -> u64 {
-    let pages = if pgsize == 0 {
-        0
-    } else {
-        size.div_ceil(pgsize)
-    };
-    (pages.div_ceil(64) * 8).max(8)
-}
-
 impl Run {
     fn container(&mut self) -> Result<&mut Container<AnyMemory>, String> {
         self.c
@@ -457,6 +528,7 @@ impl Run {
             .ok_or_else(|| "no container: `container` must be the first statement".to_string())
     }
 
+    /// Runs one statement: one function per verb.
     fn exec(&mut self, stmt: &Stmt) -> Result<Done, String> {
         match &stmt.kind {
             StmtKind::Container {
@@ -465,88 +537,15 @@ impl Run {
                 memlock,
                 cap_ipc_lock,
                 kernel,
-            } => {
-                let kernel_word = kernel.as_deref().unwrap_or("7.2");
-                let kernel = KernelProfile::parse(kernel_word).ok_or_else(|| {
-                    format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)")
-                })?;
-                let cfg = Config {
-                    v2: *v2,
-                    dma_entry_limit: dma_entry_limit.unwrap_or(u16::MAX as u32),
-                    memlock: match memlock {
-                        Some(Memlock::Bytes(b)) => Some(*b),
-                        Some(Memlock::Unlimited) | None => None,
-                    },
-                    cap_ipc_lock: *cap_ipc_lock,
-                    strategy: self.opts.strategy,
-                    kernel,
-                    check_unpin_order: self.opts.check_unpin_order,
-                };
-                let mm = if self.opts.host_memory {
-                    AnyMemory::Host(
-                        type1::mm::host::HostMm::new().map_err(|e| format!("real memory: {e}"))?,
-                    )
-                } else {
-                    AnyMemory::Sim(SimMm::new())
-                };
-                self.c = Some(Container::new(cfg, mm));
-                Ok(Done::ok())
-            }
+            } => self.new_container(*v2, *dma_entry_limit, *memlock, *cap_ipc_lock, kernel),
             StmtKind::Domain {
                 name,
                 format,
                 pgsizes,
                 aperture,
                 reserved,
-            } => {
-                let c = self.container()?;
-                let fmt_word = format.as_deref().unwrap_or("x86_64");
-                let fmt = Format::parse(fmt_word)
-                    .map_err(|e| format!("domain {name}: {e}; change format="))?;
-                let cfg = DomainConfig {
-                    format: fmt,
-                    pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
-                    aperture: *aperture,
-                };
-                let domain = Domain::new(cfg).map_err(|e| {
-                    let fix = match e {
-                        iommu::Error::BadPgsizes { .. } => "change pgsizes=",
-                        iommu::Error::BadAperture { .. } => "change aperture=",
-                        iommu::Error::UnknownFormat(_) => "change format=",
-                        _ => "change the domain's arguments",
-                    };
-                    format!("domain {name}: {e}; {fix}")
-                })?;
-                let reserved = reserved
-                    .clone()
-                    .unwrap_or_else(|| domain.reserved_regions());
-                let (r, elapsed) = timed(|| c.attach(name, domain, reserved));
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    elapsed,
-                    ..Done::ok()
-                })
-            }
-            StmtKind::Detach { name } => {
-                let c = self.container()?;
-                if c.domain(name).is_none() {
-                    let names: Vec<&str> = c.domains().iter().map(|d| d.name.as_str()).collect();
-                    return Err(format!(
-                        "detach {name}: no domain named {name:?} is attached (attached: {})",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ));
-                }
-                let (r, elapsed) = timed(|| c.detach(name));
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    elapsed,
-                    ..Done::ok()
-                })
-            }
+            } => self.domain(name, format.as_deref(), pgsizes, *aperture, reserved),
+            StmtKind::Detach { name } => self.detach(name),
             StmtKind::Mmap {
                 name,
                 size,
@@ -556,206 +555,316 @@ impl Run {
                 prot_write,
                 at,
                 phys,
-            } => {
-                let spec = MmapSpec {
-                    name: name.clone(),
-                    size: *size,
-                    backing: match backing {
-                        Backing::Page4k => sim::Backing::Page4k,
-                        Backing::Thp => sim::Backing::Thp,
-                        Backing::Hugetlb2m => sim::Backing::Hugetlb2m,
-                        Backing::Hugetlb1g => sim::Backing::Hugetlb1g,
-                        Backing::Pfnmap => sim::Backing::Pfnmap,
-                    },
-                    layout: match layout {
-                        Layout::Contiguous => sim::Layout::Contiguous,
-                        Layout::Scattered => sim::Layout::Scattered,
-                    },
-                    seed: *seed,
-                    writable: *prot_write,
-                    at: *at,
-                    phys: *phys,
-                };
-                let c = self.container()?;
-                c.mm_mut()
-                    .mmap(&spec)
-                    .map_err(|e| format!("mmap {name}: {e}"))?;
-                // What real memory could not honour (`layout`, `phys`: the kernel places pages).
-                let notes = c.mm_mut().notes();
-                Ok(Done {
-                    warnings: notes,
-                    ..Done::ok()
-                })
-            }
-            StmtKind::Munmap { name, range } => {
-                let c = self.container()?;
-                c.mm_mut()
-                    .munmap(name, *range)
-                    .map_err(|e| format!("munmap {name}: {e}"))?;
-                Ok(Done::ok())
-            }
+            } => self.mmap(MmapSpec {
+                name: name.clone(),
+                size: *size,
+                backing: *backing,
+                layout: *layout,
+                seed: *seed,
+                writable: *prot_write,
+                at: *at,
+                phys: *phys,
+            }),
+            StmtKind::Munmap { name, range } => self.munmap(name, *range),
             StmtKind::Map {
                 vaddr,
                 iova,
                 size,
                 flags,
                 argsz,
-            } => {
-                let strategy = self.opts.strategy;
-                let c = self.container()?;
-                let vaddr = resolve_vaddr(c, vaddr)?;
-                let req = MapDma {
-                    argsz: argsz.unwrap_or(32),
-                    flags: *flags,
-                    vaddr,
-                    iova: *iova,
-                    size: *size,
-                };
-                let before: Vec<(String, Vec<(u64, u64)>)> = c
-                    .domains()
-                    .iter()
-                    .map(|d| (d.name.clone(), d.domain.leaves_by_size()))
-                    .collect();
-                let (r, elapsed) = timed(|| c.map_dma(&req));
-                let warnings = if r.is_ok() {
-                    hugepage_warnings(c, strategy, &req, &before)
-                } else {
-                    Vec::new()
-                };
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    detail: Detail::Map {
-                        vaddr,
-                        iova: *iova,
-                        size: *size,
-                    },
-                    elapsed,
-                    warnings,
-                })
-            }
+            } => self.map(vaddr, *iova, *size, *flags, *argsz),
             StmtKind::Unmap {
                 iova,
                 size,
                 flags,
                 argsz,
-            } => {
-                let c = self.container()?;
-                let dirty = flags & UNMAP_DIRTY != 0;
-                let all = flags & UNMAP_ALL != 0;
-                let bitmap = dirty.then(|| {
-                    let pgsize = 1u64 << c.pgsize_bitmap().trailing_zeros();
-                    BitmapArg {
-                        pgsize,
-                        size: bitmap_bytes(*size, pgsize),
-                    }
-                });
-                let req = UnmapDma {
-                    argsz: argsz.unwrap_or(if dirty { 48 } else { 24 }),
-                    flags: *flags,
-                    iova: *iova,
-                    size: *size,
-                    bitmap,
-                };
-                let (r, elapsed) = timed(|| c.unmap_dma(&req));
-                let mut warnings = Vec::new();
-                if let Ok(reply) = &r {
-                    if !all && reply.size != *size {
-                        let how = if reply.size < *size {
-                            "less than asked: part of the range was not mapped"
-                        } else {
-                            "more than asked: whole mappings were removed"
-                        };
-                        warnings.push(format!(
-                            "unmap of {} at iova {iova:#x} removed {} ({how})",
-                            units::bytes_exact(*size),
-                            units::bytes_exact(reply.size)
-                        ));
-                    }
-                }
-                let outcome = outcome_of(&r);
-                let (usize_, ubitmap) = match r {
-                    Ok(reply) => (Some(reply.size), reply.bitmap),
-                    Err(_) => (None, None),
-                };
-                Ok(Done {
-                    outcome,
-                    detail: Detail::Unmap {
-                        iova: *iova,
-                        asked: *size,
-                        all,
-                        size: usize_,
-                        bitmap: ubitmap,
-                    },
-                    elapsed,
-                    warnings,
-                })
-            }
-            StmtKind::Info { argsz } => {
-                let c = self.container()?;
-                let (r, elapsed) = timed(|| c.get_info(argsz.unwrap_or(4096)));
-                let outcome = outcome_of(&r);
-                let info = r.ok().map(|i| {
-                    let caps = i.cap_offset != 0;
-                    InfoState {
-                        argsz: i.argsz,
-                        iova_pgsizes: i.iova_pgsizes,
-                        iova_ranges: caps.then_some(i.iova_ranges),
-                        dma_avail: caps.then_some(i.dma_avail),
-                    }
-                });
-                Ok(Done {
-                    outcome,
-                    detail: Detail::Info(info),
-                    elapsed,
-                    warnings: Vec::new(),
-                })
-            }
-            StmtKind::DirtyStart | StmtKind::DirtyStop => {
-                let c = self.container()?;
-                let flag = if stmt.kind == StmtKind::DirtyStart {
-                    1
+            } => self.unmap(*iova, *size, *flags, *argsz),
+            StmtKind::Info { argsz } => self.info(*argsz),
+            StmtKind::DirtyStart => self.dirty(defaults::DIRTY_START),
+            StmtKind::DirtyStop => self.dirty(defaults::DIRTY_STOP),
+            StmtKind::DirtyGet { iova, size, pgsize } => self.dirty_get(*iova, *size, *pgsize),
+            StmtKind::Check => self.check(),
+        }
+    }
+
+    /// `container`: a new container over a new (simulated or real) process.
+    fn new_container(
+        &mut self,
+        v2: bool,
+        dma_entry_limit: Option<u32>,
+        memlock: Option<Memlock>,
+        cap_ipc_lock: bool,
+        kernel: &Option<String>,
+    ) -> Result<Done, String> {
+        let kernel_word = kernel.as_deref().unwrap_or(defaults::KERNEL);
+        let kernel = KernelProfile::parse(kernel_word)
+            .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)"))?;
+        let cfg = Config {
+            v2,
+            dma_entry_limit: dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
+            memlock: match memlock {
+                Some(Memlock::Bytes(b)) => Some(b),
+                Some(Memlock::Unlimited) | None => None,
+            },
+            cap_ipc_lock,
+            strategy: self.opts.strategy,
+            kernel,
+            check_unpin_order: self.opts.check_unpin_order,
+        };
+        let mm = if self.opts.host_memory {
+            AnyMemory::Host(
+                type1::mm::host::HostMm::new().map_err(|e| format!("real memory: {e}"))?,
+            )
+        } else {
+            AnyMemory::Sim(SimMm::new())
+        };
+        self.c = Some(Container::new(cfg, mm));
+        Ok(Done::ok())
+    }
+
+    /// `domain`: a new IOMMU domain attached to the container.
+    fn domain(
+        &mut self,
+        name: &str,
+        format: Option<&str>,
+        pgsizes: &Option<Vec<u64>>,
+        aperture: Option<(u64, u64)>,
+        reserved: &Option<Vec<(u64, u64)>>,
+    ) -> Result<Done, String> {
+        let c = self.container()?;
+        let fmt_word = format.unwrap_or("x86_64");
+        let fmt =
+            Format::parse(fmt_word).map_err(|e| format!("domain {name}: {e}; change format="))?;
+        let cfg = DomainConfig {
+            format: fmt,
+            pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
+            aperture,
+        };
+        let domain = Domain::new(cfg).map_err(|e| {
+            let fix = match e {
+                iommu::Error::BadPgsizes { .. } => "change pgsizes=",
+                iommu::Error::BadAperture { .. } => "change aperture=",
+                iommu::Error::UnknownFormat(_) => "change format=",
+                _ => "change the domain's arguments",
+            };
+            format!("domain {name}: {e}; {fix}")
+        })?;
+        let reserved = reserved
+            .clone()
+            .unwrap_or_else(|| domain.reserved_regions());
+        Ok(Done::timed(|| c.attach(name, domain, reserved)))
+    }
+
+    /// `detach`: an attached domain leaves the container.
+    fn detach(&mut self, name: &str) -> Result<Done, String> {
+        let c = self.container()?;
+        if c.domain(name).is_none() {
+            let names: Vec<&str> = c.domains().iter().map(|d| d.name.as_str()).collect();
+            return Err(format!(
+                "detach {name}: no domain named {name:?} is attached (attached: {})",
+                if names.is_empty() {
+                    "none".to_string()
                 } else {
-                    2
-                };
-                let (r, elapsed) = timed(|| c.dirty_pages(8, flag, None));
-                Ok(Done {
-                    outcome: outcome_of(&r),
-                    elapsed,
-                    ..Done::ok()
-                })
+                    names.join(", ")
+                }
+            ));
+        }
+        Ok(Done::timed(|| c.detach(name)))
+    }
+
+    /// `mmap`: a new region in the process.
+    fn mmap(&mut self, spec: MmapSpec) -> Result<Done, String> {
+        let c = self.container()?;
+        c.mm_mut()
+            .mmap(&spec)
+            .map_err(|e| format!("mmap {}: {e}", spec.name))?;
+        // What real memory could not honour (`layout`, `phys`: the kernel places pages).
+        let notes = c.mm_mut().notes();
+        Ok(Done {
+            warnings: notes,
+            ..Done::ok()
+        })
+    }
+
+    /// `munmap`: a region, or part of it, leaves the process.
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) -> Result<Done, String> {
+        let c = self.container()?;
+        c.mm_mut()
+            .munmap(name, range)
+            .map_err(|e| format!("munmap {name}: {e}"))?;
+        Ok(Done::ok())
+    }
+
+    /// `map`: VFIO_IOMMU_MAP_DMA, with a warning when huge pages got small leaves.
+    fn map(
+        &mut self,
+        vaddr: &VaddrRef,
+        iova: u64,
+        size: u64,
+        flags: u32,
+        argsz: Option<u32>,
+    ) -> Result<Done, String> {
+        let strategy = self.opts.strategy;
+        let c = self.container()?;
+        let vaddr = defaults::resolve_vaddr(vaddr, |n| c.mm().region_vaddr(n))?;
+        let req = MapDma {
+            argsz: defaults::map_argsz(argsz),
+            flags,
+            vaddr,
+            iova,
+            size,
+        };
+        let before: Vec<(String, Vec<(u64, u64)>)> = c
+            .domains()
+            .iter()
+            .map(|d| (d.name.clone(), d.domain.leaves_by_size()))
+            .collect();
+        let (r, elapsed) = timed(|| c.map_dma(&req));
+        let warnings = if r.is_ok() {
+            hugepage_warnings(c, strategy, &req, &before)
+        } else {
+            Vec::new()
+        };
+        Ok(Done {
+            outcome: outcome_of(&r),
+            detail: Detail::Map { vaddr, iova, size },
+            elapsed,
+            warnings,
+        })
+    }
+
+    /// `unmap`: VFIO_IOMMU_UNMAP_DMA (with a bitmap for `flags=dirty`), with a warning when
+    /// the size removed is not the size asked.
+    fn unmap(
+        &mut self,
+        iova: u64,
+        size: u64,
+        flags: u32,
+        argsz: Option<u32>,
+    ) -> Result<Done, String> {
+        let c = self.container()?;
+        let all = flags & UNMAP_ALL != 0;
+        let bitmap = (flags & UNMAP_DIRTY != 0).then(|| {
+            let pgsize = defaults::unmap_bitmap_pgsize(c.pgsize_bitmap());
+            BitmapArg {
+                pgsize,
+                size: defaults::bitmap_bytes(size, pgsize),
             }
-            StmtKind::DirtyGet { iova, size, pgsize } => {
-                let c = self.container()?;
-                let arg = BitmapArg {
-                    pgsize: *pgsize,
-                    size: bitmap_bytes(*size, *pgsize),
+        });
+        let req = UnmapDma {
+            argsz: defaults::unmap_argsz(argsz, flags),
+            flags,
+            iova,
+            size,
+            bitmap,
+        };
+        let (r, elapsed) = timed(|| c.unmap_dma(&req));
+        let mut warnings = Vec::new();
+        if let Ok(reply) = &r {
+            if !all && reply.size != size {
+                let how = if reply.size < size {
+                    "less than asked: part of the range was not mapped"
+                } else {
+                    "more than asked: whole mappings were removed"
                 };
-                let (r, elapsed) = timed(|| c.dirty_pages(48, 4, Some((*iova, *size, arg))));
-                let outcome = outcome_of(&r);
-                Ok(Done {
-                    outcome,
-                    detail: Detail::DirtyGet {
-                        bitmap: r.ok().flatten(),
-                    },
-                    elapsed,
-                    warnings: Vec::new(),
-                })
-            }
-            StmtKind::Check => {
-                let c = self.container()?;
-                let (r, elapsed) = timed(|| c.check_invariants());
-                let outcome = match r {
-                    Ok(()) => Outcome::Ok,
-                    Err(v) => Outcome::Invariants(v),
-                };
-                Ok(Done {
-                    outcome,
-                    detail: Detail::Check(State::of(c)),
-                    elapsed,
-                    warnings: Vec::new(),
-                })
+                warnings.push(format!(
+                    "unmap of {} at iova {iova:#x} removed {} ({how})",
+                    units::bytes_exact(size),
+                    units::bytes_exact(reply.size)
+                ));
             }
         }
+        let outcome = outcome_of(&r);
+        let (removed, bitmap) = match r {
+            Ok(reply) => (Some(reply.size), reply.bitmap),
+            Err(_) => (None, None),
+        };
+        Ok(Done {
+            outcome,
+            detail: Detail::Unmap {
+                iova,
+                asked: size,
+                all,
+                size: removed,
+                bitmap,
+            },
+            elapsed,
+            warnings,
+        })
+    }
+
+    /// `info`: VFIO_IOMMU_GET_INFO into a buffer of `argsz` bytes.
+    fn info(&mut self, argsz: Option<u32>) -> Result<Done, String> {
+        let c = self.container()?;
+        let (r, elapsed) = timed(|| c.get_info(defaults::info_argsz(argsz)));
+        let outcome = outcome_of(&r);
+        let info = r.ok().map(|i| {
+            let caps = i.cap_offset != 0;
+            InfoFields {
+                argsz: i.argsz,
+                flags: i.flags,
+                iova_pgsizes: i.iova_pgsizes,
+                cap_offset: i.cap_offset,
+                argsz_needed: i.argsz_needed,
+                iova_ranges: caps.then_some(i.iova_ranges),
+                dma_avail: caps.then_some(i.dma_avail),
+                migration_pgsize: caps.then_some(i.migration_pgsize),
+            }
+        });
+        Ok(Done {
+            outcome,
+            detail: Detail::Info(info),
+            elapsed,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// `dirty start` / `dirty stop`: VFIO_IOMMU_DIRTY_PAGES with `flag`.
+    fn dirty(&mut self, flag: u32) -> Result<Done, String> {
+        let c = self.container()?;
+        Ok(Done::timed(|| {
+            c.dirty_pages(defaults::DIRTY_ARGSZ, flag, None)
+        }))
+    }
+
+    /// `dirty get`: VFIO_IOMMU_DIRTY_PAGES with GET_BITMAP.
+    fn dirty_get(&mut self, iova: u64, size: u64, pgsize: u64) -> Result<Done, String> {
+        let c = self.container()?;
+        let arg = BitmapArg {
+            pgsize,
+            size: defaults::bitmap_bytes(size, pgsize),
+        };
+        let (r, elapsed) = timed(|| {
+            c.dirty_pages(
+                defaults::DIRTY_GET_ARGSZ,
+                defaults::DIRTY_GET_BITMAP,
+                Some((iova, size, arg)),
+            )
+        });
+        Ok(Done {
+            outcome: outcome_of(&r),
+            detail: Detail::DirtyGet {
+                bitmap: r.ok().flatten(),
+            },
+            elapsed,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// `check`: the engine's invariants, and the state to hold expectations to.
+    fn check(&mut self) -> Result<Done, String> {
+        let c = self.container()?;
+        let (r, elapsed) = timed(|| c.check_invariants());
+        let outcome = match r {
+            Ok(()) => Outcome::Ok,
+            Err(v) => Outcome::Invariants(v),
+        };
+        Ok(Done {
+            outcome,
+            detail: Detail::Check(State::of(c)),
+            elapsed,
+            warnings: Vec::new(),
+        })
     }
 
     /// A warning the first time more than 90% of the DMA entries are in use.
@@ -772,25 +881,6 @@ impl Run {
                  map fewer, larger regions or raise the limit"
             )
         })
-    }
-}
-
-/// `NAME[+OFFSET]` or an absolute vaddr.
-fn resolve_vaddr(c: &Container<AnyMemory>, v: &VaddrRef) -> Result<u64, String> {
-    match v {
-        VaddrRef::Abs(a) => Ok(*a),
-        VaddrRef::Named { name, offset } => {
-            let base = c.mm().region_vaddr(name).ok_or_else(|| {
-                format!("vaddr={name}: no region named {name:?} (create it with `mmap {name} size=...` first)")
-            })?;
-            let v = i128::from(base) + offset;
-            u64::try_from(v).map_err(|_| {
-                format!(
-                    "vaddr={name}{offset:+}: the region starts at {base:#x}, so the address \
-                     {v:#x} is outside the 64-bit space"
-                )
-            })
-        }
     }
 }
 
@@ -928,102 +1018,6 @@ fn hugepage_reason(
         .into()
 }
 
-/// The expectation items that do not hold, as `expected X, got Y`.
-pub fn evaluate(exp: &Expect, rec: &Record) -> Vec<String> {
-    let mut out = Vec::new();
-    let got_word = rec.outcome.word();
-    match &exp.result {
-        Some(ExpResult::Ok) if !rec.outcome.is_ok() => {
-            out.push(match rec.outcome.message() {
-                Some(m) => format!("expected ok, got {got_word} ({m})"),
-                None => format!("expected ok, got {got_word}"),
-            });
-        }
-        Some(ExpResult::Errno(name)) if rec.outcome.errno() != Some(name.as_str()) => {
-            out.push(match rec.outcome.message() {
-                Some(m) => format!("expected {name}, got {got_word} ({m})"),
-                None => format!("expected {name}, got {got_word}"),
-            });
-        }
-        _ => {}
-    }
-    let state = match &rec.detail {
-        Detail::Check(s) => Some(s),
-        _ => None,
-    };
-    for item in &exp.items {
-        match item {
-            ExpItem::Size(want) => {
-                let got = match &rec.detail {
-                    Detail::Unmap { size, .. } => *size,
-                    _ => None,
-                };
-                match got {
-                    Some(g) if g == *want => {}
-                    Some(g) => out.push(format!(
-                        "expected size={}, got size={}",
-                        units::bytes_exact(*want),
-                        units::bytes_exact(g)
-                    )),
-                    None => out.push(format!(
-                        "expected size={}, got no size (the call failed)",
-                        units::bytes_exact(*want)
-                    )),
-                }
-            }
-            ExpItem::Locked(LockedExp::Abs(want)) => {
-                if rec.locked != *want {
-                    out.push(format!("expected locked={want}, got locked={}", rec.locked));
-                }
-            }
-            ExpItem::Locked(LockedExp::Delta(want)) => {
-                let got = i128::from(rec.locked) - i128::from(rec.locked_before);
-                if got != i128::from(*want) {
-                    out.push(format!(
-                        "expected locked={want:+}, got locked={got:+} ({} -> {})",
-                        rec.locked_before, rec.locked
-                    ));
-                }
-            }
-            ExpItem::Avail(want) => {
-                if u64::from(rec.avail) != *want {
-                    out.push(format!("expected avail={want}, got avail={}", rec.avail));
-                }
-            }
-            ExpItem::Leaves {
-                domain,
-                pgsize,
-                count,
-            } => {
-                let key = format!("leaves.{domain}.{}", units::bytes_exact(*pgsize));
-                match state.map(|s| s.domain(domain)) {
-                    Some(Some(d)) => {
-                        let got = d.leaves_of(*pgsize);
-                        if got != *count {
-                            out.push(format!("expected {key}={count}, got {key}={got}"));
-                        }
-                    }
-                    Some(None) => out.push(format!(
-                        "expected {key}={count}, got no domain named {domain:?}"
-                    )),
-                    None => out.push(format!("expected {key}={count}, but this is not a check")),
-                }
-            }
-            ExpItem::Dmas(want) => match state {
-                Some(s) if s.dmas.len() as u64 == *want => {}
-                Some(s) => out.push(format!("expected dmas={want}, got dmas={}", s.dmas.len())),
-                None => out.push(format!("expected dmas={want}, but this is not a check")),
-            },
-            ExpItem::Pinned(want) => match state {
-                Some(s) if s.pinned == *want => {}
-                Some(s) => out.push(format!("expected pinned={want}, got pinned={}", s.pinned)),
-                None => out.push(format!("expected pinned={want}, but this is not a check")),
-            },
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1031,15 +1025,6 @@ mod tests {
 
     fn run(src: &str) -> Replay {
         replay(&parse(src).unwrap(), &Options::default(), &mut |_| {})
-    }
-
-    #[test]
-    fn bitmap_bytes_rounds_up_to_whole_words() {
-        assert_eq!(bitmap_bytes(4096, 4096), 8);
-        assert_eq!(bitmap_bytes(64 * 4096, 4096), 8);
-        assert_eq!(bitmap_bytes(65 * 4096, 4096), 16);
-        assert_eq!(bitmap_bytes(0, 4096), 8);
-        assert_eq!(bitmap_bytes(4096, 0), 8);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `type1 replay --json` against trace-format.md, field by field.
+//! `type1 replay --json` against the language's reference (crates/trace/README.md), field by field.
 
 use serde_json::Value;
 

@@ -9,9 +9,10 @@ use std::process::Command;
 use serde_json::{json, Value};
 use type1_cli::kernel_check::{
     check_prepared, check_records, diff_line, leaf_comparable, model_only_markers, prepare,
-    profile_of, to_stmts,
+    profile_of, trace_kernel,
 };
-use vfio_backend::record::Record;
+use type1_cli::trace::record::{Record, State};
+use type1_cli::trace::Errno;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,30 +47,30 @@ fn a_planted_errno_is_named_with_its_line_and_both_values() {
         (5, "map"),
         (6, "check"),
     ] {
-        let mut r = Record::new(line, op);
+        let mut r = Record::kernel(line, op);
         r.locked = Some(if line >= 4 { 1 } else { 0 });
         r.avail = Some(if line >= 4 { 65534 } else { 65535 });
         kernel.push(r);
     }
     kernel[0].avail = None;
-    kernel[3].fail(17); // EEXIST
-    kernel[4].domains = Some(BTreeMap::from([(
-        "d0".to_string(),
-        BTreeMap::from([(4096, 1)]),
-    )]));
+    kernel[3].fail(Errno::from_raw(17)); // EEXIST
+    kernel[4].state = Some(State {
+        domains: BTreeMap::from([("d0".to_string(), BTreeMap::from([(4096, 1)]))]),
+        ..State::default()
+    });
     let marks = BTreeMap::new();
     let vtd = BTreeMap::from([("d0".to_string(), Ok(()))]);
 
     let c = check_records(&engine, &kernel, &marks, &vtd);
     assert!(c.agrees(), "{c:?}");
-    assert_eq!(c.compared, 5);
+    assert_eq!(c.cmp.compared, 5);
 
     let mut doctored = engine.clone();
     plant(&mut doctored, 5, "EEXIST", "EINVAL");
     let c = check_records(&doctored, &kernel, &marks, &vtd);
     assert!(!c.agrees());
-    assert_eq!(c.diffs.len(), 1, "{:?}", c.diffs);
-    let line = diff_line("t.trace", &c.diffs[0]);
+    assert_eq!(c.cmp.diffs.len(), 1, "{:?}", c.cmp.diffs);
+    let line = diff_line("t.trace", &c.cmp.diffs[0]);
     assert_eq!(
         line,
         r#"t.trace:5: errno: engine "EINVAL", kernel "EEXIST""#
@@ -85,7 +86,7 @@ fn a_planted_errno_is_named_with_its_line_and_both_values() {
     let mut other_leaves = engine.clone();
     other_leaves[4]["domains"]["d0"]["leaves"] = json!({"2097152": 1});
     let c = check_records(&other_leaves, &kernel, &BTreeMap::new(), &vtd);
-    assert_eq!(c.diffs[0].field, "leaves.d0");
+    assert_eq!(c.cmp.diffs[0].field, "leaves.d0");
     let mock = BTreeMap::from([("d0".to_string(), Err("mock".to_string()))]);
     let c = check_records(&other_leaves, &kernel, &BTreeMap::new(), &mock);
     assert!(c.agrees(), "{c:?}");
@@ -129,8 +130,7 @@ fn kernel_override_applies_to_both_sides() {
     let p = prepare(&repo().join("tests/kernel/phase-B.trace"), Some("6.12")).unwrap();
     assert_eq!(p.profile, "6.12");
     assert_eq!(p.overridden.len(), 1);
-    let (_, k) = to_stmts(&p.trace);
-    assert_eq!(k.as_deref(), Some("6.12"));
+    assert_eq!(trace_kernel(&p.trace).as_deref(), Some("6.12"));
     let p = prepare(&repo().join("tests/kernel/phase-B.trace"), None).unwrap();
     assert_eq!(p.profile, "7.2");
     assert!(p.overridden.is_empty());
@@ -165,16 +165,15 @@ fn the_guest_agrees_with_the_engine_and_catches_a_planted_errno() {
         return;
     }
     let p = prepare(&repo().join("tests/kernel/phase-B.trace"), None).unwrap();
-    let (stmts, _) = to_stmts(&p.trace);
     let run = vfio_backend::qemu::run_in_guest(
-        &stmts,
+        &p.trace.stmts,
         &vfio_backend::qemu::GuestOptions::default(),
         &mut vfio_backend::qemu::stderr_progress,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let c = check_prepared(&p, &run.records);
     assert!(c.agrees(), "{c:?}");
-    assert!(c.compared >= 15, "{c:?}");
+    assert!(c.cmp.compared >= 15, "{c:?}");
 
     let mut engine = type1_cli::kernel_check::engine_json(&p.trace);
     plant(&mut engine, 32, "EEXIST", "EINVAL");
@@ -184,9 +183,9 @@ fn the_guest_agrees_with_the_engine_and_catches_a_planted_errno() {
         &model_only_markers(&p.src),
         &leaf_comparable(&p.trace),
     );
-    assert_eq!(c.diffs.len(), 1, "{:?}", c.diffs);
+    assert_eq!(c.cmp.diffs.len(), 1, "{:?}", c.cmp.diffs);
     assert_eq!(
-        diff_line("tests/kernel/phase-B.trace", &c.diffs[0]),
+        diff_line("tests/kernel/phase-B.trace", &c.cmp.diffs[0]),
         r#"tests/kernel/phase-B.trace:32: errno: engine "EINVAL", kernel "EEXIST""#
     );
 }

@@ -1,16 +1,11 @@
 //! Replays a trace against a real kernel in a QEMU guest and checks the trace's expectations
-//! against the kernel's answers.
+//! against the kernel's answers (`type1 kernel-check` compares with the engine instead).
 //!
 //! `cargo run -p vfio-backend --example kernel_check -- [--kernel 7.2|6.12|6.1|FULL] [--json] [--walks] [--monitor-log OUT] FILE`
 
-#[allow(dead_code, unused_imports, clippy::all)]
-#[path = "../../cli/src/trace/mod.rs"]
-mod trace;
-
-#[path = "../tests/support/from_trace.rs"]
-mod from_trace;
-
+use type1_trace::{expect, StmtKind};
 use vfio_backend::qemu::{run_in_guest, stderr_progress, GuestOptions};
+use vfio_backend::replay::describe;
 
 fn main() {
     let mut kernel = None;
@@ -36,16 +31,21 @@ fn main() {
         eprintln!("{file}: {e}");
         std::process::exit(2)
     });
-    let t = trace::parse(&text).unwrap_or_else(|e| {
+    let t = type1_trace::parse(&text).unwrap_or_else(|e| {
         eprintln!("{file}: {e}");
         std::process::exit(2)
     });
-    let (stmts, trace_kernel) = from_trace::convert(&t);
+    let trace_kernel = t.stmts.iter().find_map(|s| match &s.kind {
+        StmtKind::Container { kernel, .. } => kernel.clone(),
+        _ => None,
+    });
     let opts = GuestOptions {
-        kernel: kernel.or(trace_kernel).unwrap_or_else(|| "7.2".into()),
+        kernel: kernel
+            .or(trace_kernel)
+            .unwrap_or_else(|| type1_trace::defaults::KERNEL.into()),
         ..GuestOptions::default()
     };
-    let run = match run_in_guest(&stmts, &opts, &mut stderr_progress) {
+    let run = match run_in_guest(&t.stmts, &opts, &mut stderr_progress) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");
@@ -62,31 +62,7 @@ fn main() {
             println!("{}", r.to_json());
             continue;
         }
-        let res = if r.cannot {
-            "CANNOT".to_string()
-        } else if r.ok {
-            "ok".to_string()
-        } else {
-            r.errno.clone().unwrap_or_default()
-        };
-        let mut extra = String::new();
-        if let Some(s) = r.size {
-            extra.push_str(&format!(" size={s:#x}"));
-        }
-        if let Some(d) = &r.domains {
-            for (n, l) in d {
-                for (sz, c) in l {
-                    extra.push_str(&format!(" leaves.{n}.{sz:#x}={c}"));
-                }
-            }
-        }
-        println!(
-            "{:>4} {:<70} | kernel: {res}{extra} locked={} avail={}",
-            r.line,
-            texts.get(&r.line).copied().unwrap_or(""),
-            r.locked.map_or("-".into(), |l| l.to_string()),
-            r.avail.map_or("-".into(), |a| a.to_string()),
-        );
+        println!("{}", describe(r, texts.get(&r.line).copied().unwrap_or("")));
         if walks {
             if let Some(w) = run.walks.get(&r.line) {
                 println!(
@@ -103,7 +79,7 @@ fn main() {
             }
         }
     }
-    let (checked, bad) = from_trace::check_expectations(&t, &run.records);
+    let (checked, bad) = expect::check_trace(&t, &run.records);
     let tm = &run.timings;
     eprintln!(
         "kernel {}: {} statements; fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",

@@ -2,25 +2,22 @@
 //!
 //! * [`container::VfioContainer`] drives a real container through /dev/vfio (map, unmap, info,
 //!   dirty), with results shaped as the engine's (`type1::Container`).
-//! * [`replay`] runs [`stmt::Stmt`]s (a plain mirror of the trace language) and makes one
-//!   [`record::Record`] per statement; the `vfio-replay` binary does that inside a guest.
+//! * [`replay`] runs the trace language's statements ([`type1_trace::Stmt`], parsed on the
+//!   host and handed over as JSON lines) and makes one [`type1_trace::Record`] per statement;
+//!   the `vfio-replay` binary does that inside a guest.
 //! * [`qemu`] is the host side: it fetches a Debian kernel, builds an initramfs with the
 //!   static `vfio-replay`, boots QEMU with an emulated VT-d IOMMU and an `edu` device bound to
 //!   vfio-pci, reads the IOMMU's page tables at each `check` ([`vtd`]) and collects the records.
 //!
-//! Linux only. All `unsafe` code is in [`sys`].
+//! Linux only. All `unsafe` code is in the private `sys` module.
 
-pub mod compare;
 pub mod container;
 pub mod qemu;
-pub mod record;
 pub mod replay;
-pub mod stmt;
 mod sys;
 pub mod vtd;
 
-pub use compare::{compare, Comparison, Diff};
 pub use container::{BitmapArg, Errno, Error, UnmapOutcome, VfioContainer};
 pub use qemu::{run_in_guest, GuestOptions, GuestRun, HarnessError};
-pub use record::{InfoFields, Record};
-pub use stmt::{Backing, Stmt, StmtKind, Vaddr};
+/// The records (GET_INFO's reply among them) are the trace language's.
+pub use type1_trace::record;

@@ -23,9 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::record::Record;
-use crate::stmt::{self, Stmt};
 use crate::vtd::{self, PhysRead, Walk};
+use type1_trace::{Record, Stmt};
 
 /// The `/init` of the guest.
 pub const INIT_SCRIPT: &str = include_str!("../../../kernel/init.sh");
@@ -505,7 +504,7 @@ pub fn build_initramfs(
     std::fs::write(stage.join("modules.list"), list).map_err(io)?;
     std::fs::copy(replay_bin, stage.join("vfio-replay"))
         .map_err(|e| HarnessError::Build(format!("copying {}: {e}", replay_bin.display())))?;
-    std::fs::write(stage.join("stmts.jsonl"), stmt::to_json_lines(stmts)).map_err(io)?;
+    std::fs::write(stage.join("stmts.jsonl"), type1_trace::to_json_lines(stmts)).map_err(io)?;
     std::fs::write(stage.join("init"), INIT_SCRIPT).map_err(io)?;
     use std::os::unix::fs::PermissionsExt;
     for f in ["init", "vfio-replay", "bin/busybox"] {
@@ -678,7 +677,7 @@ fn boot(
     timings: &mut Timings,
     progress: &mut dyn FnMut(&str),
 ) -> Result<GuestRun, HarnessError> {
-    let big = stmt::needs_1g(stmts);
+    let big = crate::replay::needs_1g(stmts);
     let mut append = String::from("console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 ");
     append.push_str(if big {
         "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64 default_hugepagesz=2M"
@@ -865,8 +864,8 @@ fn boot(
         let Some(w) = walks.get(&r.line) else {
             continue;
         };
-        if let Some(domains) = r.domains.as_mut() {
-            for leaves in domains.values_mut() {
+        if let Some(state) = r.state.as_mut() {
+            for leaves in state.domains.values_mut() {
                 *leaves = w.leaves_by_size();
             }
         }

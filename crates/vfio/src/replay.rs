@@ -1,10 +1,18 @@
-//! Runs statements against the kernel (inside the guest): one [`Record`] per statement.
+//! Runs trace statements against the kernel (inside the guest): one [`Record`] per statement.
+//!
+//! The statements are the trace language's own ([`type1_trace::Stmt`]), parsed on the host.
+//! What the language leaves to runners (argsz per verb, bitmap sizes, `NAME±OFFSET` vaddrs)
+//! comes from [`type1_trace::defaults`], as on the engine's side, so both are asked the same.
+//! What the kernel cannot be asked is said in the record: a statement that cannot run at all is
+//! `cannot` with its reason; parts of a statement only the model can honour (IOMMU formats,
+//! page-size sets, physical layouts) are run without and listed in its `message`.
 
 use std::collections::BTreeMap;
 
+use type1_trace::record::{Record, State};
+use type1_trace::{defaults, Backing, Layout, Memlock, Stmt, StmtKind, VaddrRef, UNMAP_DIRTY};
+
 use crate::container::{locked_pages, BitmapArg, VfioContainer};
-use crate::record::Record;
-use crate::stmt::{Backing, Stmt, StmtKind, Vaddr};
 use crate::sys::{self, MmapKind};
 
 /// Container settings from the `container` statement, used when the domain is attached.
@@ -12,13 +20,27 @@ use crate::sys::{self, MmapKind};
 struct Settings {
     v2: bool,
     dma_entry_limit: Option<u32>,
-    memlock: Option<Option<u64>>,
+    /// RLIMIT_MEMLOCK in bytes; `None` is unlimited.
+    memlock: Option<u64>,
     cap_ipc_lock: bool,
+}
+
+impl Default for Settings {
+    /// A bare `container`: type1v2, the module's entry limit, no memlock limit, no capability.
+    fn default() -> Self {
+        Settings {
+            v2: true,
+            dma_entry_limit: None,
+            memlock: None,
+            cap_ipc_lock: false,
+        }
+    }
 }
 
 /// Called at each `check`, after the guest printed `@@CHECKPOINT line=N`: it returns when the
 /// host has read the IOMMU tables (the guest program waits for a line on stdin).
 pub trait Checkpoint {
+    /// Waits at the `check` of `line`.
     fn pause(&mut self, line: usize);
 }
 
@@ -42,23 +64,53 @@ impl Checkpoint for StdioPause {
     }
 }
 
-/// Bytes of a bitmap buffer for `size` bytes in pages of `pgsize` (whole u64 words, at least
-/// one), as the engine's runner sizes it.
-pub fn bitmap_bytes(size: u64, pgsize: u64) -> u64 {
-    let pages = if pgsize == 0 {
-        0
-    } else {
-        size.div_ceil(pgsize)
-    };
-    (pages.div_ceil(64) * 8).max(8)
+/// True when a statement needs a 1 GiB huge page (the guest then needs more memory).
+pub fn needs_1g(stmts: &[Stmt]) -> bool {
+    stmts.iter().any(|s| {
+        matches!(
+            s.kind,
+            StmtKind::Mmap {
+                backing: Backing::Hugetlb1g,
+                ..
+            }
+        )
+    })
+}
+
+/// The parts of a statement the kernel run cannot honour (it runs without them).
+pub fn not_reproducible(kind: &StmtKind) -> Vec<String> {
+    let mut out = Vec::new();
+    match kind {
+        StmtKind::Domain {
+            format, pgsizes, ..
+        } => {
+            if let Some(f) = format.as_deref().filter(|f| !f.starts_with("x86_64")) {
+                out.push(format!("format={f} (the guest's IOMMU is VT-d)"));
+            }
+            if pgsizes.is_some() {
+                out.push("pgsizes=".into());
+            }
+        }
+        StmtKind::Mmap { layout, phys, .. } => {
+            if *layout == Layout::Scattered {
+                out.push("layout=scattered".into());
+            }
+            if let Some(p) = phys {
+                out.push(format!("phys={p:#x}"));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// The replay state: the container (once a domain is attached) and the named regions.
 pub struct Replayer {
     group: u32,
-    settings: Option<Settings>,
+    settings: Settings,
     container: Option<VfioContainer>,
     domain: Option<String>,
+    /// Name → (start, size).
     regions: BTreeMap<String, (u64, u64)>,
 }
 
@@ -67,36 +119,22 @@ impl Replayer {
     pub fn new(group: u32) -> Self {
         Replayer {
             group,
-            settings: None,
+            settings: Settings::default(),
             container: None,
             domain: None,
             regions: BTreeMap::new(),
         }
     }
 
-    fn resolve(&self, v: &Vaddr) -> Result<u64, String> {
-        match v {
-            Vaddr::Abs(a) => Ok(*a),
-            Vaddr::Named { name, offset } => self
-                .regions
-                .get(name)
-                .map(|&(base, _)| base.wrapping_add(*offset as u64))
-                .ok_or_else(|| format!("no mmap named {name:?}")),
-        }
-    }
-
     /// Runs one statement.
     pub fn step(&mut self, st: &Stmt, cp: &mut dyn Checkpoint) -> Record {
-        let op = match &st.kind {
-            StmtKind::Unsupported { name } => name.as_str(),
-            k => k.verb(),
-        };
-        let mut r = Record::new(st.line, op);
+        let mut r = Record::kernel(st.line, st.kind.verb());
         self.exec(st, &mut r, cp);
-        if !st.ignored.is_empty() && !r.cannot {
+        let ignored = not_reproducible(&st.kind);
+        if !ignored.is_empty() && !r.cannot {
             let note = format!(
                 "not reproducible in the kernel, ignored: {}",
-                st.ignored.join(", ")
+                ignored.join(", ")
             );
             r.message = Some(match r.message.take() {
                 Some(m) => format!("{m}; {note}"),
@@ -111,13 +149,6 @@ impl Replayer {
         r
     }
 
-    fn container(&self, r: &mut Record) -> Option<&VfioContainer> {
-        if self.container.is_none() {
-            r.cannot("no container yet: the kernel needs a group (a `domain` statement) before it takes requests");
-        }
-        self.container.as_ref()
-    }
-
     fn exec(&mut self, st: &Stmt, r: &mut Record, cp: &mut dyn Checkpoint) {
         match &st.kind {
             StmtKind::Container {
@@ -125,39 +156,19 @@ impl Replayer {
                 dma_entry_limit,
                 memlock,
                 cap_ipc_lock,
+                ..
             } => {
-                self.settings = Some(Settings {
+                self.settings = Settings {
                     v2: *v2,
                     dma_entry_limit: *dma_entry_limit,
-                    memlock: Some(memlock.unwrap_or(None)),
+                    memlock: match memlock {
+                        Some(Memlock::Bytes(b)) => Some(*b),
+                        Some(Memlock::Unlimited) | None => None,
+                    },
                     cap_ipc_lock: *cap_ipc_lock,
-                });
+                };
             }
-            StmtKind::Domain { name } => {
-                if self.container.is_some() {
-                    r.cannot("cannot: one device in the guest, so one group and one domain");
-                    return;
-                }
-                let s = self.settings.clone().unwrap_or(Settings {
-                    v2: true,
-                    dma_entry_limit: None,
-                    memlock: Some(None),
-                    cap_ipc_lock: false,
-                });
-                match VfioContainer::open(
-                    self.group,
-                    s.v2,
-                    s.dma_entry_limit,
-                    s.memlock,
-                    s.cap_ipc_lock,
-                ) {
-                    Ok(c) => {
-                        self.container = Some(c);
-                        self.domain = Some(name.clone());
-                    }
-                    Err(e) => r.cannot(format!("setting up the container: {e}")),
-                }
-            }
+            StmtKind::Domain { name, .. } => self.domain(name, r),
             StmtKind::Detach { .. } => {
                 r.cannot("cannot: detaching the only group would close the container");
             }
@@ -165,128 +176,212 @@ impl Replayer {
                 name,
                 size,
                 backing,
-                writable,
+                prot_write,
                 at,
-            } => {
-                let kind = match backing {
-                    Backing::Page4k => MmapKind::Page4k,
-                    Backing::Thp => MmapKind::Thp,
-                    Backing::Hugetlb2m => MmapKind::Hugetlb2m,
-                    Backing::Hugetlb1g => MmapKind::Hugetlb1g,
-                    Backing::Pfnmap => {
-                        r.cannot("cannot: a pfnmap needs a device BAR mapped through the device fd (not done)");
-                        return;
-                    }
-                };
-                match sys::mmap_anon(*size, *writable, kind, *at) {
-                    Ok(a) => {
-                        self.regions.insert(name.clone(), (a, *size));
-                    }
-                    Err(e) => r.cannot(format!("cannot: mmap of {size:#x} bytes failed: {e}")),
-                }
-            }
-            StmtKind::Munmap { name, range } => {
-                let Some(&(base, len)) = self.regions.get(name) else {
-                    r.cannot(format!("no mmap named {name:?}"));
-                    return;
-                };
-                let (off, sz) = range.unwrap_or((0, len));
-                if let Err(e) = sys::munmap(base + off, sz) {
-                    r.cannot(format!("munmap failed: {e}"));
-                }
-            }
+                ..
+            } => self.mmap(name, *size, *backing, *prot_write, *at, r),
+            StmtKind::Munmap { name, range } => self.munmap(name, *range, r),
             StmtKind::Map {
                 vaddr,
                 iova,
                 size,
                 flags,
                 argsz,
-            } => {
-                let v = match self.resolve(vaddr) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        r.cannot(e);
-                        return;
-                    }
-                };
-                let Some(c) = self.container(r) else { return };
-                if let Err(e) = c.map_dma(argsz.unwrap_or(32), *flags, v, *iova, *size) {
-                    r.fail(e.code());
-                }
-            }
+            } => self.map(vaddr, *iova, *size, *flags, *argsz, r),
             StmtKind::Unmap {
                 iova,
                 size,
                 flags,
                 argsz,
-            } => {
-                let Some(c) = self.container(r) else { return };
-                let dirty = flags & 1 != 0;
-                let bitmap = dirty.then(|| {
-                    let pgsize = c
-                        .get_info(4096)
-                        .map(|i| 1u64 << i.iova_pgsizes.trailing_zeros().min(63))
-                        .unwrap_or(4096);
-                    BitmapArg {
-                        pgsize,
-                        size: bitmap_bytes(*size, pgsize),
-                    }
-                });
-                let argsz = argsz.unwrap_or(if dirty { 48 } else { 24 });
-                let out = c.unmap_dma(argsz, *flags, *iova, *size, bitmap);
-                r.out_size = Some(out.out_size);
-                match out.result {
-                    Ok(s) => {
-                        r.size = Some(s);
-                        r.bitmap = out.bitmap;
-                    }
-                    Err(e) => r.fail(e.code()),
-                }
-            }
+            } => self.unmap(*iova, *size, *flags, *argsz, r),
             StmtKind::Info { argsz } => {
                 let Some(c) = self.container(r) else { return };
-                match c.get_info(argsz.unwrap_or(4096)) {
+                match c.get_info(defaults::info_argsz(*argsz)) {
                     Ok(i) => r.info = Some(i),
-                    Err(e) => r.fail(e.code()),
+                    Err(e) => r.fail(e),
                 }
             }
             StmtKind::DirtyStart | StmtKind::DirtyStop => {
                 let Some(c) = self.container(r) else { return };
                 let flag = if st.kind == StmtKind::DirtyStart {
-                    1
+                    defaults::DIRTY_START
                 } else {
-                    2
+                    defaults::DIRTY_STOP
                 };
-                if let Err(e) = c.dirty(8, flag) {
-                    r.fail(e.code());
+                if let Err(e) = c.dirty(defaults::DIRTY_ARGSZ, flag) {
+                    r.fail(e);
                 }
             }
             StmtKind::DirtyGet { iova, size, pgsize } => {
+                r.dirty_get = true;
                 let Some(c) = self.container(r) else { return };
                 let arg = BitmapArg {
                     pgsize: *pgsize,
-                    size: bitmap_bytes(*size, *pgsize),
+                    size: defaults::bitmap_bytes(*size, *pgsize),
                 };
                 match c.dirty_get(*iova, *size, arg) {
                     Ok(b) => r.bitmap = Some(b),
-                    Err(e) => r.fail(e.code()),
+                    Err(e) => r.fail(e),
                 }
-            }
-            StmtKind::Unsupported { name } => {
-                r.cannot(format!(
-                    "cannot: `{name}` is not supported by the kernel replay"
-                ));
             }
             StmtKind::Check => {
                 cp.pause(st.line);
                 // The host fills in the leaves it read at the checkpoint.
-                r.domains = self
-                    .domain
-                    .as_ref()
-                    .map(|d| BTreeMap::from([(d.clone(), BTreeMap::new())]));
+                // (The kernel lists neither mappings nor pins: `dmas` and `pinned` stay unknown.)
+                r.state = Some(State {
+                    domains: self
+                        .domain
+                        .iter()
+                        .map(|d| (d.clone(), BTreeMap::new()))
+                        .collect(),
+                    ..State::default()
+                });
             }
         }
     }
+
+    fn container(&self, r: &mut Record) -> Option<&VfioContainer> {
+        if self.container.is_none() {
+            r.cannot("no container yet: the kernel needs a group (a `domain` statement) before it takes requests");
+        }
+        self.container.as_ref()
+    }
+
+    /// `domain`: opens the device's group, sets it on a container and sets the IOMMU backend.
+    /// The guest has one device, so one domain.
+    fn domain(&mut self, name: &str, r: &mut Record) {
+        if self.container.is_some() {
+            r.cannot("cannot: one device in the guest, so one group and one domain");
+            return;
+        }
+        let s = &self.settings;
+        match VfioContainer::open(
+            self.group,
+            s.v2,
+            s.dma_entry_limit,
+            Some(s.memlock),
+            s.cap_ipc_lock,
+        ) {
+            Ok(c) => {
+                self.container = Some(c);
+                self.domain = Some(name.to_string());
+            }
+            Err(e) => r.cannot(format!("setting up the container: {e}")),
+        }
+    }
+
+    fn mmap(
+        &mut self,
+        name: &str,
+        size: u64,
+        backing: Backing,
+        writable: bool,
+        at: Option<u64>,
+        r: &mut Record,
+    ) {
+        let kind = match backing {
+            Backing::Page4k => MmapKind::Page4k,
+            Backing::Thp => MmapKind::Thp,
+            Backing::Hugetlb2m => MmapKind::Hugetlb2m,
+            Backing::Hugetlb1g => MmapKind::Hugetlb1g,
+            Backing::Pfnmap => {
+                r.cannot(
+                    "cannot: a pfnmap needs a device BAR mapped through the device fd (not done)",
+                );
+                return;
+            }
+        };
+        match sys::mmap_anon(size, writable, kind, at) {
+            Ok(a) => {
+                self.regions.insert(name.to_string(), (a, size));
+            }
+            Err(e) => r.cannot(format!("cannot: mmap of {size:#x} bytes failed: {e}")),
+        }
+    }
+
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>, r: &mut Record) {
+        let Some(&(base, len)) = self.regions.get(name) else {
+            r.cannot(format!("no mmap named {name:?}"));
+            return;
+        };
+        let (off, sz) = range.unwrap_or((0, len));
+        if let Err(e) = sys::munmap(base + off, sz) {
+            r.cannot(format!("munmap failed: {e}"));
+        }
+    }
+
+    fn map(
+        &self,
+        vaddr: &VaddrRef,
+        iova: u64,
+        size: u64,
+        flags: u32,
+        argsz: Option<u32>,
+        r: &mut Record,
+    ) {
+        let v = match defaults::resolve_vaddr(vaddr, |n| self.regions.get(n).map(|&(b, _)| b)) {
+            Ok(v) => v,
+            Err(e) => return r.cannot(e),
+        };
+        let Some(c) = self.container(r) else { return };
+        if let Err(e) = c.map_dma(defaults::map_argsz(argsz), flags, v, iova, size) {
+            r.fail(e);
+        }
+    }
+
+    fn unmap(&self, iova: u64, size: u64, flags: u32, argsz: Option<u32>, r: &mut Record) {
+        let Some(c) = self.container(r) else { return };
+        let bitmap = (flags & UNMAP_DIRTY != 0).then(|| {
+            let pgsize = c
+                .get_info(defaults::INFO_ARGSZ)
+                .map(|i| defaults::unmap_bitmap_pgsize(i.iova_pgsizes))
+                .unwrap_or(type1::PAGE_SIZE);
+            BitmapArg {
+                pgsize,
+                size: defaults::bitmap_bytes(size, pgsize),
+            }
+        });
+        let out = c.unmap_dma(
+            defaults::unmap_argsz(argsz, flags),
+            flags,
+            iova,
+            size,
+            bitmap,
+        );
+        r.out_size = Some(out.out_size);
+        match out.result {
+            Ok(s) => {
+                r.size = Some(s);
+                r.bitmap = out.bitmap;
+            }
+            Err(e) => r.fail(e),
+        }
+    }
+}
+
+/// One kernel record for people: `LINE STATEMENT | RESULT [size=] [leaves.D.S=N...] locked=
+/// avail=` (`-` for what is not known; `CANNOT (why)` for a statement not run).
+pub fn describe(r: &Record, text: &str) -> String {
+    let mut res = if r.cannot {
+        format!("CANNOT ({})", r.message.as_deref().unwrap_or_default())
+    } else {
+        r.result_word()
+    };
+    if let Some(s) = r.size {
+        res.push_str(&format!(" size={s:#x}"));
+    }
+    for (n, l) in r.state.iter().flat_map(|s| &s.domains) {
+        for (sz, c) in l {
+            res.push_str(&format!(" leaves.{n}.{sz:#x}={c}"));
+        }
+    }
+    let known = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    format!(
+        "{:>4} {text:<60} | {res} locked={} avail={}",
+        r.line,
+        known(r.locked),
+        known(r.avail)
+    )
 }
 
 /// Runs every statement; `emit` gets each record as it is made.
@@ -310,70 +405,53 @@ pub fn replay(
 mod tests {
     use super::*;
 
-    fn st(line: usize, kind: StmtKind) -> Stmt {
-        Stmt {
-            line,
-            kind,
-            ignored: vec![],
-        }
+    fn stmts(src: &str) -> Vec<Stmt> {
+        type1_trace::parse(src).unwrap().stmts
     }
 
     /// Without /dev/vfio the statements that need the kernel say so; memory statements run.
     #[test]
     fn runs_memory_statements_and_refuses_requests_without_a_container() {
-        let stmts = vec![
-            st(
-                1,
-                StmtKind::Mmap {
-                    name: "a".into(),
-                    size: 2 << 20,
-                    backing: Backing::Thp,
-                    writable: true,
-                    at: None,
-                },
-            ),
-            st(
-                2,
-                StmtKind::Munmap {
-                    name: "a".into(),
-                    range: Some((4096, 4096)),
-                },
-            ),
-            st(
-                3,
-                StmtKind::Map {
-                    vaddr: Vaddr::Named {
-                        name: "a".into(),
-                        offset: 0,
-                    },
-                    iova: 0,
-                    size: 4096,
-                    flags: 3,
-                    argsz: None,
-                },
-            ),
-            st(
-                4,
-                StmtKind::Mmap {
-                    name: "p".into(),
-                    size: 4096,
-                    backing: Backing::Pfnmap,
-                    writable: true,
-                    at: None,
-                },
-            ),
-        ];
+        let stmts = stmts(
+            "container\n\
+             mmap a size=2M backing=thp layout=scattered\n\
+             munmap a offset=4K size=4K\n\
+             map vaddr=a iova=0 size=4K\n\
+             mmap p size=4K backing=pfnmap\n",
+        );
         let recs = replay(&stmts, 1, &mut NoPause, &mut |_| {});
-        assert!(recs[0].ok && recs[1].ok, "{recs:?}");
-        assert!(recs[2].cannot && recs[3].cannot);
-        assert_eq!(recs[2].op, "map");
-        assert!(recs[0].locked.is_some());
+        assert!(recs[1].ok && recs[2].ok, "{recs:?}");
+        assert!(recs[3].cannot && recs[4].cannot);
+        assert_eq!(recs[3].op, "map");
+        assert!(recs[1].locked.is_some());
+        assert_eq!(
+            recs[1].message.as_deref(),
+            Some("not reproducible in the kernel, ignored: layout=scattered")
+        );
+        assert_eq!(recs[1].backend, type1_trace::Backend::Kernel);
+        assert!(!needs_1g(&stmts));
     }
 
+    /// The statements travel to the guest as JSON lines and come back the same.
     #[test]
-    fn bitmap_sizes() {
-        assert_eq!(bitmap_bytes(4096, 4096), 8);
-        assert_eq!(bitmap_bytes(65 * 4096, 4096), 16);
-        assert_eq!(bitmap_bytes(0, 4096), 8);
+    fn kernel_traces_round_trip_as_json_lines() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut n = 0;
+        for e in std::fs::read_dir(repo.join("tests/kernel")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "trace") {
+                continue;
+            }
+            let t = type1_trace::parse(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let text = type1_trace::to_json_lines(&t.stmts);
+            assert_eq!(
+                type1_trace::from_json_lines(&text).unwrap(),
+                t.stmts,
+                "{}",
+                p.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 4, "expected the kernel traces, found {n}");
     }
 }

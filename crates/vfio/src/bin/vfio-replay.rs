@@ -1,4 +1,5 @@
-//! Runs inside the guest: `vfio-replay GROUP STATEMENTS.jsonl` replays the statements against
+//! Runs inside the guest: `vfio-replay GROUP STATEMENTS.jsonl` replays the trace statements
+//! (the trace language's syntax tree as JSON lines, `type1_trace::to_json_lines`) against
 //! /dev/vfio/GROUP and prints one `@@R {json}` line per statement, then `@@END`. At `check` it
 //! prints `@@CHECKPOINT line=N` and waits for a line on stdin.
 
@@ -26,7 +27,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let stmts = match vfio_backend::stmt::from_json_lines(&text) {
+    let stmts = match type1_trace::from_json_lines(&text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfio-replay: {e}");

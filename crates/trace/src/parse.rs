@@ -1,4 +1,5 @@
-//! Text → [`Trace`].
+//! Text → [`Trace`]: the parser, all-or-nothing (the first malformed line is a [`ParseError`]
+//! naming its line and column, with what to write instead).
 //!
 //! # Grammar, as implemented
 //!
@@ -49,7 +50,9 @@
 
 use std::fmt;
 
-use super::ast::*;
+use iommu::Errno;
+
+use crate::ast::*;
 
 /// The errno names an expectation may use.
 pub const ERRNOS: &[&str] = &[
@@ -1254,8 +1257,12 @@ fn result_word(w: Tok<'_>) -> R<ExpResult> {
     if w.s == "ok" {
         return Ok(ExpResult::Ok);
     }
-    if ERRNOS.contains(&w.s) {
-        return Ok(ExpResult::Errno(w.s.to_string()));
+    if let Some(e) = ERRNOS
+        .contains(&w.s)
+        .then(|| Errno::from_name(w.s))
+        .flatten()
+    {
+        return Ok(ExpResult::Errno(e));
     }
     let up = w.s.to_ascii_uppercase();
     let msg = if up == "OK" {
@@ -1419,3 +1426,6 @@ fn levenshtein(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
+
+#[cfg(test)]
+mod tests;
