@@ -27,7 +27,7 @@ use type1::{
 
 use crate::trace::record::{self, Dma, InfoFields, Record};
 use crate::trace::{
-    defaults, expect, Memlock, Stmt, StmtKind, Trace, VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
+    defaults, dispatch, expect, Memlock, Stmt, Trace, VaddrRef, Verbs, UNMAP_ALL, UNMAP_DIRTY,
 };
 use crate::units;
 
@@ -528,64 +528,31 @@ impl Run {
             .ok_or_else(|| "no container: `container` must be the first statement".to_string())
     }
 
-    /// Runs one statement: one function per verb.
+    /// Runs one statement: the verb's function (see [`Verbs`]).
     fn exec(&mut self, stmt: &Stmt) -> Result<Done, String> {
-        match &stmt.kind {
-            StmtKind::Container {
-                v2,
-                dma_entry_limit,
-                memlock,
-                cap_ipc_lock,
-                kernel,
-            } => self.new_container(*v2, *dma_entry_limit, *memlock, *cap_ipc_lock, kernel),
-            StmtKind::Domain {
-                name,
-                format,
-                pgsizes,
-                aperture,
-                reserved,
-            } => self.domain(name, format.as_deref(), pgsizes, *aperture, reserved),
-            StmtKind::Detach { name } => self.detach(name),
-            StmtKind::Mmap {
-                name,
-                size,
-                backing,
-                layout,
-                seed,
-                prot_write,
-                at,
-                phys,
-            } => self.mmap(MmapSpec {
-                name: name.clone(),
-                size: *size,
-                backing: *backing,
-                layout: *layout,
-                seed: *seed,
-                writable: *prot_write,
-                at: *at,
-                phys: *phys,
-            }),
-            StmtKind::Munmap { name, range } => self.munmap(name, *range),
-            StmtKind::Map {
-                vaddr,
-                iova,
-                size,
-                flags,
-                argsz,
-            } => self.map(vaddr, *iova, *size, *flags, *argsz),
-            StmtKind::Unmap {
-                iova,
-                size,
-                flags,
-                argsz,
-            } => self.unmap(*iova, *size, *flags, *argsz),
-            StmtKind::Info { argsz } => self.info(*argsz),
-            StmtKind::DirtyStart => self.dirty(defaults::DIRTY_START),
-            StmtKind::DirtyStop => self.dirty(defaults::DIRTY_STOP),
-            StmtKind::DirtyGet { iova, size, pgsize } => self.dirty_get(*iova, *size, *pgsize),
-            StmtKind::Check => self.check(),
-        }
+        dispatch(self, &stmt.kind)
     }
+
+    /// A warning the first time more than 90% of the DMA entries are in use.
+    fn entries_warning(&mut self) -> Option<String> {
+        let c = self.c.as_ref()?;
+        let limit = u64::from(c.config().dma_entry_limit);
+        let used = limit.saturating_sub(u64::from(c.dma_avail()));
+        let high = used * 10 > limit * 9;
+        let first = high && !self.entries_warned;
+        self.entries_warned = high;
+        first.then(|| {
+            format!(
+                "{used} of {limit} DMA entries in use (above 90% of dma_entry_limit): \
+                 map fewer, larger regions or raise the limit"
+            )
+        })
+    }
+}
+
+/// One function per verb, each a thin layer over the engine's call.
+impl Verbs for Run {
+    type Out = Result<Done, String>;
 
     /// `container`: a new container over a new (simulated or real) process.
     fn new_container(
@@ -594,9 +561,9 @@ impl Run {
         dma_entry_limit: Option<u32>,
         memlock: Option<Memlock>,
         cap_ipc_lock: bool,
-        kernel: &Option<String>,
+        kernel: Option<&str>,
     ) -> Result<Done, String> {
-        let kernel_word = kernel.as_deref().unwrap_or(defaults::KERNEL);
+        let kernel_word = kernel.unwrap_or(defaults::KERNEL);
         let kernel = KernelProfile::parse(kernel_word)
             .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)"))?;
         let cfg = Config {
@@ -627,9 +594,9 @@ impl Run {
         &mut self,
         name: &str,
         format: Option<&str>,
-        pgsizes: &Option<Vec<u64>>,
+        pgsizes: Option<&[u64]>,
         aperture: Option<(u64, u64)>,
-        reserved: &Option<Vec<(u64, u64)>>,
+        reserved: Option<&[(u64, u64)]>,
     ) -> Result<Done, String> {
         let c = self.container()?;
         let fmt_word = format.unwrap_or("x86_64");
@@ -637,7 +604,7 @@ impl Run {
             Format::parse(fmt_word).map_err(|e| format!("domain {name}: {e}; change format="))?;
         let cfg = DomainConfig {
             format: fmt,
-            pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
+            pgsize_bitmap: pgsizes.map(|v| v.iter().fold(0, |a, b| a | b)),
             aperture,
         };
         let domain = Domain::new(cfg).map_err(|e| {
@@ -649,9 +616,7 @@ impl Run {
             };
             format!("domain {name}: {e}; {fix}")
         })?;
-        let reserved = reserved
-            .clone()
-            .unwrap_or_else(|| domain.reserved_regions());
+        let reserved = reserved.map_or_else(|| domain.reserved_regions(), <[_]>::to_vec);
         Ok(Done::timed(|| c.attach(name, domain, reserved)))
     }
 
@@ -864,22 +829,6 @@ impl Run {
             detail: Detail::Check(State::of(c)),
             elapsed,
             warnings: Vec::new(),
-        })
-    }
-
-    /// A warning the first time more than 90% of the DMA entries are in use.
-    fn entries_warning(&mut self) -> Option<String> {
-        let c = self.c.as_ref()?;
-        let limit = u64::from(c.config().dma_entry_limit);
-        let used = limit.saturating_sub(u64::from(c.dma_avail()));
-        let high = used * 10 > limit * 9;
-        let first = high && !self.entries_warned;
-        self.entries_warned = high;
-        first.then(|| {
-            format!(
-                "{used} of {limit} DMA entries in use (above 90% of dma_entry_limit): \
-                 map fewer, larger regions or raise the limit"
-            )
         })
     }
 }
