@@ -26,8 +26,9 @@ use type1::{
 };
 
 use crate::trace::record::{self, Dma, InfoFields, Record};
+use crate::trace::verbs::{ContainerArgs, DomainArgs, MapArgs};
 use crate::trace::{
-    defaults, dispatch, expect, Memlock, Stmt, Trace, VaddrRef, Verbs, UNMAP_ALL, UNMAP_DIRTY,
+    defaults, dispatch, expect, Memlock, Stmt, Trace, Verbs, UNMAP_ALL, UNMAP_DIRTY,
 };
 use crate::units;
 
@@ -555,25 +556,18 @@ impl Verbs for Run {
     type Out = Result<Done, String>;
 
     /// `container`: a new container over a new (simulated or real) process.
-    fn new_container(
-        &mut self,
-        v2: bool,
-        dma_entry_limit: Option<u32>,
-        memlock: Option<Memlock>,
-        cap_ipc_lock: bool,
-        kernel: Option<&str>,
-    ) -> Result<Done, String> {
-        let kernel_word = kernel.unwrap_or(defaults::KERNEL);
+    fn new_container(&mut self, a: ContainerArgs<'_>) -> Result<Done, String> {
+        let kernel_word = a.kernel.unwrap_or(defaults::KERNEL);
         let kernel = KernelProfile::parse(kernel_word)
             .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)"))?;
         let cfg = Config {
-            v2,
-            dma_entry_limit: dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
-            memlock: match memlock {
+            v2: a.v2,
+            dma_entry_limit: a.dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
+            memlock: match a.memlock {
                 Some(Memlock::Bytes(b)) => Some(b),
                 Some(Memlock::Unlimited) | None => None,
             },
-            cap_ipc_lock,
+            cap_ipc_lock: a.cap_ipc_lock,
             strategy: self.opts.strategy,
             kernel,
             check_unpin_order: self.opts.check_unpin_order,
@@ -590,22 +584,16 @@ impl Verbs for Run {
     }
 
     /// `domain`: a new IOMMU domain attached to the container.
-    fn domain(
-        &mut self,
-        name: &str,
-        format: Option<&str>,
-        pgsizes: Option<&[u64]>,
-        aperture: Option<(u64, u64)>,
-        reserved: Option<&[(u64, u64)]>,
-    ) -> Result<Done, String> {
+    fn domain(&mut self, a: DomainArgs<'_>) -> Result<Done, String> {
+        let name = a.name;
         let c = self.container()?;
-        let fmt_word = format.unwrap_or("x86_64");
+        let fmt_word = a.format.unwrap_or("x86_64");
         let fmt =
             Format::parse(fmt_word).map_err(|e| format!("domain {name}: {e}; change format="))?;
         let cfg = DomainConfig {
             format: fmt,
-            pgsize_bitmap: pgsizes.map(|v| v.iter().fold(0, |a, b| a | b)),
-            aperture,
+            pgsize_bitmap: a.pgsizes.map(|v| v.iter().fold(0, |x, y| x | y)),
+            aperture: a.aperture,
         };
         let domain = Domain::new(cfg).map_err(|e| {
             let fix = match e {
@@ -616,7 +604,9 @@ impl Verbs for Run {
             };
             format!("domain {name}: {e}; {fix}")
         })?;
-        let reserved = reserved.map_or_else(|| domain.reserved_regions(), <[_]>::to_vec);
+        let reserved = a
+            .reserved
+            .map_or_else(|| domain.reserved_regions(), <[_]>::to_vec);
         Ok(Done::timed(|| c.attach(name, domain, reserved)))
     }
 
@@ -661,20 +651,14 @@ impl Verbs for Run {
     }
 
     /// `map`: VFIO_IOMMU_MAP_DMA, with a warning when huge pages got small leaves.
-    fn map(
-        &mut self,
-        vaddr: &VaddrRef,
-        iova: u64,
-        size: u64,
-        flags: u32,
-        argsz: Option<u32>,
-    ) -> Result<Done, String> {
+    fn map(&mut self, a: MapArgs<'_>) -> Result<Done, String> {
+        let (iova, size) = (a.iova, a.size);
         let strategy = self.opts.strategy;
         let c = self.container()?;
-        let vaddr = defaults::resolve_vaddr(vaddr, |n| c.mm().region_vaddr(n))?;
+        let vaddr = defaults::resolve_vaddr(a.vaddr, |n| c.mm().region_vaddr(n))?;
         let req = MapDma {
-            argsz: defaults::map_argsz(argsz),
-            flags,
+            argsz: defaults::map_argsz(a.argsz),
+            flags: a.flags,
             vaddr,
             iova,
             size,

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use type1_trace::record::{Record, State};
+use type1_trace::verbs::{ContainerArgs, DomainArgs, MapArgs};
 use type1_trace::{
-    defaults, dispatch, Backing, Layout, Memlock, MmapSpec, Stmt, StmtKind, VaddrRef, Verbs,
-    UNMAP_DIRTY,
+    defaults, dispatch, Backing, Layout, Memlock, MmapSpec, Stmt, StmtKind, Verbs, UNMAP_DIRTY,
 };
 
 use crate::container::{locked_pages, BitmapArg, VfioContainer};
@@ -180,35 +180,21 @@ impl Verbs for Step<'_> {
     type Out = ();
 
     /// `container`: kept for when the domain is attached (the kernel needs a group first).
-    fn new_container(
-        &mut self,
-        v2: bool,
-        dma_entry_limit: Option<u32>,
-        memlock: Option<Memlock>,
-        cap_ipc_lock: bool,
-        _kernel: Option<&str>,
-    ) {
+    fn new_container(&mut self, a: ContainerArgs<'_>) {
         self.rp.settings = Settings {
-            v2,
-            dma_entry_limit,
-            memlock: match memlock {
+            v2: a.v2,
+            dma_entry_limit: a.dma_entry_limit,
+            memlock: match a.memlock {
                 Some(Memlock::Bytes(b)) => Some(b),
                 Some(Memlock::Unlimited) | None => None,
             },
-            cap_ipc_lock,
+            cap_ipc_lock: a.cap_ipc_lock,
         };
     }
 
     /// `domain`: opens the device's group, sets it on a container and sets the IOMMU backend.
     /// The guest has one device, so one domain.
-    fn domain(
-        &mut self,
-        name: &str,
-        _format: Option<&str>,
-        _pgsizes: Option<&[u64]>,
-        _aperture: Option<(u64, u64)>,
-        _reserved: Option<&[(u64, u64)]>,
-    ) {
+    fn domain(&mut self, a: DomainArgs<'_>) {
         let rp = &mut *self.rp;
         if rp.container.is_some() {
             self.r
@@ -225,7 +211,7 @@ impl Verbs for Step<'_> {
         ) {
             Ok(c) => {
                 rp.container = Some(c);
-                rp.domain = Some(name.to_string());
+                rp.domain = Some(a.name.to_string());
             }
             Err(e) => self.r.cannot(format!("setting up the container: {e}")),
         }
@@ -270,14 +256,14 @@ impl Verbs for Step<'_> {
         }
     }
 
-    fn map(&mut self, vaddr: &VaddrRef, iova: u64, size: u64, flags: u32, argsz: Option<u32>) {
+    fn map(&mut self, a: MapArgs<'_>) {
         let regions = &self.rp.regions;
-        let v = match defaults::resolve_vaddr(vaddr, |n| regions.get(n).map(|&(b, _)| b)) {
+        let v = match defaults::resolve_vaddr(a.vaddr, |n| regions.get(n).map(|&(b, _)| b)) {
             Ok(v) => v,
             Err(e) => return self.r.cannot(e),
         };
         let Some(c) = self.container() else { return };
-        if let Err(e) = c.map_dma(defaults::map_argsz(argsz), flags, v, iova, size) {
+        if let Err(e) = c.map_dma(defaults::map_argsz(a.argsz), a.flags, v, a.iova, a.size) {
             self.r.fail(e);
         }
     }
