@@ -60,10 +60,13 @@ impl Default for Options {
 /// What a statement answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The call succeeded.
     Ok,
     /// The call failed with this errno; `message` says why, for people.
     Errno {
+        /// The errno.
         errno: Errno,
+        /// The engine's explanation.
         message: String,
     },
     /// `check` (or the summary) found the engine's invariants broken.
@@ -71,6 +74,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The call succeeded.
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok)
     }
@@ -108,13 +112,17 @@ impl Outcome {
 /// One attached domain, as `check` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainState {
+    /// The name the trace gave it.
     pub name: String,
     /// The format's name (`x86_64`, `arm64-4k`, ...).
     pub format: String,
+    /// The page sizes it maps with.
     pub pgsize_bitmap: u64,
     /// `(page size, leaves)` for every page size of the domain's bitmap, smallest first.
     pub leaves: Vec<(u64, u64)>,
+    /// Page-table pages in use.
     pub table_pages: u64,
+    /// Map and unmap calls, IOTLB flushes.
     pub stats: iommu::Stats,
 }
 
@@ -135,14 +143,18 @@ impl DomainState {
 /// One DMA mapping, as `check` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmaState {
+    /// The first IOVA.
     pub iova: u64,
+    /// Bytes.
     pub size: u64,
+    /// The process address it maps.
     pub vaddr: u64,
 }
 
 /// The whole state `check` and the summary show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
+    /// The mappings, by IOVA.
     pub dmas: Vec<DmaState>,
     /// In attach order.
     pub domains: Vec<DomainState>,
@@ -153,6 +165,7 @@ pub struct State {
 }
 
 impl State {
+    /// The state of a container.
     pub fn of(c: &Container<AnyMemory>) -> State {
         State {
             dmas: c
@@ -180,6 +193,7 @@ impl State {
             locked: c.locked_pages(),
         }
     }
+    /// The attached domain called `name`.
     pub fn domain(&self, name: &str) -> Option<&DomainState> {
         self.domains.iter().find(|d| d.name == name)
     }
@@ -216,16 +230,24 @@ impl State {
 /// The statement-specific part of a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
+    /// Nothing beyond the outcome.
     None,
+    /// `map`: the request.
     Map {
+        /// The resolved process address.
         vaddr: u64,
+        /// The IOVA.
         iova: u64,
+        /// Bytes.
         size: u64,
     },
+    /// `unmap`: the request and what it removed.
     Unmap {
+        /// The IOVA asked.
         iova: u64,
         /// The size asked for (0 with `all`).
         asked: u64,
+        /// `flags=all`.
         all: bool,
         /// Bytes unmapped; `None` when the call failed.
         size: Option<u64>,
@@ -234,9 +256,12 @@ pub enum Detail {
     },
     /// What GET_INFO delivered into the user's buffer; `None` when the call failed.
     Info(Option<InfoFields>),
+    /// `dirty get`.
     DirtyGet {
+        /// The bitmap; `None` when the call failed.
         bitmap: Option<Vec<u64>>,
     },
+    /// `check`: the whole state.
     Check(State),
 }
 
@@ -244,11 +269,13 @@ pub enum Detail {
 /// (the state, the time spent, the failed expectations).
 #[derive(Clone, Debug)]
 pub struct Step {
+    /// The statement's line.
     pub line: usize,
     /// The statement as written (without its comment).
     pub text: String,
     /// The verb.
     pub op: &'static str,
+    /// What the call answered.
     pub outcome: Outcome,
     /// Locked pages before the statement.
     pub locked_before: u64,
@@ -256,6 +283,7 @@ pub struct Step {
     pub locked: u64,
     /// DMA entries left after the statement.
     pub avail: u32,
+    /// What only this verb shows.
     pub detail: Detail,
     /// Time spent in the engine call (0 for statements that only set up memory).
     pub elapsed: Duration,
@@ -268,8 +296,11 @@ pub struct Step {
 /// The trace asked for something the model cannot do; the run stopped at this line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceError {
+    /// The statement's line.
     pub line: usize,
+    /// The statement as written.
     pub text: String,
+    /// What the model cannot do, and what to change.
     pub message: String,
 }
 
@@ -278,7 +309,9 @@ pub struct TraceError {
 pub struct Summary {
     /// The last statement's line + 1.
     pub line: usize,
+    /// The state at the end.
     pub state: State,
+    /// DMA entries left.
     pub avail: u32,
     /// Invariant violations at the end (empty = fine).
     pub violations: Vec<String>,
@@ -287,12 +320,15 @@ pub struct Summary {
 /// A whole replay.
 #[derive(Debug)]
 pub struct Replay {
+    /// One per statement run, in order.
     pub records: Vec<Step>,
     /// `None` when the trace has no container or stopped with a trace error.
     pub summary: Option<Summary>,
+    /// The trace error that stopped the run, if any.
     pub error: Option<TraceError>,
     /// The container at the end (or where the run stopped), for reports.
     pub container: Option<Container<AnyMemory>>,
+    /// The strategy the engine used.
     pub strategy: Strategy,
 }
 
