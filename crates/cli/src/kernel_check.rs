@@ -276,7 +276,9 @@ pub fn to_json(file: &str, kernel: &str, profile: &str, c: &Check, seconds: f64)
 
 /// A trace read, parsed and prepared for both sides.
 pub struct Prepared {
+    /// The parsed trace (its `kernel=` set to the profile).
     pub trace: Trace,
+    /// The trace's text (for the `# model-only:` tags).
     pub src: String,
     /// The engine profile both sides use.
     pub profile: String,

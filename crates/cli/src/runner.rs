@@ -26,8 +26,9 @@ use type1::{
 };
 
 use crate::trace::record::{self, Dma, InfoFields, Record};
+use crate::trace::verbs::{ContainerArgs, DomainArgs, MapArgs};
 use crate::trace::{
-    defaults, expect, Memlock, Stmt, StmtKind, Trace, VaddrRef, UNMAP_ALL, UNMAP_DIRTY,
+    defaults, dispatch, expect, Memlock, Stmt, Trace, Verbs, UNMAP_ALL, UNMAP_DIRTY,
 };
 use crate::units;
 
@@ -59,10 +60,13 @@ impl Default for Options {
 /// What a statement answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The call succeeded.
     Ok,
     /// The call failed with this errno; `message` says why, for people.
     Errno {
+        /// The errno.
         errno: Errno,
+        /// The engine's explanation.
         message: String,
     },
     /// `check` (or the summary) found the engine's invariants broken.
@@ -70,6 +74,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The call succeeded.
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok)
     }
@@ -107,13 +112,17 @@ impl Outcome {
 /// One attached domain, as `check` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainState {
+    /// The name the trace gave it.
     pub name: String,
     /// The format's name (`x86_64`, `arm64-4k`, ...).
     pub format: String,
+    /// The page sizes it maps with.
     pub pgsize_bitmap: u64,
     /// `(page size, leaves)` for every page size of the domain's bitmap, smallest first.
     pub leaves: Vec<(u64, u64)>,
+    /// Page-table pages in use.
     pub table_pages: u64,
+    /// Map and unmap calls, IOTLB flushes.
     pub stats: iommu::Stats,
 }
 
@@ -134,14 +143,18 @@ impl DomainState {
 /// One DMA mapping, as `check` shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmaState {
+    /// The first IOVA.
     pub iova: u64,
+    /// Bytes.
     pub size: u64,
+    /// The process address it maps.
     pub vaddr: u64,
 }
 
 /// The whole state `check` and the summary show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
+    /// The mappings, by IOVA.
     pub dmas: Vec<DmaState>,
     /// In attach order.
     pub domains: Vec<DomainState>,
@@ -152,6 +165,7 @@ pub struct State {
 }
 
 impl State {
+    /// The state of a container.
     pub fn of(c: &Container<AnyMemory>) -> State {
         State {
             dmas: c
@@ -179,6 +193,7 @@ impl State {
             locked: c.locked_pages(),
         }
     }
+    /// The attached domain called `name`.
     pub fn domain(&self, name: &str) -> Option<&DomainState> {
         self.domains.iter().find(|d| d.name == name)
     }
@@ -215,16 +230,24 @@ impl State {
 /// The statement-specific part of a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Detail {
+    /// Nothing beyond the outcome.
     None,
+    /// `map`: the request.
     Map {
+        /// The resolved process address.
         vaddr: u64,
+        /// The IOVA.
         iova: u64,
+        /// Bytes.
         size: u64,
     },
+    /// `unmap`: the request and what it removed.
     Unmap {
+        /// The IOVA asked.
         iova: u64,
         /// The size asked for (0 with `all`).
         asked: u64,
+        /// `flags=all`.
         all: bool,
         /// Bytes unmapped; `None` when the call failed.
         size: Option<u64>,
@@ -233,9 +256,12 @@ pub enum Detail {
     },
     /// What GET_INFO delivered into the user's buffer; `None` when the call failed.
     Info(Option<InfoFields>),
+    /// `dirty get`.
     DirtyGet {
+        /// The bitmap; `None` when the call failed.
         bitmap: Option<Vec<u64>>,
     },
+    /// `check`: the whole state.
     Check(State),
 }
 
@@ -243,11 +269,13 @@ pub enum Detail {
 /// (the state, the time spent, the failed expectations).
 #[derive(Clone, Debug)]
 pub struct Step {
+    /// The statement's line.
     pub line: usize,
     /// The statement as written (without its comment).
     pub text: String,
     /// The verb.
     pub op: &'static str,
+    /// What the call answered.
     pub outcome: Outcome,
     /// Locked pages before the statement.
     pub locked_before: u64,
@@ -255,6 +283,7 @@ pub struct Step {
     pub locked: u64,
     /// DMA entries left after the statement.
     pub avail: u32,
+    /// What only this verb shows.
     pub detail: Detail,
     /// Time spent in the engine call (0 for statements that only set up memory).
     pub elapsed: Duration,
@@ -267,8 +296,11 @@ pub struct Step {
 /// The trace asked for something the model cannot do; the run stopped at this line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceError {
+    /// The statement's line.
     pub line: usize,
+    /// The statement as written.
     pub text: String,
+    /// What the model cannot do, and what to change.
     pub message: String,
 }
 
@@ -277,7 +309,9 @@ pub struct TraceError {
 pub struct Summary {
     /// The last statement's line + 1.
     pub line: usize,
+    /// The state at the end.
     pub state: State,
+    /// DMA entries left.
     pub avail: u32,
     /// Invariant violations at the end (empty = fine).
     pub violations: Vec<String>,
@@ -286,12 +320,15 @@ pub struct Summary {
 /// A whole replay.
 #[derive(Debug)]
 pub struct Replay {
+    /// One per statement run, in order.
     pub records: Vec<Step>,
     /// `None` when the trace has no container or stopped with a trace error.
     pub summary: Option<Summary>,
+    /// The trace error that stopped the run, if any.
     pub error: Option<TraceError>,
     /// The container at the end (or where the run stopped), for reports.
     pub container: Option<Container<AnyMemory>>,
+    /// The strategy the engine used.
     pub strategy: Strategy,
 }
 
@@ -528,85 +565,45 @@ impl Run {
             .ok_or_else(|| "no container: `container` must be the first statement".to_string())
     }
 
-    /// Runs one statement: one function per verb.
+    /// Runs one statement: the verb's function (see [`Verbs`]).
     fn exec(&mut self, stmt: &Stmt) -> Result<Done, String> {
-        match &stmt.kind {
-            StmtKind::Container {
-                v2,
-                dma_entry_limit,
-                memlock,
-                cap_ipc_lock,
-                kernel,
-            } => self.new_container(*v2, *dma_entry_limit, *memlock, *cap_ipc_lock, kernel),
-            StmtKind::Domain {
-                name,
-                format,
-                pgsizes,
-                aperture,
-                reserved,
-            } => self.domain(name, format.as_deref(), pgsizes, *aperture, reserved),
-            StmtKind::Detach { name } => self.detach(name),
-            StmtKind::Mmap {
-                name,
-                size,
-                backing,
-                layout,
-                seed,
-                prot_write,
-                at,
-                phys,
-            } => self.mmap(MmapSpec {
-                name: name.clone(),
-                size: *size,
-                backing: *backing,
-                layout: *layout,
-                seed: *seed,
-                writable: *prot_write,
-                at: *at,
-                phys: *phys,
-            }),
-            StmtKind::Munmap { name, range } => self.munmap(name, *range),
-            StmtKind::Map {
-                vaddr,
-                iova,
-                size,
-                flags,
-                argsz,
-            } => self.map(vaddr, *iova, *size, *flags, *argsz),
-            StmtKind::Unmap {
-                iova,
-                size,
-                flags,
-                argsz,
-            } => self.unmap(*iova, *size, *flags, *argsz),
-            StmtKind::Info { argsz } => self.info(*argsz),
-            StmtKind::DirtyStart => self.dirty(defaults::DIRTY_START),
-            StmtKind::DirtyStop => self.dirty(defaults::DIRTY_STOP),
-            StmtKind::DirtyGet { iova, size, pgsize } => self.dirty_get(*iova, *size, *pgsize),
-            StmtKind::Check => self.check(),
-        }
+        dispatch(self, &stmt.kind)
     }
 
+    /// A warning the first time more than 90% of the DMA entries are in use.
+    fn entries_warning(&mut self) -> Option<String> {
+        let c = self.c.as_ref()?;
+        let limit = u64::from(c.config().dma_entry_limit);
+        let used = limit.saturating_sub(u64::from(c.dma_avail()));
+        let high = used * 10 > limit * 9;
+        let first = high && !self.entries_warned;
+        self.entries_warned = high;
+        first.then(|| {
+            format!(
+                "{used} of {limit} DMA entries in use (above 90% of dma_entry_limit): \
+                 map fewer, larger regions or raise the limit"
+            )
+        })
+    }
+}
+
+/// One function per verb, each a thin layer over the engine's call.
+impl Verbs for Run {
+    type Out = Result<Done, String>;
+
     /// `container`: a new container over a new (simulated or real) process.
-    fn new_container(
-        &mut self,
-        v2: bool,
-        dma_entry_limit: Option<u32>,
-        memlock: Option<Memlock>,
-        cap_ipc_lock: bool,
-        kernel: &Option<String>,
-    ) -> Result<Done, String> {
-        let kernel_word = kernel.as_deref().unwrap_or(defaults::KERNEL);
+    fn new_container(&mut self, a: ContainerArgs<'_>) -> Result<Done, String> {
+        let kernel_word = a.kernel.unwrap_or(defaults::KERNEL);
         let kernel = KernelProfile::parse(kernel_word)
             .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)"))?;
         let cfg = Config {
-            v2,
-            dma_entry_limit: dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
-            memlock: match memlock {
+            v2: a.v2,
+            dma_entry_limit: a.dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
+            memlock: match a.memlock {
                 Some(Memlock::Bytes(b)) => Some(b),
                 Some(Memlock::Unlimited) | None => None,
             },
-            cap_ipc_lock,
+            cap_ipc_lock: a.cap_ipc_lock,
             strategy: self.opts.strategy,
             kernel,
             check_unpin_order: self.opts.check_unpin_order,
@@ -623,22 +620,16 @@ impl Run {
     }
 
     /// `domain`: a new IOMMU domain attached to the container.
-    fn domain(
-        &mut self,
-        name: &str,
-        format: Option<&str>,
-        pgsizes: &Option<Vec<u64>>,
-        aperture: Option<(u64, u64)>,
-        reserved: &Option<Vec<(u64, u64)>>,
-    ) -> Result<Done, String> {
+    fn domain(&mut self, a: DomainArgs<'_>) -> Result<Done, String> {
+        let name = a.name;
         let c = self.container()?;
-        let fmt_word = format.unwrap_or("x86_64");
+        let fmt_word = a.format.unwrap_or("x86_64");
         let fmt =
             Format::parse(fmt_word).map_err(|e| format!("domain {name}: {e}; change format="))?;
         let cfg = DomainConfig {
             format: fmt,
-            pgsize_bitmap: pgsizes.as_ref().map(|v| v.iter().fold(0, |a, b| a | b)),
-            aperture,
+            pgsize_bitmap: a.pgsizes.map(|v| v.iter().fold(0, |x, y| x | y)),
+            aperture: a.aperture,
         };
         let domain = Domain::new(cfg).map_err(|e| {
             let fix = match e {
@@ -649,9 +640,9 @@ impl Run {
             };
             format!("domain {name}: {e}; {fix}")
         })?;
-        let reserved = reserved
-            .clone()
-            .unwrap_or_else(|| domain.reserved_regions());
+        let reserved = a
+            .reserved
+            .map_or_else(|| domain.reserved_regions(), <[_]>::to_vec);
         Ok(Done::timed(|| c.attach(name, domain, reserved)))
     }
 
@@ -696,20 +687,14 @@ impl Run {
     }
 
     /// `map`: VFIO_IOMMU_MAP_DMA, with a warning when huge pages got small leaves.
-    fn map(
-        &mut self,
-        vaddr: &VaddrRef,
-        iova: u64,
-        size: u64,
-        flags: u32,
-        argsz: Option<u32>,
-    ) -> Result<Done, String> {
+    fn map(&mut self, a: MapArgs<'_>) -> Result<Done, String> {
+        let (iova, size) = (a.iova, a.size);
         let strategy = self.opts.strategy;
         let c = self.container()?;
-        let vaddr = defaults::resolve_vaddr(vaddr, |n| c.mm().region_vaddr(n))?;
+        let vaddr = defaults::resolve_vaddr(a.vaddr, |n| c.mm().region_vaddr(n))?;
         let req = MapDma {
-            argsz: defaults::map_argsz(argsz),
-            flags,
+            argsz: defaults::map_argsz(a.argsz),
+            flags: a.flags,
             vaddr,
             iova,
             size,
@@ -864,22 +849,6 @@ impl Run {
             detail: Detail::Check(State::of(c)),
             elapsed,
             warnings: Vec::new(),
-        })
-    }
-
-    /// A warning the first time more than 90% of the DMA entries are in use.
-    fn entries_warning(&mut self) -> Option<String> {
-        let c = self.c.as_ref()?;
-        let limit = u64::from(c.config().dma_entry_limit);
-        let used = limit.saturating_sub(u64::from(c.dma_avail()));
-        let high = used * 10 > limit * 9;
-        let first = high && !self.entries_warned;
-        self.entries_warned = high;
-        first.then(|| {
-            format!(
-                "{used} of {limit} DMA entries in use (above 90% of dma_entry_limit): \
-                 map fewer, larger regions or raise the limit"
-            )
         })
     }
 }

@@ -24,15 +24,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs `type1 ARGS` on a trace made of `src`, asserts the exit code, and returns the output,
+/// the trace's path and stderr.
+fn exits(code: i32, tag: &str, src: &str, args: &[&str]) -> (Output, String, String) {
+    let (out, path) = with_trace(tag, src, args);
+    assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+    let err = stderr(&out);
+    (out, path, err)
+}
+
 #[test]
 fn a_malformed_trace_exits_2_with_line_and_column_and_runs_nothing() {
-    let (out, path) = with_trace(
-        "malformed",
-        "container\nmmap ram size=4M\nmap vaddr=ram iova=1G sise=4M\n",
-        &["replay", "--json"],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let src = "container\nmmap ram size=4M\nmap vaddr=ram iova=1G sise=4M\n";
+    let (out, path, err) = exits(2, "malformed", src, &["replay", "--json"]);
     assert!(err.contains(&format!("{path}:3:23: ")), "{err}");
     assert!(err.contains("3 | map vaddr=ram iova=1G sise=4M"), "{err}");
     assert!(out.stdout.is_empty(), "nothing runs");
@@ -40,16 +44,11 @@ fn a_malformed_trace_exits_2_with_line_and_column_and_runs_nothing() {
 
 #[test]
 fn a_failed_expectation_exits_1_naming_the_line() {
-    let (out, path) = with_trace(
-        "expect",
-        "container\ndomain d0 format=mock\nmmap b size=8K\n\
-         map vaddr=b iova=0 size=8K => ok locked=+3\n\
-         map vaddr=b iova=0 size=8K => EEXIST\n\
-         check => dmas=2\n",
-        &["replay"],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let src = "container\ndomain d0 format=mock\nmmap b size=8K\n\
+               map vaddr=b iova=0 size=8K => ok locked=+3\n\
+               map vaddr=b iova=0 size=8K => EEXIST\n\
+               check => dmas=2\n";
+    let (out, path, err) = exits(1, "expect", src, &["replay"]);
     assert!(
         err.contains(&format!("{path}:4: expected locked=+3, got locked=+2")),
         "{err}"
@@ -66,13 +65,8 @@ fn a_failed_expectation_exits_1_naming_the_line() {
 
 #[test]
 fn a_trace_error_exits_2_and_stops_the_run() {
-    let (out, path) = with_trace(
-        "traceerr",
-        "container\nmap vaddr=ram iova=0 size=4K\ninfo\n",
-        &["replay", "--json"],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
+    let src = "container\nmap vaddr=ram iova=0 size=4K\ninfo\n";
+    let (out, path, err) = exits(2, "traceerr", src, &["replay", "--json"]);
     assert!(
         err.contains(&format!("{path}:2: error: vaddr=ram: no region named")),
         "{err}"

@@ -8,7 +8,7 @@
 
 use iommu::Errno;
 use serde::{Deserialize, Serialize};
-pub use type1::mm::{Backing, Layout};
+pub use type1::mm::{Backing, Layout, MmapSpec};
 
 /// A whole trace: its statements in source order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -143,6 +143,33 @@ pub enum StmtKind {
 }
 
 impl StmtKind {
+    /// The request to create memory an `mmap` statement makes (`None` for other verbs).
+    pub fn mmap_spec(&self) -> Option<MmapSpec> {
+        let StmtKind::Mmap {
+            name,
+            size,
+            backing,
+            layout,
+            seed,
+            prot_write,
+            at,
+            phys,
+        } = self
+        else {
+            return None;
+        };
+        Some(MmapSpec {
+            name: name.clone(),
+            size: *size,
+            backing: *backing,
+            layout: *layout,
+            seed: *seed,
+            writable: *prot_write,
+            at: *at,
+            phys: *phys,
+        })
+    }
+
     /// The verb as written in the trace (`"dirty"` for the three `dirty` forms),
     /// e.g. for the `op` field of `type1 replay --json`.
     pub fn verb(&self) -> &'static str {

@@ -10,7 +10,8 @@
 //! * [`defaults`]: what the language leaves to runners (argsz per verb, bitmap sizing,
 //!   `NAME±OFFSET` vaddrs) — both backends use it, or kernel-check would compare different
 //!   requests;
-//! * [`compare`]: two runs of one trace, record by record.
+//! * [`compare`]: two runs of one trace, record by record;
+//! * [`verbs`]: one function per verb, the trait both backends implement.
 //!
 //! ```text
 //! container type1v2 memlock=4M
@@ -26,6 +27,7 @@ pub mod defaults;
 pub mod expect;
 pub mod parse;
 pub mod record;
+pub mod verbs;
 
 pub use ast::*;
 pub use compare::{compare, Comparison, Diff};
@@ -36,3 +38,4 @@ pub use parse::{
     UNMAP_ALL, UNMAP_DIRTY, UNMAP_VADDR,
 };
 pub use record::{bitmap_hex, Backend, Dma, InfoFields, Record, State};
+pub use verbs::{dispatch, Verbs};

@@ -119,6 +119,7 @@ pub struct ParseError {
     pub line: usize,
     /// 1-based column, in characters, of the offending character or word.
     pub col: usize,
+    /// What is wrong and what to write instead.
     pub msg: String,
 }
 

@@ -44,6 +44,7 @@ pub fn resolve_kernel(name: &str) -> String {
 
 /// The edu device: bus 0, device 1, function 0.
 pub const EDU_BUS: u8 = 0;
+/// The `edu` device's PCI devfn in the guest.
 pub const EDU_DEVFN: u8 = 0x08;
 
 /// How to run the guest.
@@ -77,12 +78,15 @@ impl Default for GuestOptions {
 /// Seconds spent in each step.
 #[derive(Clone, Debug, Default)]
 pub struct Timings {
+    /// Seconds fetching the kernel.
     pub fetch: f64,
+    /// Seconds building the guest program and initramfs.
     pub build: f64,
     /// QEMU start to the first record marker.
     pub boot: f64,
     /// First marker to `@@END`.
     pub run: f64,
+    /// Seconds in all.
     pub total: f64,
 }
 
@@ -100,6 +104,7 @@ pub struct GuestRun {
     /// What the monitor answered at the checkpoints (`# checkpoint line=N`, then each `xp`
     /// command and its words as `ADDR: VALUE` lines).
     pub monitor_log: String,
+    /// How long each phase took.
     pub timings: Timings,
 }
 
@@ -113,7 +118,12 @@ pub enum HarnessError {
     /// Building the initramfs or the guest program failed.
     Build(String),
     /// The guest did not finish: what happened, and the console's last lines.
-    Guest { what: String, console_tail: String },
+    Guest {
+        /// What happened.
+        what: String,
+        /// The console's last lines.
+        console_tail: String,
+    },
 }
 
 impl std::fmt::Display for HarnessError {
@@ -169,7 +179,9 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<String, HarnessError> {
 /// A kernel ready to boot.
 #[derive(Clone, Debug)]
 pub struct KernelFiles {
+    /// The Debian kernel version.
     pub version: String,
+    /// The kernel image.
     pub vmlinuz: PathBuf,
     /// Decompressed modules, in load order.
     pub modules: Vec<(String, PathBuf)>,
@@ -534,6 +546,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Connects to the monitor's socket.
     pub fn connect(path: &Path) -> Result<Self, String> {
         let mut last = String::new();
         for _ in 0..50 {

@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 
 use type1_trace::record::{Record, State};
-use type1_trace::{defaults, Backing, Layout, Memlock, Stmt, StmtKind, VaddrRef, UNMAP_DIRTY};
+use type1_trace::verbs::{ContainerArgs, DomainArgs, MapArgs};
+use type1_trace::{
+    defaults, dispatch, Backing, Layout, Memlock, MmapSpec, Stmt, StmtKind, Verbs, UNMAP_DIRTY,
+};
 
 use crate::container::{locked_pages, BitmapArg, VfioContainer};
 use crate::sys::{self, MmapKind};
@@ -150,187 +153,123 @@ impl Replayer {
     }
 
     fn exec(&mut self, st: &Stmt, r: &mut Record, cp: &mut dyn Checkpoint) {
-        match &st.kind {
-            StmtKind::Container {
-                v2,
-                dma_entry_limit,
-                memlock,
-                cap_ipc_lock,
-                ..
-            } => {
-                self.settings = Settings {
-                    v2: *v2,
-                    dma_entry_limit: *dma_entry_limit,
-                    memlock: match memlock {
-                        Some(Memlock::Bytes(b)) => Some(*b),
-                        Some(Memlock::Unlimited) | None => None,
-                    },
-                    cap_ipc_lock: *cap_ipc_lock,
-                };
-            }
-            StmtKind::Domain { name, .. } => self.domain(name, r),
-            StmtKind::Detach { .. } => {
-                r.cannot("cannot: detaching the only group would close the container");
-            }
-            StmtKind::Mmap {
-                name,
-                size,
-                backing,
-                prot_write,
-                at,
-                ..
-            } => self.mmap(name, *size, *backing, *prot_write, *at, r),
-            StmtKind::Munmap { name, range } => self.munmap(name, *range, r),
-            StmtKind::Map {
-                vaddr,
-                iova,
-                size,
-                flags,
-                argsz,
-            } => self.map(vaddr, *iova, *size, *flags, *argsz, r),
-            StmtKind::Unmap {
-                iova,
-                size,
-                flags,
-                argsz,
-            } => self.unmap(*iova, *size, *flags, *argsz, r),
-            StmtKind::Info { argsz } => {
-                let Some(c) = self.container(r) else { return };
-                match c.get_info(defaults::info_argsz(*argsz)) {
-                    Ok(i) => r.info = Some(i),
-                    Err(e) => r.fail(e),
-                }
-            }
-            StmtKind::DirtyStart | StmtKind::DirtyStop => {
-                let Some(c) = self.container(r) else { return };
-                let flag = if st.kind == StmtKind::DirtyStart {
-                    defaults::DIRTY_START
-                } else {
-                    defaults::DIRTY_STOP
-                };
-                if let Err(e) = c.dirty(defaults::DIRTY_ARGSZ, flag) {
-                    r.fail(e);
-                }
-            }
-            StmtKind::DirtyGet { iova, size, pgsize } => {
-                r.dirty_get = true;
-                let Some(c) = self.container(r) else { return };
-                let arg = BitmapArg {
-                    pgsize: *pgsize,
-                    size: defaults::bitmap_bytes(*size, *pgsize),
-                };
-                match c.dirty_get(*iova, *size, arg) {
-                    Ok(b) => r.bitmap = Some(b),
-                    Err(e) => r.fail(e),
-                }
-            }
-            StmtKind::Check => {
-                cp.pause(st.line);
-                // The host fills in the leaves it read at the checkpoint.
-                // (The kernel lists neither mappings nor pins: `dmas` and `pinned` stay unknown.)
-                r.state = Some(State {
-                    domains: self
-                        .domain
-                        .iter()
-                        .map(|d| (d.clone(), BTreeMap::new()))
-                        .collect(),
-                    ..State::default()
-                });
-            }
-        }
+        dispatch(&mut Step { rp: self, r, cp }, &st.kind)
     }
+}
 
-    fn container(&self, r: &mut Record) -> Option<&VfioContainer> {
-        if self.container.is_none() {
-            r.cannot("no container yet: the kernel needs a group (a `domain` statement) before it takes requests");
+/// One statement being run: the replay state, the statement's record (filled in by the verb's
+/// function) and the checkpoint `check` pauses at.
+struct Step<'a> {
+    rp: &'a mut Replayer,
+    r: &'a mut Record,
+    cp: &'a mut dyn Checkpoint,
+}
+
+impl Step<'_> {
+    /// The container, or the record says there is none yet.
+    fn container(&mut self) -> Option<&VfioContainer> {
+        if self.rp.container.is_none() {
+            self.r.cannot("no container yet: the kernel needs a group (a `domain` statement) before it takes requests");
         }
-        self.container.as_ref()
+        self.rp.container.as_ref()
+    }
+}
+
+/// One function per verb, each a thin layer over the kernel's ioctl.
+impl Verbs for Step<'_> {
+    type Out = ();
+
+    /// `container`: kept for when the domain is attached (the kernel needs a group first).
+    fn new_container(&mut self, a: ContainerArgs<'_>) {
+        self.rp.settings = Settings {
+            v2: a.v2,
+            dma_entry_limit: a.dma_entry_limit,
+            memlock: match a.memlock {
+                Some(Memlock::Bytes(b)) => Some(b),
+                Some(Memlock::Unlimited) | None => None,
+            },
+            cap_ipc_lock: a.cap_ipc_lock,
+        };
     }
 
     /// `domain`: opens the device's group, sets it on a container and sets the IOMMU backend.
     /// The guest has one device, so one domain.
-    fn domain(&mut self, name: &str, r: &mut Record) {
-        if self.container.is_some() {
-            r.cannot("cannot: one device in the guest, so one group and one domain");
+    fn domain(&mut self, a: DomainArgs<'_>) {
+        let rp = &mut *self.rp;
+        if rp.container.is_some() {
+            self.r
+                .cannot("cannot: one device in the guest, so one group and one domain");
             return;
         }
-        let s = &self.settings;
+        let s = &rp.settings;
         match VfioContainer::open(
-            self.group,
+            rp.group,
             s.v2,
             s.dma_entry_limit,
             Some(s.memlock),
             s.cap_ipc_lock,
         ) {
             Ok(c) => {
-                self.container = Some(c);
-                self.domain = Some(name.to_string());
+                rp.container = Some(c);
+                rp.domain = Some(a.name.to_string());
             }
-            Err(e) => r.cannot(format!("setting up the container: {e}")),
+            Err(e) => self.r.cannot(format!("setting up the container: {e}")),
         }
     }
 
-    fn mmap(
-        &mut self,
-        name: &str,
-        size: u64,
-        backing: Backing,
-        writable: bool,
-        at: Option<u64>,
-        r: &mut Record,
-    ) {
-        let kind = match backing {
+    fn detach(&mut self, _name: &str) {
+        self.r
+            .cannot("cannot: detaching the only group would close the container");
+    }
+
+    /// `mmap`: anonymous memory of the backing asked (`layout=` and `phys=` cannot be asked).
+    fn mmap(&mut self, spec: MmapSpec) {
+        let kind = match spec.backing {
             Backing::Page4k => MmapKind::Page4k,
             Backing::Thp => MmapKind::Thp,
             Backing::Hugetlb2m => MmapKind::Hugetlb2m,
             Backing::Hugetlb1g => MmapKind::Hugetlb1g,
             Backing::Pfnmap => {
-                r.cannot(
+                return self.r.cannot(
                     "cannot: a pfnmap needs a device BAR mapped through the device fd (not done)",
                 );
-                return;
             }
         };
-        match sys::mmap_anon(size, writable, kind, at) {
+        match sys::mmap_anon(spec.size, spec.writable, kind, spec.at) {
             Ok(a) => {
-                self.regions.insert(name.to_string(), (a, size));
+                self.rp.regions.insert(spec.name, (a, spec.size));
             }
-            Err(e) => r.cannot(format!("cannot: mmap of {size:#x} bytes failed: {e}")),
+            Err(e) => self.r.cannot(format!(
+                "cannot: mmap of {:#x} bytes failed: {e}",
+                spec.size
+            )),
         }
     }
 
-    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>, r: &mut Record) {
-        let Some(&(base, len)) = self.regions.get(name) else {
-            r.cannot(format!("no mmap named {name:?}"));
-            return;
+    fn munmap(&mut self, name: &str, range: Option<(u64, u64)>) {
+        let Some(&(base, len)) = self.rp.regions.get(name) else {
+            return self.r.cannot(format!("no mmap named {name:?}"));
         };
         let (off, sz) = range.unwrap_or((0, len));
         if let Err(e) = sys::munmap(base + off, sz) {
-            r.cannot(format!("munmap failed: {e}"));
+            self.r.cannot(format!("munmap failed: {e}"));
         }
     }
 
-    fn map(
-        &self,
-        vaddr: &VaddrRef,
-        iova: u64,
-        size: u64,
-        flags: u32,
-        argsz: Option<u32>,
-        r: &mut Record,
-    ) {
-        let v = match defaults::resolve_vaddr(vaddr, |n| self.regions.get(n).map(|&(b, _)| b)) {
+    fn map(&mut self, a: MapArgs<'_>) {
+        let regions = &self.rp.regions;
+        let v = match defaults::resolve_vaddr(a.vaddr, |n| regions.get(n).map(|&(b, _)| b)) {
             Ok(v) => v,
-            Err(e) => return r.cannot(e),
+            Err(e) => return self.r.cannot(e),
         };
-        let Some(c) = self.container(r) else { return };
-        if let Err(e) = c.map_dma(defaults::map_argsz(argsz), flags, v, iova, size) {
-            r.fail(e);
+        let Some(c) = self.container() else { return };
+        if let Err(e) = c.map_dma(defaults::map_argsz(a.argsz), a.flags, v, a.iova, a.size) {
+            self.r.fail(e);
         }
     }
 
-    fn unmap(&self, iova: u64, size: u64, flags: u32, argsz: Option<u32>, r: &mut Record) {
-        let Some(c) = self.container(r) else { return };
+    fn unmap(&mut self, iova: u64, size: u64, flags: u32, argsz: Option<u32>) {
+        let Some(c) = self.container() else { return };
         let bitmap = (flags & UNMAP_DIRTY != 0).then(|| {
             let pgsize = c
                 .get_info(defaults::INFO_ARGSZ)
@@ -348,14 +287,57 @@ impl Replayer {
             size,
             bitmap,
         );
-        r.out_size = Some(out.out_size);
+        self.r.out_size = Some(out.out_size);
         match out.result {
             Ok(s) => {
-                r.size = Some(s);
-                r.bitmap = out.bitmap;
+                self.r.size = Some(s);
+                self.r.bitmap = out.bitmap;
             }
-            Err(e) => r.fail(e),
+            Err(e) => self.r.fail(e),
         }
+    }
+
+    fn info(&mut self, argsz: Option<u32>) {
+        let Some(c) = self.container() else { return };
+        match c.get_info(defaults::info_argsz(argsz)) {
+            Ok(i) => self.r.info = Some(i),
+            Err(e) => self.r.fail(e),
+        }
+    }
+
+    fn dirty(&mut self, flag: u32) {
+        let Some(c) = self.container() else { return };
+        if let Err(e) = c.dirty(defaults::DIRTY_ARGSZ, flag) {
+            self.r.fail(e);
+        }
+    }
+
+    fn dirty_get(&mut self, iova: u64, size: u64, pgsize: u64) {
+        self.r.dirty_get = true;
+        let Some(c) = self.container() else { return };
+        let arg = BitmapArg {
+            pgsize,
+            size: defaults::bitmap_bytes(size, pgsize),
+        };
+        match c.dirty_get(iova, size, arg) {
+            Ok(b) => self.r.bitmap = Some(b),
+            Err(e) => self.r.fail(e),
+        }
+    }
+
+    /// `check`: the guest pauses so the host can read the IOMMU's tables; the host fills in
+    /// the leaves (the kernel lists neither mappings nor pins: `dmas`, `pinned` stay unknown).
+    fn check(&mut self) {
+        self.cp.pause(self.r.line);
+        self.r.state = Some(State {
+            domains: self
+                .rp
+                .domain
+                .iter()
+                .map(|d| (d.clone(), BTreeMap::new()))
+                .collect(),
+            ..State::default()
+        });
     }
 }
 
