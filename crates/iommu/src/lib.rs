@@ -246,9 +246,9 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     /// installed by this call stay (the caller removes them), as the kernel's `map_pages`.
     /// `faults` is consulted once per table page allocated (`FaultPoint::TableAlloc`).
     fn map_pages(&mut self, run: LeafRun, faults: Option<&FaultInjector>) -> Mapped;
-    /// Remove every leaf that intersects `[iova, last]` (inclusive), whole; table pages that
-    /// become empty are freed. Returns the bytes removed (0 where nothing is mapped).
-    fn unmap_range(&mut self, iova: u64, last: u64) -> u64;
+    /// Remove every leaf that intersects `range`, whole; table pages that become empty are
+    /// freed. Returns the bytes removed (0 where nothing is mapped).
+    fn unmap_range(&mut self, range: IovaRange) -> u64;
     /// The leaf containing `iova`.
     fn translate(&self, iova: u64) -> Option<Leaf>;
     /// The raw leaf entry containing `iova` and its level.
@@ -470,9 +470,10 @@ impl Domain {
         Ok(())
     }
 
+    /// Remove the `done` bytes a failed map installed from `iova`.
     fn rollback(&mut self, iova: u64, done: u64) {
-        if done != 0 {
-            self.table.unmap_range(iova, iova + (done - 1));
+        if let Some(installed) = IovaRange::from_start_size(iova, done) {
+            self.table.unmap_range(installed);
         }
     }
 
@@ -496,7 +497,7 @@ impl Domain {
                 .map_or(asked.last(), |l| l.iova + (l.size - 1));
             span = IovaRange::new(start, last).expect("leaf starts are at or before iova");
         }
-        let removed = self.table.unmap_range(asked.start(), asked.last());
+        let removed = self.table.unmap_range(asked);
         if removed == 0 {
             return None;
         }

@@ -2,13 +2,12 @@
 //! sequences of map/unmap must give the same results, the same leaves and the same unmapped byte
 //! counts (spec §3.4 split, §4.3 whole-leaf unmap), and table pages must all be freed at the end.
 
+mod common;
+
+use common::{G1, K4, M2};
 use iommu::pgsize::split;
 use iommu::{Domain, DomainConfig, Format, Granule, Leaf, Prot};
 use proptest::prelude::*;
-
-const K4: u64 = 1 << 12;
-const M2: u64 = 1 << 21;
-const G1: u64 = 1 << 30;
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -22,11 +22,18 @@ pub use type1::Errno;
 pub enum Error {
     /// A file could not be opened, read or written.
     Io {
+        /// What was being done.
         what: String,
+        /// The OS's error.
         source: std::io::Error,
     },
     /// A setup ioctl failed.
-    Ioctl { what: &'static str, errno: Errno },
+    Ioctl {
+        /// The ioctl's name.
+        what: &'static str,
+        /// What the kernel answered.
+        errno: Errno,
+    },
     /// Something answered other than expected.
     Unexpected(String),
 }

@@ -16,28 +16,37 @@ const PS: u64 = 1 << 7;
 
 /// Guest-physical memory, read in u64 words.
 pub trait PhysRead {
+    /// `n` little-endian u64 words at guest-physical `addr`.
     fn read_qwords(&mut self, addr: u64, n: usize) -> Result<Vec<u64>, String>;
 }
 
 /// One leaf entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leaf {
+    /// The first IOVA it translates.
     pub iova: u64,
+    /// Its page size: 4K, 2M or 1G.
     pub size: u64,
+    /// R (bit 0).
     pub read: bool,
+    /// W (bit 1).
     pub write: bool,
 }
 
 /// What a walk found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Walk {
+    /// The root table's address, from RTADDR.
     pub rtaddr: u64,
+    /// Whether the device's context entry is present.
     pub context_present: bool,
     /// Translation type (0: second-level only, legacy mode).
     pub tt: u8,
     /// Address width field (1 = 39 bits, 3 levels; 2 = 48 bits, 4 levels).
     pub aw: u8,
+    /// Domain id.
     pub did: u16,
+    /// The second-level page-table pointer (the root of the tables walked).
     pub slptptr: u64,
     /// Page-table pages read.
     pub tables: usize,
@@ -48,10 +57,15 @@ pub struct Walk {
 /// A run of equal, IOVA-contiguous leaves (as the oracle's `W ... PT` lines).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Run {
+    /// The first leaf's IOVA.
     pub iova: u64,
+    /// The leaves' page size.
     pub pgsize: u64,
+    /// How many leaves.
     pub count: u64,
+    /// R of every leaf.
     pub read: bool,
+    /// W of every leaf.
     pub write: bool,
 }
 

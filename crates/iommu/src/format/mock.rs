@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Error, FaultInjector, Leaf, LeafRun, Mapped, PageTable, Prot, Pte};
+use crate::{Error, FaultInjector, IovaRange, Leaf, LeafRun, Mapped, PageTable, Prot, Pte};
 
 #[derive(Debug)]
 pub(crate) struct MockTable {
@@ -45,12 +45,13 @@ impl PageTable for MockTable {
         (done, Ok(()))
     }
 
-    fn unmap_range(&mut self, iova: u64, last: u64) -> u64 {
+    fn unmap_range(&mut self, range: IovaRange) -> u64 {
         let mut starts: Vec<u64> = Vec::new();
-        if let Some((s, _)) = self.covering(iova) {
+        if let Some((s, _)) = self.covering(range.start()) {
             starts.push(s);
         }
-        starts.extend(self.leaves.range(iova..=last).map(|(&s, _)| s));
+        let inside = self.leaves.range(range.start()..=range.last());
+        starts.extend(inside.map(|(&s, _)| s));
         starts.dedup();
         let mut removed = 0;
         for s in starts {

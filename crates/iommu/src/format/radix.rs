@@ -14,7 +14,9 @@
 //! consecutive leaves of one table page in a tight loop (`attrs | paddr`), re-walking from the
 //! root only when it crosses into the next table page.
 
-use crate::{Error, FaultInjector, FaultPoint, Leaf, LeafRun, Mapped, PageTable, Prot, Pte};
+use crate::{
+    Error, FaultInjector, FaultPoint, IovaRange, Leaf, LeafRun, Mapped, PageTable, Prot, Pte,
+};
 
 /// The "physical address" of table page 0 of the arena: 16 TiB, above any memory the models
 /// place (≥ 2^40), below every format's output-address limit (< 2^48), aligned to every granule.
@@ -454,12 +456,12 @@ impl PageTable for RadixTable {
         (done, Ok(()))
     }
 
-    fn unmap_range(&mut self, iova: u64, last: u64) -> u64 {
+    fn unmap_range(&mut self, range: IovaRange) -> u64 {
         let max = self.desc.max_iova();
-        if iova > last || iova > max {
+        if range.start() > max {
             return 0;
         }
-        self.unmap_in(0, 0, 0, iova, last.min(max))
+        self.unmap_in(0, 0, 0, range.start(), range.last().min(max))
     }
 
     /// One walk from the root, then the following entries of the same table page are read in

@@ -3,11 +3,16 @@
 //! - The consumer traits: `PageSource` (what the engine calls: pin, unpin, is-reserved),
 //!   `PageAudit` (what the invariant checker and tests read) and `Memory` (what a trace creates:
 //!   mmap, munmap, address lookups).
-//! - The vocabulary: `Backing`, `Layout`, `MmapSpec`, `Pinned`, `MmError` (the engine's view of a
-//!   failed pin) and `MemError` (a failed mmap/munmap, for a person).
-//! - The models: `sim` (deterministic), `host` (this process's real memory, Linux), and
-//!   `AnyMemory` to pick one at run time; `procfs` reads what Linux tells of memory. `batch` is the pin batch both fill, `vma` the vma map
-//!   both split, `pincount` the pin counts both keep.
+//! - The vocabulary: `Backing`, `Layout`, `MmapSpec`, `Pinned`, `MmError` (the engine's view of
+//!   a failed pin) and `MemError` (a failed mmap/munmap, for a person).
+//! - The models: `sim` (deterministic) and `host` (this process's real memory, Linux), with
+//!   `AnyMemory` to pick one at run time. `batch` is the pin batch both fill, `vma` the vma map
+//!   both split, `pincount` the pin counts both keep, `procfs` what Linux tells of memory.
+//!
+//! What every `PageSource` keeps true: a pfn it calls reserved is never counted in
+//! `pin_counts` (and never unpinned); `pinned_pages() == pin_counts().total()`; a pin call puts
+//! at most `batch.page_limit` pages in the batch and no entry past `batch.is_full`; an unpin of
+//! a page that was not pinned changes nothing and is recorded in `violations`.
 
 mod any;
 mod batch;

@@ -9,9 +9,9 @@
 //! sized to at least the larger of the structure and the `argsz` written in it, so whatever the
 //! kernel reads or writes (it trusts `argsz` only up to the structure it knows, and GET_INFO
 //! writes at most `argsz` bytes) stays inside our memory; a `vfio_bitmap`'s `data` points at a
-//! [`DirtyBitmap`]'s words, which hold at least the `size` bytes it declares. The two raw
-//! helpers ([`ioctl_val`], [`ioctl_ptr`]) are `unsafe fn`s; the per-ioctl functions uphold their
-//! contracts by construction, so they are safe.
+//! [`DirtyBitmap`]'s words, which hold at least the `size` bytes it declares. The raw helpers
+//! ([`ioctl_val`], [`ioctl_ptr`], [`ioctl_buf`]) are `unsafe fn`s; the per-ioctl methods of
+//! [`Kernel`] uphold their contracts by construction, so they are safe.
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -351,14 +351,20 @@ unsafe fn ioctl_ptr(fd: &File, req: libc::c_ulong, arg: *mut libc::c_void) -> Re
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Kernel;
 
-/// A VFIO request through an [`ArgBuf`] built by this module's `*_arg` functions.
-fn ioctl_buf(fd: &File, req: libc::c_ulong, buf: &mut ArgBuf) -> Result<(), Errno> {
+/// A VFIO request whose argument is `buf`.
+///
+/// # Safety
+/// `buf` must be what `req` expects: built by this module's `*_arg` function for `req` (or an
+/// `InfoBuf` for GET_INFO), so that it is at least the structure and the `argsz` written in it,
+/// and every bitmap pointer in it points at a `DirtyBitmap` that stays borrowed, unused, until the
+/// call returns.
+unsafe fn ioctl_buf(fd: &File, req: libc::c_ulong, buf: &mut ArgBuf) -> Result<(), Errno> {
     let argsz = buf.u32_at(0) as usize;
-    debug_assert!(buf.capacity() >= buf.len().max(argsz));
+    let need = buf.len().max(argsz);
+    assert!(buf.capacity() >= need, "argsz {argsz} beyond the buffer");
     // SAFETY: `buf` is a live, exclusively borrowed allocation of at least the structure's size
-    // and of the argsz written in it (the `*_arg` builders size it so); VFIO requests read and
-    // write only within that. Embedded bitmap pointers come from `DirtyBitmap::put`, whose words
-    // hold the size declared next to them and are borrowed mutably for the call.
+    // and of the argsz written in it (checked above, and the caller's contract); VFIO requests
+    // read and write only within that, and through the bitmap pointers the caller vouches for.
     unsafe { ioctl_ptr(fd, req, buf.ptr()) }.map(|_| ())
 }
 
@@ -428,25 +434,31 @@ impl VfioSys for Kernel {
     }
 
     fn iommu_get_info(&self, container: &File, info: &mut InfoBuf) -> Result<(), Errno> {
-        ioctl_buf(container, VFIO_IOMMU_GET_INFO, &mut info.0)
+        // SAFETY: an InfoBuf holds the structure and the argsz it claims, and no pointer;
+        // GET_INFO writes at most argsz bytes.
+        unsafe { ioctl_buf(container, VFIO_IOMMU_GET_INFO, &mut info.0) }
     }
 
     fn iommu_map_dma(&self, container: &File, map: &vfio_iommu_type1_dma_map) -> Result<(), Errno> {
-        ioctl_buf(container, VFIO_IOMMU_MAP_DMA, &mut map_dma_arg(map))
+        // SAFETY: map_dma_arg's buffer holds the structure and argsz, and no pointer into this
+        // process's Rust values (`vaddr` is pinned by the kernel, not written during the call).
+        unsafe { ioctl_buf(container, VFIO_IOMMU_MAP_DMA, &mut map_dma_arg(map)) }
     }
 
     fn iommu_unmap_dma(&self, container: &File, arg: &mut DmaUnmap<'_>) -> Result<(), Errno> {
-        // The bitmap stays mutably borrowed (through `arg`) until the call returns.
         let mut buf = unmap_dma_arg(arg);
-        let r = ioctl_buf(container, VFIO_IOMMU_UNMAP_DMA, &mut buf);
+        // SAFETY: unmap_dma_arg built `buf` for UNMAP_DMA; its bitmap pointer is `arg`'s
+        // DirtyBitmap, borrowed through `arg` and not touched until the call returns.
+        let r = unsafe { ioctl_buf(container, VFIO_IOMMU_UNMAP_DMA, &mut buf) };
         arg.unmap.size = buf.u64_at(16);
         r
     }
 
     fn iommu_dirty_pages(&self, container: &File, arg: DirtyPages<'_>) -> Result<(), Errno> {
-        // The bitmap stays mutably borrowed (moved in with `arg`) until the call returns.
         let mut buf = dirty_pages_arg(arg);
-        ioctl_buf(container, VFIO_IOMMU_DIRTY_PAGES, &mut buf)
+        // SAFETY: dirty_pages_arg built `buf` for DIRTY_PAGES; its bitmap pointer is the
+        // DirtyBitmap that `arg` borrowed for `'_`, which outlives this call.
+        unsafe { ioctl_buf(container, VFIO_IOMMU_DIRTY_PAGES, &mut buf) }
     }
 }
 
