@@ -29,24 +29,8 @@ pub fn bytes(n: u64) -> String {
     format!("{n}B")
 }
 
-/// A byte count as the trace language writes it exactly: `4K`, `2M`, `4M+4K`, `0x1234`.
-pub fn bytes_exact(n: u64) -> String {
-    if n == 0 {
-        return "0".into();
-    }
-    let mut terms = Vec::new();
-    let mut left = n;
-    for (unit, suffix) in UNITS.iter().skip(2) {
-        if left >= *unit {
-            terms.push(format!("{}{suffix}", left / unit));
-            left %= unit;
-        }
-    }
-    if left != 0 {
-        return format!("{n:#x}");
-    }
-    terms.join("+")
-}
+/// A byte count as the trace language writes it exactly (the language's own printer).
+pub use type1_trace::expect::bytes_exact;
 
 /// A duration with a sensible unit: `850ns`, `12.3µs`, `4.56ms`, `1.23s`.
 pub fn duration(d: Duration) -> String {

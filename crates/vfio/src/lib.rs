@@ -19,5 +19,3 @@ pub mod vtd;
 
 pub use container::{BitmapArg, Errno, Error, UnmapOutcome, VfioContainer};
 pub use qemu::{run_in_guest, GuestOptions, GuestRun, HarnessError};
-/// The records (GET_INFO's reply among them) are the trace language's.
-pub use type1_trace::record;

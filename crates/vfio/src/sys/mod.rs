@@ -401,7 +401,7 @@ impl VfioSys for Kernel {
     }
 
     fn vmlck_kb(&self) -> io::Result<u64> {
-        vmlck_kb()
+        type1::mm::procfs::vm_locked_kib()
     }
 
     fn get_api_version(&self, container: &File) -> Result<i32, Errno> {
@@ -589,23 +589,6 @@ pub(crate) fn munmap(addr: u64, len: u64) -> io::Result<()> {
 /// CAP_IPC_LOCK's number.
 const CAP_IPC_LOCK: u32 = 14;
 
-// TODO(merge): the same `VmLck` reader is `type1::mm::host::vm_locked_kib`, on its way to
-// `type1::procfs`; call that once it is there and drop these two functions.
-/// `VmLck` of /proc/self/status in kB.
-fn vmlck_kb() -> io::Result<u64> {
-    let s = std::fs::read_to_string("/proc/self/status")?;
-    parse_vmlck_kb(&s).ok_or_else(|| io::Error::other("no VmLck line in /proc/self/status"))
-}
-
-/// The `VmLck:  N kB` value of a /proc/PID/status text.
-fn parse_vmlck_kb(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -748,13 +731,6 @@ mod tests {
         b.fill(&[0xff; 64]);
         assert_eq!(b.bytes(), vec![0xff; 40], "a reply is cut to the buffer");
         assert_eq!(b.header().iova_pgsizes, u64::MAX);
-    }
-
-    #[test]
-    fn vmlck_parse() {
-        let s = "Name:\tx\nVmPeak:\t  100 kB\nVmLck:\t    2052 kB\nVmPin:\t 0 kB\n";
-        assert_eq!(parse_vmlck_kb(s), Some(2052));
-        assert_eq!(parse_vmlck_kb("Name: x\n"), None);
     }
 
     #[test]
