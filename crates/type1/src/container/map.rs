@@ -64,7 +64,7 @@ impl<M: PageSource> Container<M> {
                 limit: self.cfg.dma_entry_limit,
             });
         }
-        if !self.iova_valid(iova, last) {
+        if !self.iova_valid(req.iova) {
             return Err(Error::OutsideIovaRanges { iova, last });
         }
         let mut dma = Dma {

@@ -75,8 +75,8 @@ impl Dma {
 pub struct AttachedDomain {
     pub name: String,
     pub domain: Domain,
-    /// The group's reserved IOVA regions (inclusive).
-    pub reserved: Vec<(u64, u64)>,
+    /// The group's reserved IOVA regions.
+    pub reserved: Vec<IovaRange>,
 }
 
 /// Counters of the engine itself.
@@ -98,7 +98,7 @@ pub struct Snapshot {
     pub pins: Vec<(u64, u64, u32)>,
     pub locked: u64,
     pub dma_avail: u32,
-    pub iova_list: Vec<(u64, u64)>,
+    pub iova_list: Vec<IovaRange>,
     pub pgsize_bitmap: u64,
     pub vaddr_invalid_count: u32,
     pub dirty_tracking: bool,
@@ -112,7 +112,8 @@ pub struct Container<M: PageSource> {
     dmas: DmaTree,
     /// Head (newest) first, as the kernel's `list_add`.
     domains: Vec<AttachedDomain>,
-    iova_list: Vec<(u64, u64)>,
+    /// The valid IOVA ranges, sorted and disjoint (`iommu->iova_list`).
+    iova_list: Vec<IovaRange>,
     pgsize_bitmap: u64,
     /// The owner's locked memory and its limit.
     account: LockedAccount,
@@ -194,7 +195,7 @@ impl<M: PageSource> Container<M> {
             .map(|d| &d.domain)
     }
     /// The valid IOVA ranges (inclusive); empty = no constraint (no domain).
-    pub fn iova_ranges(&self) -> &[(u64, u64)] {
+    pub fn iova_ranges(&self) -> &[IovaRange] {
         &self.iova_list
     }
     pub fn pgsize_bitmap(&self) -> u64 {
@@ -224,17 +225,12 @@ impl<M: PageSource> Container<M> {
     /// `VFIO_IOMMU_GET_INFO` with a user buffer of `argsz` bytes.
     pub fn get_info(&self, argsz: u32) -> Result<InfoReply, Error> {
         let req = InfoRequest::decode(argsz)?;
-        let iova_ranges: Vec<IovaRange> = self
-            .iova_list
-            .iter()
-            .map(|&(s, e)| IovaRange::new(s, e).expect("a valid IOVA range"))
-            .collect();
         Ok(encode_info(
             req,
             &InfoState {
                 pgsize_bitmap: self.pgsize_bitmap,
                 dma_avail: self.dmas.avail(),
-                iova_ranges: &iova_ranges,
+                iova_ranges: &self.iova_list,
                 pads_caps: self.cfg.kernel.pads_caps(),
             },
         ))
@@ -244,7 +240,7 @@ impl<M: PageSource> Container<M> {
     /// domain records; page tables excluded): B-tree entries cost about 1.5× their size.
     pub fn footprint_estimate(&self) -> u64 {
         let dma = (std::mem::size_of::<u64>() + std::mem::size_of::<Dma>()) as u64 * 3 / 2;
-        let ranges = self.iova_list.len() as u64 * 16;
+        let ranges = (self.iova_list.len() * std::mem::size_of::<IovaRange>()) as u64;
         let domains = self.domains.len() as u64 * std::mem::size_of::<AttachedDomain>() as u64;
         let batch =
             self.batch_buf.capacity() as u64 * std::mem::size_of::<crate::mm::PfnRun>() as u64;
