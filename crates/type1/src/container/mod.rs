@@ -16,9 +16,10 @@
 
 use std::sync::Arc;
 
-use iommu::{Domain, FaultInjector, IovaRange, Leaf, Prot};
+use iommu::{Domain, DomainConfig, FaultInjector, Format, IovaRange, Leaf, Prot};
 
 use crate::error::Error;
+use crate::mm::sim::SimMm;
 use crate::mm::PageSource;
 use crate::profile::{Config, Strategy};
 use crate::PAGE_SIZE;
@@ -245,6 +246,19 @@ impl<M: PageSource> Container<M> {
         let batch =
             self.batch_buf.capacity() as u64 * std::mem::size_of::<crate::mm::PfnRun>() as u64;
         self.dmas.len() as u64 * dma + ranges + domains + batch + std::mem::size_of::<Self>() as u64
+    }
+}
+
+impl Container<SimMm> {
+    /// A container over fresh simulated memory with one 4-level x86_64 domain named "d0" and no
+    /// reserved region: the setup of the examples and the scale tests.
+    pub fn sim_x86(cfg: Config) -> Self {
+        let mut c = Container::new(cfg, SimMm::new());
+        let domain = Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 }))
+            .expect("the x86_64 format's defaults are valid");
+        c.attach("d0", domain, Vec::new())
+            .expect("a first domain with no reserved region attaches");
+        c
     }
 }
 
