@@ -604,9 +604,7 @@ fn row_45_46_v2_refuses_to_bisect_and_changes_nothing() {
 #[test]
 fn row_47_range_with_hole_removes_both() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 16 * K4, Backing::Page4k);
-    map(&mut c, v, A, 2 * K4).unwrap();
-    map(&mut c, v + 4 * K4, A + 4 * K4, 2 * K4).unwrap();
+    map_two_with_a_hole(&mut c, 16 * K4);
     assert_eq!(unmap(&mut c, A - K4, 10 * K4), Ok(4 * K4));
     assert_eq!(c.dmas().count(), 0);
 }
@@ -767,6 +765,13 @@ fn row_58_600_scattered_runs_two_syncs_every_unpin_after_its_sync() {
     assert_eq!(c.locked_pages(), 0);
 }
 
+/// Two 8 KiB mappings, `[A, +8K)` and `[A + 16K, +8K)`, from one region of `region` bytes.
+fn map_two_with_a_hole(c: &mut C, region: u64) {
+    let v = mmap(c, "m", region, Backing::Page4k);
+    map(c, v, A, 2 * K4).unwrap();
+    map(c, v + 4 * K4, A + 4 * K4, 2 * K4).unwrap();
+}
+
 // ---- §8.6 UNMAP (v1) ----
 
 fn v1() -> C {
@@ -797,9 +802,7 @@ fn row_60_v1_unmap_inside_a_mapping_is_size_0() {
 #[test]
 fn row_61_v1_walk_breaks_at_the_first_mapping() {
     let mut c = v1();
-    let v = mmap(&mut c, "m", 8 * K4, Backing::Page4k);
-    map(&mut c, v, A, 2 * K4).unwrap();
-    map(&mut c, v + 4 * K4, A + 4 * K4, 2 * K4).unwrap();
+    map_two_with_a_hole(&mut c, 8 * K4);
     assert_eq!(unmap(&mut c, A + K4, 8 * K4), Ok(0));
     assert_eq!(c.dmas().count(), 2);
     finish(&mut c);

@@ -47,13 +47,21 @@ pub use crate::uapi::{
 /// One mapping (`struct vfio_dma`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dma {
+    /// The first IOVA.
     pub iova: u64,
+    /// The process address mapped at `iova`.
     pub vaddr: u64,
+    /// Bytes; while pinning, the prefix mapped so far.
     pub size: u64,
+    /// The device's permissions.
     pub prot: Prot,
+    /// Whether the mapping process had CAP_IPC_LOCK (no RLIMIT_MEMLOCK check).
     pub lock_cap: bool,
+    /// Whether UNMAP_DMA with VADDR invalidated the vaddr.
     pub vaddr_invalid: bool,
+    /// Whether the mapping holds reserved pfns (never charged, never unpinned).
     pub has_rsvd: bool,
+    /// Whether the pages are pinned and mapped (false until the first domain attaches).
     pub iommu_mapped: bool,
     /// Pages this mapping charged to the locked-memory account.
     pub locked_vm: u64,
@@ -74,7 +82,9 @@ impl Dma {
 /// An attached group with its domain.
 #[derive(Debug)]
 pub struct AttachedDomain {
+    /// The group's name.
     pub name: String,
+    /// The group's IOMMU domain.
     pub domain: Domain,
     /// The group's reserved IOVA regions.
     pub reserved: Vec<IovaRange>,
@@ -94,14 +104,23 @@ pub struct EngineStats {
 /// The whole observable state, for "a failed call changes nothing".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The mappings, lowest IOVA first.
     pub dmas: Vec<Dma>,
+    /// Each domain: name, leaves, page-table pages.
     pub domains: Vec<(String, Vec<Leaf>, u64)>,
+    /// The page source's pins: `(pfn, pages, count)`.
     pub pins: Vec<(u64, u64, u32)>,
+    /// Locked pages.
     pub locked: u64,
+    /// DMA entries left.
     pub dma_avail: u32,
+    /// The valid IOVA ranges.
     pub iova_list: Vec<IovaRange>,
+    /// The IOMMU page sizes.
     pub pgsize_bitmap: u64,
+    /// Mappings whose vaddr is invalidated.
     pub vaddr_invalid_count: u32,
+    /// Whether dirty tracking is on.
     pub dirty_tracking: bool,
 }
 
@@ -158,6 +177,7 @@ impl<M: PageSource> Container<M> {
         self.account.owner_exited();
     }
 
+    /// The container's settings.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -165,9 +185,11 @@ impl<M: PageSource> Container<M> {
     pub fn set_strategy(&mut self, s: Strategy) {
         self.cfg.strategy = s;
     }
+    /// The memory the container pins from.
     pub fn mm(&self) -> &M {
         &self.mm
     }
+    /// The memory the container pins from, to mmap or munmap in it.
     pub fn mm_mut(&mut self) -> &mut M {
         &mut self.mm
     }
@@ -183,28 +205,34 @@ impl<M: PageSource> Container<M> {
     pub fn dma_avail(&self) -> u32 {
         self.dmas.avail()
     }
+    /// The mappings, lowest IOVA first.
     pub fn dmas(&self) -> impl Iterator<Item = &Dma> {
         self.dmas.iter()
     }
+    /// The attached groups, newest first.
     pub fn domains(&self) -> &[AttachedDomain] {
         &self.domains
     }
+    /// The domain of the group `name`.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
         self.domains
             .iter()
             .find(|d| d.name == name)
             .map(|d| &d.domain)
     }
-    /// The valid IOVA ranges (inclusive); empty = no constraint (no domain).
+    /// The valid IOVA ranges, sorted and disjoint; empty = no constraint (no domain).
     pub fn iova_ranges(&self) -> &[IovaRange] {
         &self.iova_list
     }
+    /// The IOMMU page sizes every domain supports (`PAGE_MASK` with no domain).
     pub fn pgsize_bitmap(&self) -> u64 {
         self.pgsize_bitmap
     }
+    /// The engine's counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }
+    /// Whether dirty tracking is on.
     pub fn dirty_tracking(&self) -> bool {
         self.dirty_tracking
     }
