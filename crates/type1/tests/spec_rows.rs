@@ -202,12 +202,18 @@ fn row_15_map_without_iommu_domain_pins_nothing() {
 
 // ---- §8.2 pinning, contiguity and page sizes ----
 
+/// Rows 16–18: a region of `size` maps as one leaf of `size`, charging `locked` pages.
+fn map_as_one_leaf(size: u64, backing: Backing, locked: u64) -> C {
+    let mut c = default_harness();
+    map_new(&mut c, size, backing);
+    assert_eq!(leaves(&c, "d0", size), 1);
+    assert_eq!(c.locked_pages(), locked);
+    c
+}
+
 #[test]
 fn row_16_anonymous_4k_page() {
-    let mut c = default_harness();
-    map_new(&mut c, K4, Backing::Page4k);
-    assert_eq!(leaves(&c, "d0", K4), 1);
-    assert_eq!(c.locked_pages(), 1);
+    let mut c = map_as_one_leaf(K4, Backing::Page4k, 1);
     assert_eq!(unmap(&mut c, A, K4), Ok(K4));
     assert_eq!(leaves(&c, "d0", K4), 0);
     assert_eq!(c.locked_pages(), 0);
@@ -215,20 +221,15 @@ fn row_16_anonymous_4k_page() {
 
 #[test]
 fn row_17_hugetlb_2m_gets_one_2m_leaf() {
-    let mut c = default_harness();
-    map_new(&mut c, M2, Backing::Hugetlb2m);
-    assert_eq!((leaves(&c, "d0", M2), leaves(&c, "d0", K4)), (1, 0));
-    assert_eq!(c.locked_pages(), 512);
+    let mut c = map_as_one_leaf(M2, Backing::Hugetlb2m, 512);
+    assert_eq!(leaves(&c, "d0", K4), 0);
     assert_eq!(unmap(&mut c, A, M2), Ok(M2));
     assert_eq!(c.locked_pages(), 0);
 }
 
 #[test]
 fn row_18_hugetlb_1g_gets_one_1g_leaf() {
-    let mut c = default_harness();
-    map_new(&mut c, G1, Backing::Hugetlb1g);
-    assert_eq!(leaves(&c, "d0", G1), 1);
-    assert_eq!(c.locked_pages(), 262_144);
+    let mut c = map_as_one_leaf(G1, Backing::Hugetlb1g, 262_144);
     finish(&mut c);
 }
 
@@ -491,19 +492,25 @@ fn memlock(pages: u64, cap: bool) -> C {
     })
 }
 
+/// Under a limit of `limit` pages, map the first `pages` of a 32-page region "m" at `A`.
+fn memlock_map(limit: u64, cap: bool, pages: u64) -> (C, u64, Result<(), Errno>) {
+    let mut c = memlock(limit, cap);
+    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
+    let r = map(&mut c, v, A, pages * K4);
+    (c, v, r)
+}
+
 #[test]
 fn row_36_map_up_to_the_limit() {
-    let mut c = memlock(16, false);
-    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
-    assert_eq!(map(&mut c, v, A, 16 * K4), Ok(()));
+    let (c, _, r) = memlock_map(16, false, 16);
+    assert_eq!(r, Ok(()));
     assert_eq!(c.locked_pages(), 16);
 }
 
 #[test]
 fn row_37_one_page_over_the_limit_is_enomem() {
-    let mut c = memlock(16, false);
-    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
-    map(&mut c, v, A, 16 * K4).unwrap();
+    let (mut c, v, r) = memlock_map(16, false, 16);
+    r.unwrap();
     assert_eq!(map(&mut c, v + 16 * K4, A + G1, K4), Err(Errno::ENOMEM));
     assert_eq!(c.locked_pages(), 16);
 }
@@ -535,9 +542,8 @@ fn row_39_hugetlb_2m_over_limit_fails_on_the_precheck() {
 
 #[test]
 fn row_40_cap_ipc_lock_skips_the_check_but_counts() {
-    let mut c = memlock(0, true);
-    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
-    assert_eq!(map(&mut c, v, A, 32 * K4), Ok(()));
+    let (mut c, _, r) = memlock_map(0, true, 32);
+    assert_eq!(r, Ok(()));
     assert_eq!(c.locked_pages(), 32);
     finish(&mut c);
 }
