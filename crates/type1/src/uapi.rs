@@ -72,8 +72,12 @@ pub const CAP_IOVA_RANGE: u16 = 1;
 pub const CAP_MIGRATION: u16 = 2;
 /// `VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`.
 pub const CAP_DMA_AVAIL: u16 = 3;
+/// The version of every type1 capability.
+pub const CAP_VERSION: u16 = 1;
 /// `sizeof(struct vfio_info_cap_header)`: id, version, next.
 pub const CAP_HEADER_SIZE: usize = 8;
+/// `offsetof(struct vfio_info_cap_header, next)`.
+pub const CAP_NEXT_OFFSET: usize = 4;
 /// `DIRTY_BITMAP_SIZE_MAX`: `ALIGN(INT_MAX, 64) / 8` bytes.
 pub const DIRTY_BITMAP_SIZE_MAX: u64 = 1 << 28;
 
@@ -458,7 +462,7 @@ pub fn encode_info(req: InfoRequest, s: &InfoState<'_>) -> InfoReply {
         let at = caps.len();
         headers.push(at);
         caps.extend_from_slice(&id.to_le_bytes());
-        caps.extend_from_slice(&1u16.to_le_bytes()); // version
+        caps.extend_from_slice(&CAP_VERSION.to_le_bytes());
         caps.extend_from_slice(&0u32.to_le_bytes()); // next, chained below
         caps.extend_from_slice(body);
         caps.resize(at + pad(CAP_HEADER_SIZE + body.len()), 0);
@@ -484,7 +488,8 @@ pub fn encode_info(req: InfoRequest, s: &InfoState<'_>) -> InfoReply {
     let base = INFO_SIZE as usize;
     for w in 0..headers.len() {
         let next = headers.get(w + 1).map_or(0, |&n| (base + n) as u32);
-        caps[headers[w] + 4..headers[w] + 8].copy_from_slice(&next.to_le_bytes());
+        let at = headers[w] + CAP_NEXT_OFFSET;
+        caps[at..at + 4].copy_from_slice(&next.to_le_bytes());
     }
     let needed = INFO_SIZE + caps.len() as u32;
     let flags = INFO_FLAG_PGSIZES | INFO_FLAG_CAPS;

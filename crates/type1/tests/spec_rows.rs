@@ -7,13 +7,13 @@ mod common;
 
 use common::*;
 use iommu::{Domain, DomainConfig, Format};
-use type1::container::{
-    MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE, UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP,
-    UNMAP_FLAG_VADDR,
-};
 use type1::mm::sim::SimMm;
 use type1::mm::PageSource;
 use type1::mm::{Backing, MmapSpec};
+use type1::uapi::{
+    MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE, UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP,
+    UNMAP_FLAG_VADDR,
+};
 use type1::{BitmapArg, Config, Container, Errno, MapDma, UnmapDma};
 
 const RW: u32 = MAP_FLAG_READ | MAP_FLAG_WRITE;
@@ -913,9 +913,9 @@ fn row_65_iova_pgsizes_intersect_and_clamp() {
 #[test]
 fn row_66_check_extension() {
     let c = default_harness();
-    assert_eq!(c.check_extension(type1::container::VFIO_TYPE1V2_IOMMU), 1);
-    assert_eq!(c.check_extension(type1::container::VFIO_UNMAP_ALL), 1);
-    assert_eq!(c.check_extension(type1::container::VFIO_UPDATE_VADDR), 1);
+    assert_eq!(c.check_extension(type1::uapi::VFIO_TYPE1V2_IOMMU), 1);
+    assert_eq!(c.check_extension(type1::uapi::VFIO_UNMAP_ALL), 1);
+    assert_eq!(c.check_extension(type1::uapi::VFIO_UPDATE_VADDR), 1);
     assert_eq!(c.check_extension(99), 0);
 }
 
