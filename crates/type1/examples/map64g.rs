@@ -1,6 +1,4 @@
 //! Map and unmap 64 GiB of contiguous 4K memory once (for profiling the growth curve).
-use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::SimMm;
 use type1::mm::{Backing, MmapSpec};
 use type1::{Config, Container, MapDma, UnmapDma};
 
@@ -13,13 +11,7 @@ fn main() {
         check_unpin_order: false,
         ..Config::default()
     };
-    let mut c = Container::new(cfg, SimMm::new());
-    c.attach(
-        "d0",
-        Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap(),
-        vec![],
-    )
-    .unwrap();
+    let mut c = Container::sim_x86(cfg);
     let v = c
         .mm_mut()
         .mmap(&MmapSpec::new("m", size, Backing::Page4k))

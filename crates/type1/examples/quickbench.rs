@@ -2,8 +2,6 @@
 //! x86_64 domain). The full benchmark is `type1 bench`.
 use std::time::Instant;
 
-use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::SimMm;
 use type1::mm::{Backing, MmapSpec};
 use type1::{Config, Container, MapDma, Strategy, UnmapDma};
 
@@ -19,13 +17,7 @@ fn main() {
                 check_unpin_order: false,
                 ..Config::default()
             };
-            let mut c = Container::new(cfg, SimMm::new());
-            c.attach(
-                "d0",
-                Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap(),
-                vec![],
-            )
-            .unwrap();
+            let mut c = Container::sim_x86(cfg);
             let v = c.mm_mut().mmap(&MmapSpec::new("m", size, backing)).unwrap();
             let t0 = Instant::now();
             c.map_dma(&MapDma::rw(v, 1 << 40, size)).unwrap();

@@ -72,8 +72,12 @@ pub const CAP_IOVA_RANGE: u16 = 1;
 pub const CAP_MIGRATION: u16 = 2;
 /// `VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`.
 pub const CAP_DMA_AVAIL: u16 = 3;
+/// The version of every type1 capability.
+pub const CAP_VERSION: u16 = 1;
 /// `sizeof(struct vfio_info_cap_header)`: id, version, next.
 pub const CAP_HEADER_SIZE: usize = 8;
+/// `offsetof(struct vfio_info_cap_header, next)`.
+pub const CAP_NEXT_OFFSET: usize = 4;
 /// `DIRTY_BITMAP_SIZE_MAX`: `ALIGN(INT_MAX, 64) / 8` bytes.
 pub const DIRTY_BITMAP_SIZE_MAX: u64 = 1 << 28;
 
@@ -458,7 +462,7 @@ pub fn encode_info(req: InfoRequest, s: &InfoState<'_>) -> InfoReply {
         let at = caps.len();
         headers.push(at);
         caps.extend_from_slice(&id.to_le_bytes());
-        caps.extend_from_slice(&1u16.to_le_bytes()); // version
+        caps.extend_from_slice(&CAP_VERSION.to_le_bytes());
         caps.extend_from_slice(&0u32.to_le_bytes()); // next, chained below
         caps.extend_from_slice(body);
         caps.resize(at + pad(CAP_HEADER_SIZE + body.len()), 0);
@@ -484,7 +488,8 @@ pub fn encode_info(req: InfoRequest, s: &InfoState<'_>) -> InfoReply {
     let base = INFO_SIZE as usize;
     for w in 0..headers.len() {
         let next = headers.get(w + 1).map_or(0, |&n| (base + n) as u32);
-        caps[headers[w] + 4..headers[w] + 8].copy_from_slice(&next.to_le_bytes());
+        let at = headers[w] + CAP_NEXT_OFFSET;
+        caps[at..at + 4].copy_from_slice(&next.to_le_bytes());
     }
     let needed = INFO_SIZE + caps.len() as u32;
     let flags = INFO_FLAG_PGSIZES | INFO_FLAG_CAPS;
@@ -557,4 +562,262 @@ fn verify_bitmap_size(npages: u64, bitmap_size: u64) -> bool {
         return false;
     }
     bitmap_size >= npages.div_ceil(64) * 8
+}
+
+#[cfg(test)]
+mod tests {
+    use iommu::{Errno, SZ_2M, SZ_4K};
+
+    use super::*;
+
+    const V7_2: KernelProfile = KernelProfile::V7_2;
+    const RW: u32 = MAP_FLAG_READ | MAP_FLAG_WRITE;
+
+    fn map(argsz: u32, flags: u32, vaddr: u64, iova: u64, size: u64) -> Result<MapRequest, Error> {
+        let req = MapDma {
+            argsz,
+            flags,
+            vaddr,
+            iova,
+            size,
+        };
+        MapRequest::decode(&req, SZ_4K, V7_2)
+    }
+
+    fn r(start: u64, last: u64) -> IovaRange {
+        IovaRange::new(start, last).unwrap()
+    }
+
+    #[test]
+    fn map_decodes_into_a_range_and_an_op() {
+        let m = map(DMA_MAP_MINSZ, RW, 0x7000_0000, SZ_2M, SZ_2M).unwrap();
+        assert_eq!(m.iova, r(SZ_2M, 2 * SZ_2M - 1));
+        assert_eq!((m.vaddr, m.size()), (0x7000_0000, SZ_2M));
+        assert_eq!(m.op, MapOp::Map(Prot::READ.union(Prot::WRITE)));
+        let m = map(DMA_MAP_MINSZ, MAP_FLAG_VADDR, 0x1000, 0x2000, 0x1000).unwrap();
+        assert_eq!(m.op, MapOp::UpdateVaddr);
+        let top = map(DMA_MAP_MINSZ, RW, 0, u64::MAX - 0xfff, 0x1000).unwrap();
+        assert_eq!(top.iova.last(), u64::MAX);
+    }
+
+    #[test]
+    fn map_checks_in_the_kernels_order() {
+        // argsz before flags before size before wrap before prot before alignment.
+        assert_eq!(
+            map(31, 1 << 31, 0, u64::MAX, 0),
+            Err(Error::Argsz { argsz: 31, min: 32 })
+        );
+        assert_eq!(
+            map(32, 1 << 31, 0, 0, 0),
+            Err(Error::UnknownFlags {
+                bits: 1 << 31,
+                allowed: 7
+            })
+        );
+        assert_eq!(map(32, 0, 0, 0x800, 0), Err(Error::ZeroSize));
+        assert_eq!(
+            map(32, 0, 0x800, u64::MAX, 0x800),
+            Err(Error::Wraps {
+                what: "iova",
+                start: u64::MAX,
+                size: 0x800,
+                errno: Errno::EOVERFLOW
+            })
+        );
+        let on_6_12 = MapRequest::decode(
+            &MapDma::rw(0, u64::MAX, 0x1000),
+            SZ_4K,
+            KernelProfile::V6_12,
+        );
+        assert_eq!(on_6_12.unwrap_err().errno(), Errno::EINVAL);
+        assert_eq!(
+            map(32, RW, u64::MAX, 0, 0x1000).unwrap_err().to_string(),
+            "vaddr 0xffffffffffffffff + size 0x1000 wraps past the end of the 64-bit space"
+        );
+        assert_eq!(
+            map(32, MAP_FLAG_READ | MAP_FLAG_VADDR, 0x800, 0x800, 0x800),
+            Err(Error::BadProt { flags: 5 })
+        );
+        assert_eq!(map(32, 0, 0, 0, 0x1000), Err(Error::BadProt { flags: 0 }));
+        assert_eq!(
+            map(32, RW, 0x800, 0x800, 0x800),
+            Err(Error::Unaligned {
+                what: "size",
+                value: 0x800,
+                pgsize: SZ_4K
+            })
+        );
+        assert_eq!(
+            map(32, RW, 0x800, 0x800, 0x1000),
+            Err(Error::Unaligned {
+                what: "iova",
+                value: 0x800,
+                pgsize: SZ_4K
+            })
+        );
+    }
+
+    fn unmap(
+        flags: u32,
+        iova: u64,
+        size: u64,
+        argsz: u32,
+        bitmap: Option<BitmapArg>,
+    ) -> Result<UnmapRequest, Error> {
+        let req = UnmapDma {
+            argsz,
+            flags,
+            iova,
+            size,
+            bitmap,
+        };
+        UnmapRequest::decode(&req, SZ_4K, V7_2)
+    }
+
+    #[test]
+    fn unmap_decodes_each_variant() {
+        let bm = BitmapArg {
+            pgsize: SZ_4K,
+            size: 8,
+        };
+        assert_eq!(
+            UnmapRequest::decode(&UnmapDma::range(SZ_2M, SZ_2M), SZ_4K, V7_2),
+            Ok(UnmapRequest::Range(r(SZ_2M, 2 * SZ_2M - 1)))
+        );
+        assert_eq!(
+            UnmapRequest::decode(&UnmapDma::all(), SZ_4K, V7_2),
+            Ok(UnmapRequest::All)
+        );
+        assert_eq!(
+            unmap(UNMAP_FLAG_ALL | UNMAP_FLAG_VADDR, 0, 0, 24, None),
+            Ok(UnmapRequest::Vaddr(None))
+        );
+        assert_eq!(
+            unmap(UNMAP_FLAG_VADDR, 0x1000, 0x1000, 24, None),
+            Ok(UnmapRequest::Vaddr(Some(r(0x1000, 0x1fff))))
+        );
+        assert_eq!(
+            unmap(UNMAP_FLAG_GET_DIRTY_BITMAP, 0x1000, 0x1000, 48, Some(bm)),
+            Ok(UnmapRequest::DirtyBitmap {
+                range: r(0x1000, 0x1fff),
+                bitmap: bm
+            })
+        );
+    }
+
+    #[test]
+    fn unmap_checks_in_the_kernels_order() {
+        let dirty = UNMAP_FLAG_GET_DIRTY_BITMAP;
+        assert_eq!(
+            unmap(dirty | UNMAP_FLAG_ALL, 0, 0, 48, None),
+            Err(Error::DirtyCombo)
+        );
+        assert_eq!(
+            unmap(dirty, 0x1000, 0x1000, 47, None),
+            Err(Error::Argsz { argsz: 47, min: 48 })
+        );
+        assert_eq!(
+            unmap(dirty, 0x1000, 0x1000, 48, None),
+            Err(Error::Dirty("GET_DIRTY_BITMAP needs a bitmap"))
+        );
+        let small = BitmapArg {
+            pgsize: SZ_4K,
+            size: 8,
+        };
+        // 65 pages need two words.
+        assert_eq!(
+            unmap(dirty, 0, 65 * SZ_4K, 48, Some(small)),
+            Err(Error::Dirty("bitmap size does not match the range"))
+        );
+        // The iova's alignment comes before ALL's and size's checks.
+        assert_eq!(
+            unmap(UNMAP_FLAG_ALL, 0x800, 0, 24, None),
+            Err(Error::Unaligned {
+                what: "iova",
+                value: 0x800,
+                pgsize: SZ_4K
+            })
+        );
+        assert_eq!(
+            unmap(UNMAP_FLAG_ALL, 0, 0x1000, 24, None),
+            Err(Error::AllWithRange {
+                iova: 0,
+                size: 0x1000
+            })
+        );
+        assert_eq!(unmap(0, 0x1000, 0, 24, None), Err(Error::ZeroSize));
+        assert_eq!(
+            unmap(0, u64::MAX - 0xfff, 0x2000, 24, None)
+                .unwrap_err()
+                .errno(),
+            Errno::EOVERFLOW
+        );
+    }
+
+    #[test]
+    fn dirty_decodes_and_checks_in_order() {
+        let bm = BitmapArg {
+            pgsize: SZ_4K,
+            size: 8,
+        };
+        let d = |argsz, flags, get| DirtyRequest::decode(argsz, flags, get, SZ_4K, V7_2);
+        assert_eq!(
+            d(7, DIRTY_FLAG_START, None),
+            Err(Error::Argsz { argsz: 7, min: 8 })
+        );
+        assert_eq!(d(8, DIRTY_FLAG_START, None), Ok(DirtyRequest::Start));
+        assert_eq!(d(8, DIRTY_FLAG_STOP, None), Ok(DirtyRequest::Stop));
+        assert_eq!(
+            d(8, DIRTY_FLAG_START | DIRTY_FLAG_STOP, None),
+            Err(Error::Dirty("exactly one of START, STOP, GET_BITMAP"))
+        );
+        let get = Some((0x1000, 0x1000, bm));
+        assert_eq!(
+            d(47, DIRTY_FLAG_GET_BITMAP, get),
+            Err(Error::Argsz { argsz: 47, min: 48 })
+        );
+        assert_eq!(
+            d(48, DIRTY_FLAG_GET_BITMAP, get),
+            Ok(DirtyRequest::GetBitmap {
+                range: r(0x1000, 0x1fff),
+                bitmap: bm
+            })
+        );
+        let bm8k = BitmapArg {
+            pgsize: 0x2000,
+            size: 8,
+        };
+        assert_eq!(
+            d(48, DIRTY_FLAG_GET_BITMAP, Some((0x2000, 0x2000, bm8k))),
+            Err(Error::Dirty("bitmap page size must be the IOMMU page size"))
+        );
+    }
+
+    #[test]
+    fn info_chain_sizes_with_and_without_padding() {
+        assert_eq!(
+            InfoRequest::decode(15),
+            Err(Error::Argsz { argsz: 15, min: 16 })
+        );
+        let two = [r(0, 0xfedf_ffff), r(0xfef0_0000, (1 << 48) - 1)];
+        let state = |pads_caps| InfoState {
+            pgsize_bitmap: 0x4020_1000,
+            dma_avail: 65535,
+            iova_ranges: &two,
+            pads_caps,
+        };
+        let req = InfoRequest::decode(INFO_SIZE).unwrap();
+        // MIGRATION 8+24, DMA_AVAIL 8+4 (padded to 16), IOVA_RANGE 8+8+2*16.
+        assert_eq!(encode_info(req, &state(true)).argsz, 24 + 32 + 16 + 48);
+        assert_eq!(encode_info(req, &state(false)).argsz, 24 + 32 + 12 + 48);
+        let r = encode_info(req, &state(true));
+        assert_eq!((r.cap_offset, r.bytes.len()), (0, 24));
+        assert_eq!(
+            r.iova_ranges,
+            vec![(0, 0xfedf_ffff), (0xfef0_0000, (1 << 48) - 1)]
+        );
+        assert_eq!((r.migration_pgsize, r.flags), (SZ_4K, 3));
+        let full = encode_info(InfoRequest::decode(120).unwrap(), &state(true));
+        assert_eq!((full.cap_offset, full.bytes.len()), (24, 120));
+    }
 }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use iommu::{Domain, DomainConfig, Format};
 use proptest::prelude::*;
-use type1::container::{MAP_FLAG_READ, MAP_FLAG_WRITE};
 use type1::mm::sim::SimMm;
 use type1::mm::{Backing, Layout, MmapSpec};
+use type1::uapi::{MAP_FLAG_READ, MAP_FLAG_WRITE};
 use type1::{Config, Container, Errno, MapDma, UnmapDma};
 
 const PAGE: u64 = 4096;

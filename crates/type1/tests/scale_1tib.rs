@@ -6,8 +6,6 @@
 mod common;
 
 use common::*;
-use iommu::{Domain, DomainConfig, Format};
-use type1::mm::sim::SimMm;
 use type1::mm::Backing;
 use type1::mm::PageSource;
 use type1::{Config, Container, Strategy};
@@ -28,13 +26,7 @@ fn one_tib_of_1g_pages_maps_and_unmaps_in_little_memory() {
             check_unpin_order: true,
             ..Config::default()
         };
-        let mut c = Container::new(cfg, SimMm::new());
-        c.attach(
-            "d0",
-            Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap(),
-            vec![],
-        )
-        .unwrap();
+        let mut c = Container::sim_x86(cfg);
         let v = mmap(&mut c, "ram", TIB, Backing::Hugetlb1g);
         map(&mut c, v, 1 << 40, TIB).unwrap();
         let d = c.domain("d0").unwrap();

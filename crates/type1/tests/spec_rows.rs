@@ -7,13 +7,13 @@ mod common;
 
 use common::*;
 use iommu::{Domain, DomainConfig, Format};
-use type1::container::{
-    MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE, UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP,
-    UNMAP_FLAG_VADDR,
-};
 use type1::mm::sim::SimMm;
 use type1::mm::PageSource;
 use type1::mm::{Backing, MmapSpec};
+use type1::uapi::{
+    MAP_FLAG_READ, MAP_FLAG_VADDR, MAP_FLAG_WRITE, UNMAP_FLAG_ALL, UNMAP_FLAG_GET_DIRTY_BITMAP,
+    UNMAP_FLAG_VADDR,
+};
 use type1::{BitmapArg, Config, Container, Errno, MapDma, UnmapDma};
 
 const RW: u32 = MAP_FLAG_READ | MAP_FLAG_WRITE;
@@ -180,17 +180,9 @@ fn row_13_entry_limit_gives_enospc_and_dma_avail_counts() {
 
 #[test]
 fn row_14_msi_window_is_carved_out() {
-    let mut c = Container::new(Config::default(), SimMm::new());
-    c.attach(
-        "d0",
-        mock_domain(K4 | M2 | G1),
-        vec![(0xfee0_0000, 0xfeef_ffff)],
-    )
-    .unwrap();
-    assert_eq!(
-        c.iova_ranges(),
-        &[(0, 0xfedf_ffff), (0xfef0_0000, (1 << 48) - 1)]
-    );
+    let mut c = msi_harness(Config::default());
+    let pairs: Vec<(u64, u64)> = c.iova_ranges().iter().map(|r| r.pair()).collect();
+    assert_eq!(pairs, [(0, 0xfedf_ffff), (0xfef0_0000, (1 << 48) - 1)]);
     let v = mmap(&mut c, "m", 2 * K4, Backing::Page4k);
     assert_eq!(map(&mut c, v, 0xfee0_0000, K4), Err(Errno::EINVAL));
     assert_eq!(map(&mut c, v, 0xfedf_f000, 2 * K4), Err(Errno::EINVAL));
@@ -210,13 +202,18 @@ fn row_15_map_without_iommu_domain_pins_nothing() {
 
 // ---- §8.2 pinning, contiguity and page sizes ----
 
+/// Rows 16–18: a region of `size` maps as one leaf of `size`, charging `locked` pages.
+fn map_as_one_leaf(size: u64, backing: Backing, locked: u64) -> C {
+    let mut c = default_harness();
+    map_new(&mut c, size, backing);
+    assert_eq!(leaves(&c, "d0", size), 1);
+    assert_eq!(c.locked_pages(), locked);
+    c
+}
+
 #[test]
 fn row_16_anonymous_4k_page() {
-    let mut c = default_harness();
-    let v = mmap(&mut c, "m", K4, Backing::Page4k);
-    map(&mut c, v, A, K4).unwrap();
-    assert_eq!(leaves(&c, "d0", K4), 1);
-    assert_eq!(c.locked_pages(), 1);
+    let mut c = map_as_one_leaf(K4, Backing::Page4k, 1);
     assert_eq!(unmap(&mut c, A, K4), Ok(K4));
     assert_eq!(leaves(&c, "d0", K4), 0);
     assert_eq!(c.locked_pages(), 0);
@@ -224,22 +221,15 @@ fn row_16_anonymous_4k_page() {
 
 #[test]
 fn row_17_hugetlb_2m_gets_one_2m_leaf() {
-    let mut c = default_harness();
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
-    assert_eq!((leaves(&c, "d0", M2), leaves(&c, "d0", K4)), (1, 0));
-    assert_eq!(c.locked_pages(), 512);
+    let mut c = map_as_one_leaf(M2, Backing::Hugetlb2m, 512);
+    assert_eq!(leaves(&c, "d0", K4), 0);
     assert_eq!(unmap(&mut c, A, M2), Ok(M2));
     assert_eq!(c.locked_pages(), 0);
 }
 
 #[test]
 fn row_18_hugetlb_1g_gets_one_1g_leaf() {
-    let mut c = default_harness();
-    let v = mmap(&mut c, "m", G1, Backing::Hugetlb1g);
-    map(&mut c, v, A, G1).unwrap();
-    assert_eq!(leaves(&c, "d0", G1), 1);
-    assert_eq!(c.locked_pages(), 262_144);
+    let mut c = map_as_one_leaf(G1, Backing::Hugetlb1g, 262_144);
     finish(&mut c);
 }
 
@@ -303,8 +293,7 @@ fn row_22_per_page_strategy_maps_hugetlb_as_512_4k_leaves() {
         strategy: type1::Strategy::PerPage,
         ..Config::default()
     });
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
+    map_new(&mut c, M2, Backing::Hugetlb2m);
     assert_eq!(c.stats().pin_runs, 512);
     assert_eq!((leaves(&c, "d0", K4), leaves(&c, "d0", M2)), (512, 0));
     finish(&mut c);
@@ -333,8 +322,7 @@ fn row_23_exactly_one_pin_per_page_across_batch_boundaries() {
 fn row_24_two_domains_share_pins_and_leaves() {
     let mut c = default_harness();
     c.attach("d1", mock_domain(K4 | M2 | G1), vec![]).unwrap();
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
+    map_new(&mut c, M2, Backing::Hugetlb2m);
     assert_eq!((leaves(&c, "d0", M2), leaves(&c, "d1", M2)), (1, 1));
     assert_eq!(c.mm().pinned_pages(), 512);
     assert_eq!(c.locked_pages(), 512);
@@ -344,8 +332,7 @@ fn row_24_two_domains_share_pins_and_leaves() {
 #[test]
 fn row_25_attach_replays_without_new_pins() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 4 << 20, Backing::Hugetlb2m);
-    map(&mut c, v, A, 4 << 20).unwrap();
+    map_new(&mut c, 4 << 20, Backing::Hugetlb2m);
     let (pins, locked) = (c.mm().pinned_pages(), c.locked_pages());
     let d1 = Domain::new(DomainConfig::new(Format::Mock)).unwrap();
     c.attach("d1", d1, vec![]).unwrap();
@@ -505,19 +492,25 @@ fn memlock(pages: u64, cap: bool) -> C {
     })
 }
 
+/// Under a limit of `limit` pages, map the first `pages` of a 32-page region "m" at `A`.
+fn memlock_map(limit: u64, cap: bool, pages: u64) -> (C, u64, Result<(), Errno>) {
+    let mut c = memlock(limit, cap);
+    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
+    let r = map(&mut c, v, A, pages * K4);
+    (c, v, r)
+}
+
 #[test]
 fn row_36_map_up_to_the_limit() {
-    let mut c = memlock(16, false);
-    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
-    assert_eq!(map(&mut c, v, A, 16 * K4), Ok(()));
+    let (c, _, r) = memlock_map(16, false, 16);
+    assert_eq!(r, Ok(()));
     assert_eq!(c.locked_pages(), 16);
 }
 
 #[test]
 fn row_37_one_page_over_the_limit_is_enomem() {
-    let mut c = memlock(16, false);
-    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
-    map(&mut c, v, A, 16 * K4).unwrap();
+    let (mut c, v, r) = memlock_map(16, false, 16);
+    r.unwrap();
     assert_eq!(map(&mut c, v + 16 * K4, A + G1, K4), Err(Errno::ENOMEM));
     assert_eq!(c.locked_pages(), 16);
 }
@@ -549,9 +542,8 @@ fn row_39_hugetlb_2m_over_limit_fails_on_the_precheck() {
 
 #[test]
 fn row_40_cap_ipc_lock_skips_the_check_but_counts() {
-    let mut c = memlock(0, true);
-    let v = mmap(&mut c, "m", 32 * K4, Backing::Page4k);
-    assert_eq!(map(&mut c, v, A, 32 * K4), Ok(()));
+    let (mut c, _, r) = memlock_map(0, true, 32);
+    assert_eq!(r, Ok(()));
     assert_eq!(c.locked_pages(), 32);
     finish(&mut c);
 }
@@ -567,8 +559,7 @@ fn row_41_bar_with_zero_limit() {
 #[test]
 fn row_42_same_pages_at_two_iovas_count_twice() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 16 * K4, Backing::Page4k);
-    map(&mut c, v, A, 16 * K4).unwrap();
+    let v = map_new(&mut c, 16 * K4, Backing::Page4k);
     map(&mut c, v, A + G1, 16 * K4).unwrap();
     assert_eq!(c.locked_pages(), 32);
     assert_eq!(c.mm().pin_count(c.mm().vaddr_to_phys(v).unwrap() >> 12), 2);
@@ -578,8 +569,7 @@ fn row_42_same_pages_at_two_iovas_count_twice() {
 #[test]
 fn row_43_unmap_after_the_owner_exited_skips_the_uncharge() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 16 * K4, Backing::Page4k);
-    map(&mut c, v, A, 16 * K4).unwrap();
+    map_new(&mut c, 16 * K4, Backing::Page4k);
     c.owner_exited();
     let r = c
         .unmap_dma(&UnmapDma::range(A, 16 * K4))
@@ -601,8 +591,7 @@ fn row_43_unmap_after_the_owner_exited_skips_the_uncharge() {
 #[test]
 fn row_44_unmap_whole_buffer() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 256 << 10, Backing::Page4k);
-    map(&mut c, v, A, 256 << 10).unwrap();
+    map_new(&mut c, 256 << 10, Backing::Page4k);
     assert_eq!(unmap(&mut c, A, 256 << 10), Ok(256 << 10));
     assert_eq!(c.locked_pages(), 0);
 }
@@ -610,8 +599,7 @@ fn row_44_unmap_whole_buffer() {
 #[test]
 fn row_45_46_v2_refuses_to_bisect_and_changes_nothing() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
+    map_new(&mut c, M2, Backing::Hugetlb2m);
     let before = c.snapshot();
     assert_eq!(unmap(&mut c, A + K4, K4), Err(Errno::EINVAL));
     assert_eq!(unmap(&mut c, A, K4), Err(Errno::EINVAL));
@@ -622,9 +610,7 @@ fn row_45_46_v2_refuses_to_bisect_and_changes_nothing() {
 #[test]
 fn row_47_range_with_hole_removes_both() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 16 * K4, Backing::Page4k);
-    map(&mut c, v, A, 2 * K4).unwrap();
-    map(&mut c, v + 4 * K4, A + 4 * K4, 2 * K4).unwrap();
+    map_two_with_a_hole(&mut c, 16 * K4);
     assert_eq!(unmap(&mut c, A - K4, 10 * K4), Ok(4 * K4));
     assert_eq!(c.dmas().count(), 0);
 }
@@ -650,8 +636,7 @@ fn row_49_unmap_of_nothing_is_success_with_size_0() {
 #[test]
 fn row_50_random_256k_pieces_of_a_huge_map_are_einval() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 4 << 20, Backing::Hugetlb2m);
-    map(&mut c, v, A, 4 << 20).unwrap();
+    map_new(&mut c, 4 << 20, Backing::Hugetlb2m);
     let before = c.snapshot();
     let mut x = 12345u64;
     for _ in 0..16 {
@@ -698,8 +683,7 @@ fn row_52_unmap_argsz_1_and_unknown_flag_are_einval() {
 #[test]
 fn row_53_unmap_all_with_a_range_is_einval_then_all_works() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 64 << 10, Backing::Page4k);
-    map(&mut c, v, A, 64 << 10).unwrap();
+    map_new(&mut c, 64 << 10, Backing::Page4k);
     let r = c.unmap_dma(&UnmapDma {
         flags: UNMAP_FLAG_ALL,
         ..UnmapDma::range(A, 64 << 10)
@@ -758,8 +742,7 @@ fn row_56_page_by_page_maps_unmapped_in_shuffled_order() {
 #[test]
 fn row_57_2m_leaf_unmaps_in_one_call_with_sync_before_unpin() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
+    map_new(&mut c, M2, Backing::Hugetlb2m);
     let s0 = c.domain("d0").unwrap().stats().clone();
     assert_eq!(unmap(&mut c, A, M2), Ok(M2));
     let s1 = c.domain("d0").unwrap().stats().clone();
@@ -788,6 +771,13 @@ fn row_58_600_scattered_runs_two_syncs_every_unpin_after_its_sync() {
     assert_eq!(c.locked_pages(), 0);
 }
 
+/// Two 8 KiB mappings, `[A, +8K)` and `[A + 16K, +8K)`, from one region of `region` bytes.
+fn map_two_with_a_hole(c: &mut C, region: u64) {
+    let v = mmap(c, "m", region, Backing::Page4k);
+    map(c, v, A, 2 * K4).unwrap();
+    map(c, v + 4 * K4, A + 4 * K4, 2 * K4).unwrap();
+}
+
 // ---- §8.6 UNMAP (v1) ----
 
 fn v1() -> C {
@@ -800,8 +790,7 @@ fn v1() -> C {
 #[test]
 fn row_59_v1_unmap_of_first_page_removes_whole_mapping() {
     let mut c = v1();
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
+    map_new(&mut c, M2, Backing::Hugetlb2m);
     assert_eq!(unmap(&mut c, A, K4), Ok(M2));
     assert_eq!(c.locked_pages(), 0);
     assert_eq!(c.dmas().count(), 0);
@@ -810,8 +799,7 @@ fn row_59_v1_unmap_of_first_page_removes_whole_mapping() {
 #[test]
 fn row_60_v1_unmap_inside_a_mapping_is_size_0() {
     let mut c = v1();
-    let v = mmap(&mut c, "m", M2, Backing::Hugetlb2m);
-    map(&mut c, v, A, M2).unwrap();
+    map_new(&mut c, M2, Backing::Hugetlb2m);
     assert_eq!(unmap(&mut c, A + K4, K4), Ok(0));
     assert_eq!(c.dmas().count(), 1);
     finish(&mut c);
@@ -820,9 +808,7 @@ fn row_60_v1_unmap_inside_a_mapping_is_size_0() {
 #[test]
 fn row_61_v1_walk_breaks_at_the_first_mapping() {
     let mut c = v1();
-    let v = mmap(&mut c, "m", 8 * K4, Backing::Page4k);
-    map(&mut c, v, A, 2 * K4).unwrap();
-    map(&mut c, v + 4 * K4, A + 4 * K4, 2 * K4).unwrap();
+    map_two_with_a_hole(&mut c, 8 * K4);
     assert_eq!(unmap(&mut c, A + K4, 8 * K4), Ok(0));
     assert_eq!(c.dmas().count(), 2);
     finish(&mut c);
@@ -887,31 +873,16 @@ fn row_64_get_info_capability_chain_bytes() {
 
 #[test]
 fn get_info_6_1_does_not_pad_dma_avail() {
-    let mut c = Container::new(
-        Config {
-            kernel: type1::KernelProfile::V6_1,
-            ..Config::default()
-        },
-        SimMm::new(),
-    );
-    c.attach(
-        "d0",
-        mock_domain(K4 | M2 | G1),
-        vec![(0xfee0_0000, 0xfeef_ffff)],
-    )
-    .unwrap();
+    let c = msi_harness(Config {
+        kernel: type1::KernelProfile::V6_1,
+        ..Config::default()
+    });
     assert_eq!(
         c.get_info(24).unwrap().argsz,
         116,
         "the oracle's 6.1 answer"
     );
-    let mut c = Container::new(Config::default(), SimMm::new());
-    c.attach(
-        "d0",
-        mock_domain(K4 | M2 | G1),
-        vec![(0xfee0_0000, 0xfeef_ffff)],
-    )
-    .unwrap();
+    let c = msi_harness(Config::default());
     assert_eq!(
         c.get_info(24).unwrap().argsz,
         120,
@@ -942,9 +913,9 @@ fn row_65_iova_pgsizes_intersect_and_clamp() {
 #[test]
 fn row_66_check_extension() {
     let c = default_harness();
-    assert_eq!(c.check_extension(type1::container::VFIO_TYPE1V2_IOMMU), 1);
-    assert_eq!(c.check_extension(type1::container::VFIO_UNMAP_ALL), 1);
-    assert_eq!(c.check_extension(type1::container::VFIO_UPDATE_VADDR), 1);
+    assert_eq!(c.check_extension(type1::uapi::VFIO_TYPE1V2_IOMMU), 1);
+    assert_eq!(c.check_extension(type1::uapi::VFIO_UNMAP_ALL), 1);
+    assert_eq!(c.check_extension(type1::uapi::VFIO_UPDATE_VADDR), 1);
     assert_eq!(c.check_extension(99), 0);
 }
 
@@ -962,8 +933,7 @@ fn row_67_dirty_on_v1_is_eacces() {
 #[test]
 fn row_68_69_dirty_bitmap() {
     let mut c = default_harness();
-    let v = mmap(&mut c, "m", 64 << 10, Backing::Page4k);
-    map(&mut c, v, A, 64 << 10).unwrap();
+    map_new(&mut c, 64 << 10, Backing::Page4k);
     let bm = BitmapArg {
         pgsize: K4,
         size: 8,

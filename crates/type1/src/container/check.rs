@@ -164,27 +164,45 @@ fn leaves_in(domain: &Domain, iova: u64, size: u64) -> Vec<Leaf> {
     out
 }
 
-/// `[pfn, +n)` minus the reserved ranges, as `(start, pages)` pieces.
+/// `[pfn, +n)` minus the reserved pfn ranges (`(start, end)`, `end` exclusive), as
+/// `(start, pages)` pieces, lowest first.
 fn unreserved_pieces(pfn: u64, n: u64, reserved: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut pieces = vec![(pfn, pfn + n)];
-    for &(rs, re) in reserved {
-        pieces = pieces
-            .into_iter()
-            .flat_map(|(s, e)| {
-                if re <= s || rs >= e {
-                    vec![(s, e)]
-                } else {
-                    let mut v = Vec::new();
-                    if s < rs {
-                        v.push((s, rs));
-                    }
-                    if re < e {
-                        v.push((re, e));
-                    }
-                    v
-                }
-            })
-            .collect();
+    let end = pfn + n;
+    let mut holes: Vec<(u64, u64)> = reserved
+        .iter()
+        .map(|&(s, e)| (s.max(pfn), e.min(end)))
+        .filter(|&(s, e)| s < e)
+        .collect();
+    holes.sort_unstable();
+    let mut pieces = Vec::new();
+    let mut at = pfn;
+    for (s, e) in holes {
+        if s > at {
+            pieces.push((at, s - at));
+        }
+        at = at.max(e);
     }
-    pieces.into_iter().map(|(s, e)| (s, e - s)).collect()
+    if at < end {
+        pieces.push((at, end - at));
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreserved_pieces;
+
+    #[test]
+    fn unreserved_pieces_skip_every_reserved_range() {
+        assert_eq!(unreserved_pieces(0x100, 16, &[]), vec![(0x100, 16)]);
+        assert_eq!(
+            unreserved_pieces(0x100, 16, &[(0x108, 0x10a), (0x0, 0x102)]),
+            vec![(0x102, 6), (0x10a, 6)]
+        );
+        assert_eq!(unreserved_pieces(0x100, 16, &[(0x0, 0x200)]), vec![]);
+        assert_eq!(
+            unreserved_pieces(0x100, 16, &[(0x104, 0x108), (0x106, 0x10c), (0x110, 0x120)]),
+            vec![(0x100, 4), (0x10c, 4)]
+        );
+    }
 }

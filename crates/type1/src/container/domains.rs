@@ -6,7 +6,7 @@
 //! the domains' (clamped to PAGE_SIZE); an attach that fails changes nothing; a new domain
 //! translates every existing mapping before it joins the list.
 
-use iommu::{Domain, Prot};
+use iommu::{Domain, IovaRange, Prot};
 
 use super::{AttachedDomain, Container, PAGE_MASK};
 use crate::error::Error;
@@ -14,30 +14,19 @@ use crate::mm::PageSource;
 use crate::PAGE_SIZE;
 
 impl<M: PageSource> Container<M> {
-    pub(super) fn iova_valid(&self, start: u64, last: u64) -> bool {
-        self.iova_list.is_empty() || self.iova_list.iter().any(|&(s, e)| s <= start && last <= e)
+    /// Whether `range` lies inside one valid IOVA range (any range, before the first domain).
+    pub(super) fn iova_valid(&self, range: IovaRange) -> bool {
+        self.iova_list.is_empty() || self.iova_list.iter().any(|r| r.covers(range))
     }
 
-    fn build_iova_list(domains: &[AttachedDomain]) -> Vec<(u64, u64)> {
-        let Some(first) = domains.first() else {
-            return Vec::new();
-        };
-        let (mut s, mut e) = first.domain.aperture();
-        for d in domains {
-            let (ds, de) = d.domain.aperture();
-            s = s.max(ds);
-            e = e.min(de);
-        }
-        if s > e {
+    /// The valid IOVA ranges of `domains`: every aperture, minus every reserved region.
+    fn build_iova_list(domains: &[AttachedDomain]) -> Vec<IovaRange> {
+        if domains.is_empty() {
             return Vec::new();
         }
-        let mut list = vec![(s, e)];
-        for d in domains {
-            for &(rs, re) in &d.reserved {
-                list = subtract(&list, rs, re);
-            }
-        }
-        list
+        domains.iter().fold(vec![IovaRange::FULL], |list, d| {
+            clip_iova_list(&list, aperture(&d.domain), &d.reserved)
+        })
     }
 
     fn update_pgsize_bitmap(&mut self) {
@@ -74,31 +63,35 @@ impl<M: PageSource> Container<M> {
         if self.vaddr_invalid_count > 0 {
             return Err(Error::VaddrBusy);
         }
-        let (ap_s, ap_e) = domain.aperture();
-        if !self.iova_list.is_empty() {
-            let (ls, le) = (
-                self.iova_list[0].0,
-                self.iova_list[self.iova_list.len() - 1].1,
-            );
-            if ap_s > le || ap_e < ls {
+        let ap = aperture(&domain);
+        let (ap_s, ap_e) = ap.pair();
+        if let (Some(first), Some(last)) = (self.iova_list.first(), self.iova_list.last()) {
+            if ap_s > last.last() || ap_e < first.start() {
                 return Err(fail(format!(
                     "aperture [{ap_s:#x}, {ap_e:#x}] is disjoint from the valid IOVA ranges"
                 )));
             }
-            if let Some(d) = self.dmas.iter().find(|d| d.iova < ap_s || d.last() > ap_e) {
+            if let Some(d) = self.dmas.iter().find(|d| !ap.covers(d.range())) {
                 return Err(fail(format!(
                     "aperture [{ap_s:#x}, {ap_e:#x}] would exclude the mapping at {:#x}",
                     d.iova
                 )));
             }
         }
-        for &(rs, re) in &reserved {
-            if let Some(d) = self.dmas.iter().find(|d| d.iova <= re && d.last() >= rs) {
+        let mut ranges = Vec::with_capacity(reserved.len());
+        for (rs, re) in reserved {
+            let rsv = IovaRange::new(rs, re).ok_or_else(|| {
+                fail(format!(
+                    "reserved region [{rs:#x}, {re:#x}] ends before it starts"
+                ))
+            })?;
+            if let Some(d) = self.dmas.iter().find(|d| d.range().overlaps(rsv)) {
                 return Err(fail(format!(
                     "reserved region [{rs:#x}, {re:#x}] overlaps the mapping at {:#x}",
                     d.iova
                 )));
             }
+            ranges.push(rsv);
         }
         let common = self
             .domains
@@ -113,23 +106,15 @@ impl<M: PageSource> Container<M> {
         let new = AttachedDomain {
             name: name.to_string(),
             domain,
-            reserved,
+            reserved: ranges,
         };
-        // The valid ranges: the current list (or, for the first domain, the aperture) clipped to
-        // the new aperture, minus the new group's reserved regions.
-        let mut list = if self.domains.is_empty() {
-            vec![(ap_s, ap_e)]
+        // The valid ranges: the current list (or, for the first domain, the whole space) clipped
+        // to the new aperture, minus the new group's reserved regions.
+        let list = if self.domains.is_empty() {
+            clip_iova_list(&[IovaRange::FULL], ap, &new.reserved)
         } else {
-            self.iova_list
-                .iter()
-                .filter_map(|&(s, e)| {
-                    (s.max(ap_s) <= e.min(ap_e)).then_some((s.max(ap_s), e.min(ap_e)))
-                })
-                .collect()
+            clip_iova_list(&self.iova_list, ap, &new.reserved)
         };
-        for &(rs, re) in &new.reserved {
-            list = subtract(&list, rs, re);
-        }
         if list.is_empty() {
             return Err(fail(
                 "no IOVA range is left after the aperture and reserved regions".into(),
@@ -206,20 +191,79 @@ impl<M: PageSource> Container<M> {
     }
 }
 
-/// Inclusive ranges minus `[rs, re]`.
-fn subtract(list: &[(u64, u64)], rs: u64, re: u64) -> Vec<(u64, u64)> {
+/// A domain's aperture (`Domain::new` refuses an empty one).
+fn aperture(domain: &Domain) -> IovaRange {
+    let (start, last) = domain.aperture();
+    IovaRange::new(start, last).expect("a domain's aperture is not empty")
+}
+
+/// The parts of `list` inside `aperture` and outside every `reserved` region.
+fn clip_iova_list(
+    list: &[IovaRange],
+    aperture: IovaRange,
+    reserved: &[IovaRange],
+) -> Vec<IovaRange> {
+    let mut out: Vec<IovaRange> = list.iter().filter_map(|r| r.intersect(aperture)).collect();
+    for &rsv in reserved {
+        out = subtract(&out, rsv);
+    }
+    out
+}
+
+/// Sorted, disjoint ranges minus `rsv`.
+fn subtract(list: &[IovaRange], rsv: IovaRange) -> Vec<IovaRange> {
     let mut out = Vec::new();
-    for &(s, e) in list {
-        if re < s || rs > e {
-            out.push((s, e));
+    for &r in list {
+        if !r.overlaps(rsv) {
+            out.push(r);
             continue;
         }
-        if s < rs {
-            out.push((s, rs - 1));
+        if r.start() < rsv.start() {
+            out.extend(IovaRange::new(r.start(), rsv.start() - 1));
         }
-        if re < e {
-            out.push((re + 1, e));
+        if rsv.last() < r.last() {
+            out.extend(IovaRange::new(rsv.last() + 1, r.last()));
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, last: u64) -> IovaRange {
+        IovaRange::new(start, last).unwrap()
+    }
+
+    #[test]
+    fn the_iova_list_is_the_aperture_minus_reserved_regions() {
+        let msi = r(0xfee0_0000, 0xfeef_ffff);
+        let ap = r(0, (1 << 39) - 1);
+        assert_eq!(
+            clip_iova_list(&[IovaRange::FULL], ap, &[msi]),
+            vec![r(0, 0xfedf_ffff), r(0xfef0_0000, (1 << 39) - 1)]
+        );
+        // Reserved regions at either end and outside the aperture.
+        assert_eq!(
+            clip_iova_list(&[IovaRange::FULL], ap, &[r(0, 0xfff), r(1 << 40, 1 << 41)]),
+            vec![r(0x1000, (1 << 39) - 1)]
+        );
+        assert_eq!(clip_iova_list(&[IovaRange::FULL], ap, &[ap]), vec![]);
+        assert_eq!(subtract(&[IovaRange::FULL], IovaRange::FULL), vec![]);
+        assert_eq!(
+            subtract(&[IovaRange::FULL], r(u64::MAX, u64::MAX)),
+            vec![r(0, u64::MAX - 1)]
+        );
+    }
+
+    #[test]
+    fn a_second_aperture_clips_the_list() {
+        let list = [r(0, 0xfedf_ffff), r(0xfef0_0000, (1 << 48) - 1)];
+        assert_eq!(
+            clip_iova_list(&list, r(0xff00_0000, (1 << 39) - 1), &[]),
+            vec![r(0xff00_0000, (1 << 39) - 1)]
+        );
+        assert_eq!(clip_iova_list(&list, r(1 << 50, 1 << 51), &[]), vec![]);
+    }
 }

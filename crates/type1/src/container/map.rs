@@ -30,42 +30,29 @@ impl<M: PageSource> Container<M> {
     /// `vfio_dma_do_map`: update an invalidated vaddr, or record a new mapping and pin and map
     /// it into every domain.
     pub(crate) fn vfio_dma_do_map(&mut self, req: &MapRequest) -> Result<(), Error> {
-        let (iova, vaddr, size) = (req.iova.start(), req.vaddr, req.size());
-        let last = req.iova.last();
-        let set_vaddr = req.op == MapOp::UpdateVaddr;
-        match self.dmas.find_dma(req.iova) {
-            Some(d) if set_vaddr => {
-                if !d.vaddr_invalid || d.iova != iova || d.size != size {
-                    return Err(Error::VaddrMismatch);
-                }
-                let d = self.dmas.get_mut(iova).expect("found above");
-                d.vaddr = vaddr;
-                d.vaddr_invalid = false;
-                self.vaddr_invalid_count -= 1;
-                return Ok(());
-            }
-            Some(d) => {
-                return Err(Error::Exists {
-                    iova,
-                    size,
-                    dma_iova: d.iova,
-                    dma_size: d.size,
-                });
-            }
-            None if set_vaddr => return Err(Error::VaddrNoDma { iova, size }),
-            None => {}
-        }
         let prot = match req.op {
+            MapOp::UpdateVaddr => return self.update_vaddr(req),
             MapOp::Map(prot) => prot,
-            MapOp::UpdateVaddr => unreachable!("handled above"),
         };
-        if self.dmas.avail() == 0 {
-            return Err(Error::NoEntries {
-                limit: self.cfg.dma_entry_limit,
+        let (iova, vaddr, size) = (req.iova.start(), req.vaddr, req.size());
+        if let Some(d) = self.dmas.find_dma(req.iova) {
+            return Err(Error::Exists {
+                iova,
+                size,
+                dma_iova: d.iova,
+                dma_size: d.size,
             });
         }
-        if !self.iova_valid(iova, last) {
-            return Err(Error::OutsideIovaRanges { iova, last });
+        if self.dmas.avail() == 0 {
+            return Err(Error::NoEntries {
+                limit: self.dmas.limit(),
+            });
+        }
+        if !self.iova_valid(req.iova) {
+            return Err(Error::OutsideIovaRanges {
+                iova,
+                last: req.iova.last(),
+            });
         }
         let mut dma = Dma {
             iova,
@@ -85,6 +72,23 @@ impl<M: PageSource> Container<M> {
             self.pin_map_dma(&mut dma, size)?;
         }
         self.dmas.link_dma(dma);
+        Ok(())
+    }
+
+    /// The `VFIO_DMA_MAP_FLAG_VADDR` branch of `vfio_dma_do_map`: the mapping with exactly this
+    /// range, its vaddr invalidated, takes the new vaddr.
+    fn update_vaddr(&mut self, req: &MapRequest) -> Result<(), Error> {
+        let (iova, size) = (req.iova.start(), req.size());
+        let Some(d) = self.dmas.find_dma(req.iova) else {
+            return Err(Error::VaddrNoDma { iova, size });
+        };
+        if !d.vaddr_invalid || d.iova != iova || d.size != size {
+            return Err(Error::VaddrMismatch);
+        }
+        let d = self.dmas.get_mut(iova).expect("found above");
+        d.vaddr = req.vaddr;
+        d.vaddr_invalid = false;
+        self.vaddr_invalid_count -= 1;
         Ok(())
     }
 

@@ -16,9 +16,10 @@
 
 use std::sync::Arc;
 
-use iommu::{Domain, FaultInjector, IovaRange, Leaf, Prot};
+use iommu::{Domain, DomainConfig, FaultInjector, Format, IovaRange, Leaf, Prot};
 
 use crate::error::Error;
+use crate::mm::sim::SimMm;
 use crate::mm::PageSource;
 use crate::profile::{Config, Strategy};
 use crate::PAGE_SIZE;
@@ -46,13 +47,21 @@ pub use crate::uapi::{
 /// One mapping (`struct vfio_dma`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dma {
+    /// The first IOVA.
     pub iova: u64,
+    /// The process address mapped at `iova`.
     pub vaddr: u64,
+    /// Bytes; while pinning, the prefix mapped so far.
     pub size: u64,
+    /// The device's permissions.
     pub prot: Prot,
+    /// Whether the mapping process had CAP_IPC_LOCK (no RLIMIT_MEMLOCK check).
     pub lock_cap: bool,
+    /// Whether UNMAP_DMA with VADDR invalidated the vaddr.
     pub vaddr_invalid: bool,
+    /// Whether the mapping holds reserved pfns (never charged, never unpinned).
     pub has_rsvd: bool,
+    /// Whether the pages are pinned and mapped (false until the first domain attaches).
     pub iommu_mapped: bool,
     /// Pages this mapping charged to the locked-memory account.
     pub locked_vm: u64,
@@ -73,10 +82,12 @@ impl Dma {
 /// An attached group with its domain.
 #[derive(Debug)]
 pub struct AttachedDomain {
+    /// The group's name.
     pub name: String,
+    /// The group's IOMMU domain.
     pub domain: Domain,
-    /// The group's reserved IOVA regions (inclusive).
-    pub reserved: Vec<(u64, u64)>,
+    /// The group's reserved IOVA regions.
+    pub reserved: Vec<IovaRange>,
 }
 
 /// Counters of the engine itself.
@@ -93,14 +104,23 @@ pub struct EngineStats {
 /// The whole observable state, for "a failed call changes nothing".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The mappings, lowest IOVA first.
     pub dmas: Vec<Dma>,
+    /// Each domain: name, leaves, page-table pages.
     pub domains: Vec<(String, Vec<Leaf>, u64)>,
+    /// The page source's pins: `(pfn, pages, count)`.
     pub pins: Vec<(u64, u64, u32)>,
+    /// Locked pages.
     pub locked: u64,
+    /// DMA entries left.
     pub dma_avail: u32,
-    pub iova_list: Vec<(u64, u64)>,
+    /// The valid IOVA ranges.
+    pub iova_list: Vec<IovaRange>,
+    /// The IOMMU page sizes.
     pub pgsize_bitmap: u64,
+    /// Mappings whose vaddr is invalidated.
     pub vaddr_invalid_count: u32,
+    /// Whether dirty tracking is on.
     pub dirty_tracking: bool,
 }
 
@@ -112,7 +132,8 @@ pub struct Container<M: PageSource> {
     dmas: DmaTree,
     /// Head (newest) first, as the kernel's `list_add`.
     domains: Vec<AttachedDomain>,
-    iova_list: Vec<(u64, u64)>,
+    /// The valid IOVA ranges, sorted and disjoint (`iommu->iova_list`).
+    iova_list: Vec<IovaRange>,
     pgsize_bitmap: u64,
     /// The owner's locked memory and its limit.
     account: LockedAccount,
@@ -156,6 +177,7 @@ impl<M: PageSource> Container<M> {
         self.account.owner_exited();
     }
 
+    /// The container's settings.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -163,9 +185,11 @@ impl<M: PageSource> Container<M> {
     pub fn set_strategy(&mut self, s: Strategy) {
         self.cfg.strategy = s;
     }
+    /// The memory the container pins from.
     pub fn mm(&self) -> &M {
         &self.mm
     }
+    /// The memory the container pins from, to mmap or munmap in it.
     pub fn mm_mut(&mut self) -> &mut M {
         &mut self.mm
     }
@@ -181,28 +205,34 @@ impl<M: PageSource> Container<M> {
     pub fn dma_avail(&self) -> u32 {
         self.dmas.avail()
     }
+    /// The mappings, lowest IOVA first.
     pub fn dmas(&self) -> impl Iterator<Item = &Dma> {
         self.dmas.iter()
     }
+    /// The attached groups, newest first.
     pub fn domains(&self) -> &[AttachedDomain] {
         &self.domains
     }
+    /// The domain of the group `name`.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
         self.domains
             .iter()
             .find(|d| d.name == name)
             .map(|d| &d.domain)
     }
-    /// The valid IOVA ranges (inclusive); empty = no constraint (no domain).
-    pub fn iova_ranges(&self) -> &[(u64, u64)] {
+    /// The valid IOVA ranges, sorted and disjoint; empty = no constraint (no domain).
+    pub fn iova_ranges(&self) -> &[IovaRange] {
         &self.iova_list
     }
+    /// The IOMMU page sizes every domain supports (`PAGE_MASK` with no domain).
     pub fn pgsize_bitmap(&self) -> u64 {
         self.pgsize_bitmap
     }
+    /// The engine's counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }
+    /// Whether dirty tracking is on.
     pub fn dirty_tracking(&self) -> bool {
         self.dirty_tracking
     }
@@ -224,17 +254,12 @@ impl<M: PageSource> Container<M> {
     /// `VFIO_IOMMU_GET_INFO` with a user buffer of `argsz` bytes.
     pub fn get_info(&self, argsz: u32) -> Result<InfoReply, Error> {
         let req = InfoRequest::decode(argsz)?;
-        let iova_ranges: Vec<IovaRange> = self
-            .iova_list
-            .iter()
-            .map(|&(s, e)| IovaRange::new(s, e).expect("a valid IOVA range"))
-            .collect();
         Ok(encode_info(
             req,
             &InfoState {
                 pgsize_bitmap: self.pgsize_bitmap,
                 dma_avail: self.dmas.avail(),
-                iova_ranges: &iova_ranges,
+                iova_ranges: &self.iova_list,
                 pads_caps: self.cfg.kernel.pads_caps(),
             },
         ))
@@ -244,11 +269,24 @@ impl<M: PageSource> Container<M> {
     /// domain records; page tables excluded): B-tree entries cost about 1.5× their size.
     pub fn footprint_estimate(&self) -> u64 {
         let dma = (std::mem::size_of::<u64>() + std::mem::size_of::<Dma>()) as u64 * 3 / 2;
-        let ranges = self.iova_list.len() as u64 * 16;
+        let ranges = (self.iova_list.len() * std::mem::size_of::<IovaRange>()) as u64;
         let domains = self.domains.len() as u64 * std::mem::size_of::<AttachedDomain>() as u64;
         let batch =
             self.batch_buf.capacity() as u64 * std::mem::size_of::<crate::mm::PfnRun>() as u64;
         self.dmas.len() as u64 * dma + ranges + domains + batch + std::mem::size_of::<Self>() as u64
+    }
+}
+
+impl Container<SimMm> {
+    /// A container over fresh simulated memory with one 4-level x86_64 domain named "d0" and no
+    /// reserved region: the setup of the examples and the scale tests.
+    pub fn sim_x86(cfg: Config) -> Self {
+        let mut c = Container::new(cfg, SimMm::new());
+        let domain = Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 }))
+            .expect("the x86_64 format's defaults are valid");
+        c.attach("d0", domain, Vec::new())
+            .expect("a first domain with no reserved region attaches");
+        c
     }
 }
 

@@ -32,6 +32,18 @@ pub fn harness(cfg: Config) -> C {
     c
 }
 
+/// A container with one mock domain `d0` whose group reserves the x86 MSI window
+/// `[0xfee0_0000, 0xfeef_ffff]`.
+pub fn msi_harness(cfg: Config) -> C {
+    let mut c = Container::new(cfg, SimMm::new());
+    c.attach("d0", mock_domain(K4 | M2 | G1), vec![MSI])
+        .unwrap();
+    c
+}
+
+/// The x86 MSI window, inclusive.
+pub const MSI: (u64, u64) = (0xfee0_0000, 0xfeef_ffff);
+
 pub fn default_harness() -> C {
     harness(Config::default())
 }
@@ -59,6 +71,13 @@ pub fn map(c: &mut C, vaddr: u64, iova: u64, size: u64) -> Result<(), Errno> {
         .map_err(|e| e.errno());
     invariants(c);
     r
+}
+
+/// A fresh region "m" of `size` bytes, mapped read-write at `A`; returns its vaddr.
+pub fn map_new(c: &mut C, size: u64, backing: Backing) -> u64 {
+    let v = mmap(c, "m", size, backing);
+    map(c, v, A, size).unwrap();
+    v
 }
 
 pub fn map_flags(c: &mut C, vaddr: u64, iova: u64, size: u64, flags: u32) -> Result<(), Errno> {
