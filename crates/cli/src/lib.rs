@@ -4,6 +4,9 @@
 //! The binary (`src/main.rs`) is a thin command-line layer over these modules, so that the tests
 //! can drive the same code without spawning a process.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod demo;
 pub mod inspect;

@@ -3,6 +3,8 @@
 //! Exit codes: 0 all good, 1 a failed expectation or a broken invariant, 2 a malformed trace,
 //! a trace error (the trace asks for something the model cannot do) or a bad command line.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -21,6 +21,9 @@
 //! check                                    => leaves.d0.2M=2 leaves.d0.4K=0
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod ast;
 pub mod compare;
 pub mod defaults;

@@ -31,6 +31,8 @@
 //! Every operation takes `&mut self` (queries `&self`): the borrow plays the kernel's
 //! `iommu->lock`, so one call runs at a time and sees a consistent tree, account and domain list.
 
+#![warn(missing_docs)]
+
 pub mod container;
 pub mod error;
 pub mod inspect;

@@ -8,12 +8,12 @@
 
 use std::fs::File;
 
-use type1_trace::InfoFields;
 use crate::sys::{
     self, vfio_group_status, vfio_iommu_type1_dirty_bitmap, vfio_iommu_type1_dma_map,
     vfio_iommu_type1_dma_unmap, DirtyBitmap, DirtyBitmapGet, DirtyPages, DmaUnmap, InfoBuf, Kernel,
     VfioSys, INFO_SZ,
 };
+use type1_trace::InfoFields;
 
 pub use type1::Errno;
 

@@ -11,6 +11,8 @@
 //!
 //! Linux only. All `unsafe` code is in the private `sys` module.
 
+#![warn(missing_docs)]
+
 pub mod container;
 pub mod qemu;
 pub mod replay;
