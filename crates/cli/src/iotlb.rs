@@ -45,6 +45,9 @@ pub struct Args {
     /// mapped).
     #[arg(long, value_parser = parse_size, default_value = "64M")]
     pub window: u64,
+    /// Where the window starts: bytes of mapped IOVA from the lowest mapped IOVA.
+    #[arg(long, value_parser = parse_size, default_value = "0")]
+    pub offset: u64,
     /// The IOTLB: `plain` (no particular part: 64 entries per page size, fully associative).
     #[arg(long, default_value = "plain", conflicts_with_all = ["entries", "ways", "unified"])]
     pub preset: String,
@@ -69,9 +72,10 @@ pub struct Args {
     /// The seed of the random patterns.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The layout of this strategy.
-    #[arg(long, value_enum, default_value_t = StrategyArg::Contiguous)]
-    pub strategy: StrategyArg,
+    /// The layout of this strategy: per-page (4K leaves only, before 2013), contiguous (the
+    /// 2013 design) or folio.
+    #[arg(long, value_parser = parse_strategy, default_value = "contiguous")]
+    pub strategy: Strategy,
     /// The layouts of every strategy (per-page, contiguous, folio) of the same trace.
     #[arg(long, conflicts_with = "strategy")]
     pub compare_strategies: bool,
@@ -108,29 +112,12 @@ impl From<PatternArg> for Pattern {
     }
 }
 
-/// `--strategy`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum StrategyArg {
-    /// One page per pin and per IOMMU map call (before 2013): 4K leaves only.
-    PerPage,
-    /// Physically contiguous runs, one IOMMU map call per run (the 2013 design).
-    Contiguous,
-    /// As contiguous, with one lookup and one charge per huge folio.
-    Folio,
-}
-
-impl From<StrategyArg> for Strategy {
-    fn from(s: StrategyArg) -> Strategy {
-        match s {
-            StrategyArg::PerPage => Strategy::PerPage,
-            StrategyArg::Contiguous => Strategy::Contiguous,
-            StrategyArg::Folio => Strategy::Folio,
-        }
-    }
-}
-
 fn parse_size(s: &str) -> Result<u64, String> {
     trace::parse_number(s)
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::parse(s).ok_or_else(|| format!("{s:?} is not per-page, contiguous or folio"))
 }
 
 /// Why `type1 iotlb` could not measure.
@@ -180,8 +167,10 @@ pub struct Settings {
     pub iotlb: Option<Geometry>,
     /// The preset used when `iotlb` is `None`.
     pub preset: String,
-    /// The accesses (its window is clamped to each domain's mapped bytes).
+    /// The accesses (its window is clamped to each domain's mapped bytes past `offset`).
     pub pattern: PatternConfig,
+    /// Where the window starts, in bytes of mapped IOVA.
+    pub offset: u64,
     /// Uncounted accesses first.
     pub warmup: u64,
     /// Counted accesses.
@@ -195,6 +184,7 @@ impl Settings {
             iotlb: None,
             preset: "plain".into(),
             pattern: PatternConfig::new(pattern, window),
+            offset: 0,
             warmup: 10_000,
             accesses: 100_000,
         }
@@ -243,15 +233,10 @@ impl Laid {
     pub fn measure(&mut self, s: &Settings) -> Result<Measured, Error> {
         let cfg = self.domain.iotlb().map(|t| t.config());
         self.domain.set_iotlb(cfg.as_ref())?;
+        let space = self.space.from_offset(s.offset);
         let mut pattern = s.pattern;
-        pattern.window = pattern.window.min(self.space.total());
-        let stats = dma_pattern::replay(
-            &mut self.domain,
-            &self.space,
-            &pattern,
-            s.warmup,
-            s.accesses,
-        );
+        pattern.window = pattern.window.min(space.total());
+        let stats = dma_pattern::replay(&mut self.domain, &space, &pattern, s.warmup, s.accesses);
         Ok(Measured {
             strategy: self.strategy,
             domain: self.name.clone(),
@@ -259,6 +244,7 @@ impl Laid {
             leaves: self.domain.leaves_by_size(),
             reach_bytes: self.reach_bytes(),
             pattern,
+            offset: s.offset,
             stats,
         })
     }
@@ -279,6 +265,8 @@ pub struct Measured {
     pub reach_bytes: u64,
     /// The pattern as run (its window clamped to the mapped bytes).
     pub pattern: PatternConfig,
+    /// Where its window started, in bytes of mapped IOVA.
+    pub offset: u64,
     /// The counted accesses' IOTLB counters.
     pub stats: IotlbStats,
 }
@@ -309,6 +297,7 @@ impl Measured {
             "reach_bytes": self.reach_bytes,
             "pattern": self.pattern.pattern.name(),
             "window": self.pattern.window,
+            "offset": self.offset,
             "access_bytes": self.pattern.access,
             "accesses": self.stats.accesses,
             "hits": self.stats.hits,
@@ -394,8 +383,9 @@ pub fn study(
 /// The human report: the settings, then one row per strategy and domain.
 pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
     let mut out = format!(
-        "{file}: the layout after the trace's last map; {} accesses of {} bytes ({} warm-up \
-         first), {}\n",
+        "{file}: the layout after the trace's last map; window from {} of mapped IOVA; {} \
+         accesses of {} bytes ({} warm-up first), {}\n",
+        units::bytes(s.offset),
         s.accesses,
         s.pattern.access,
         s.warmup,
@@ -416,15 +406,10 @@ pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
     let rows: Vec<Vec<String>> = ms
         .iter()
         .map(|m| {
-            let leaves: Vec<String> = m
-                .leaves
-                .iter()
-                .map(|&(sz, n)| format!("{n}x{}", units::bytes(sz)))
-                .collect();
             vec![
                 m.strategy.name().into(),
                 m.domain.clone(),
-                leaves.join(" "),
+                leaves_cell(&m.leaves),
                 units::bytes(m.reach_bytes),
                 format!(
                     "{} {}",
@@ -456,11 +441,25 @@ pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
     out
 }
 
+/// `416x4K 2047x2M`: the leaf sizes a layout uses.
+fn leaves_cell(leaves: &[(u64, u64)]) -> String {
+    let used: Vec<String> = leaves
+        .iter()
+        .filter(|l| l.1 != 0)
+        .map(|&(size, n)| format!("{n}x{}", units::bytes(size)))
+        .collect();
+    used.join(" ")
+}
+
 /// The plot: the random pattern's miss rate against window size (log scale, doubling from
 /// 64K to the largest layout's mapped bytes) for every domain of `laid`, each layout's reach
 /// marked.
 pub fn plot(laid: &mut [Laid], s: &Settings) -> Result<String, Error> {
-    let most = laid.iter().map(|l| l.space.total()).max().unwrap_or(0);
+    let most = laid
+        .iter()
+        .map(|l| l.space.total().saturating_sub(s.offset))
+        .max()
+        .unwrap_or(0);
     let mut windows = Vec::new();
     let mut w = PLOT_FIRST_WINDOW;
     while w <= most {
@@ -474,7 +473,7 @@ pub fn plot(laid: &mut [Laid], s: &Settings) -> Result<String, Error> {
     let mut markers = Vec::new();
     for l in laid.iter_mut() {
         let mut points = Vec::new();
-        let total = l.space.total();
+        let total = l.space.total().saturating_sub(s.offset);
         for &w in windows.iter().filter(|&&w| w <= total) {
             settings.pattern = PatternConfig {
                 pattern: Pattern::Random,
@@ -524,6 +523,7 @@ fn settings_of(a: &Args) -> Result<Settings, Error> {
     let mut s = Settings::new(a.pattern.into(), a.window);
     s.preset = a.preset.clone();
     s.pattern.access = a.access;
+    s.offset = a.offset;
     s.pattern.seed = a.seed;
     s.warmup = a.warmup;
     s.accesses = a.accesses;
@@ -547,7 +547,7 @@ pub fn run(a: Args) -> Result<i32, Error> {
     let strategies: Vec<Strategy> = if a.compare_strategies {
         vec![Strategy::PerPage, Strategy::Contiguous, Strategy::Folio]
     } else {
-        vec![a.strategy.into()]
+        vec![a.strategy]
     };
     let ms = study(&file, &t, &strategies, &s)?;
     let mut out = std::io::stdout().lock();

@@ -66,6 +66,18 @@ fn per_page_misses_where_contiguous_hits() {
 }
 
 #[test]
+fn past_the_4k_edge_a_window_within_the_2m_reach_never_misses() {
+    let t = vm_boot();
+    let mut s = settings(Pattern::Random, 64 << 20);
+    // [0, 640K) and [1M, 2M) are 4K leaves: 1664K of mapped IOVA before the first 2M leaf.
+    s.offset = 1664 << 10;
+    let ms = iotlb::study(FILE, &t, &[Strategy::PerPage, Strategy::Contiguous], &s).unwrap();
+    assert_eq!(ms[1].stats.miss_rate(), 0.0);
+    assert!(ms[0].stats.miss_rate() > 0.99);
+    assert_eq!(ms[1].json(FILE)["offset"], 1664 << 10);
+}
+
+#[test]
 fn every_pattern_runs_and_is_deterministic() {
     let t = vm_boot();
     for p in Pattern::ALL {

@@ -191,6 +191,18 @@ impl Extents {
         d.for_each_leaf(&mut |l| leaves.push(l));
         Extents::of_leaves(leaves)
     }
+    /// The extents without their first `offset` bytes (offset 0 becomes the old `offset`).
+    pub fn from_offset(&self, offset: u64) -> Extents {
+        let mut x = Extents::default();
+        for &(start, len, at) in &self.runs {
+            let skip = offset.saturating_sub(at).min(len);
+            if skip < len {
+                x.runs.push((start + skip, len - skip, x.total));
+                x.total += len - skip;
+            }
+        }
+        x
+    }
     /// Mapped bytes in all.
     pub fn total(&self) -> u64 {
         self.total
@@ -317,5 +329,11 @@ mod tests {
         assert_eq!(x.iova(2 * SZ_4K - 1), Some(2 * SZ_4K - 1));
         assert_eq!(x.iova(2 * SZ_4K), Some(SZ_2M));
         assert_eq!(x.iova(x.total()), None);
+        let y = x.from_offset(SZ_4K + 16);
+        assert_eq!(y.total(), x.total() - SZ_4K - 16);
+        assert_eq!(y.iova(0), Some(SZ_4K + 16));
+        assert_eq!(y.iova(SZ_4K - 16), Some(SZ_2M));
+        assert_eq!(x.from_offset(2 * SZ_4K).iova(0), Some(SZ_2M));
+        assert_eq!(x.from_offset(x.total()).total(), 0);
     }
 }
