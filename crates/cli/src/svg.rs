@@ -115,10 +115,16 @@ pub fn line_chart(c: &Chart) -> String {
     for (i, m) in c.markers.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let x = sx(m.x);
+        // Right of the line in the plot's left half, left of it in the right half, so that
+        // the label stays clear of the legend.
+        let (tx, anchor) = if x < (LEFT + right) / 2.0 {
+            (x + 4.0, "start")
+        } else {
+            (x - 4.0, "end")
+        };
         let _ = writeln!(
             s,
-            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{base}\" stroke=\"{colour}\" stroke-dasharray=\"4,4\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{}</text>",
-            x + 4.0,
+            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{base}\" stroke=\"{colour}\" stroke-dasharray=\"4,4\"/>\n<text x=\"{tx:.1}\" y=\"{:.1}\" fill=\"{colour}\" text-anchor=\"{anchor}\">{}</text>",
             TOP + 14.0 + 14.0 * i as f64,
             escape(&m.label)
         );
