@@ -227,7 +227,7 @@ impl Laid {
     pub fn reach_bytes(&self) -> u64 {
         self.domain
             .iotlb()
-            .map_or(0, |t| t.reach(self.leaf_sizes()).iter().map(|r| r.1).sum())
+            .map_or(0, |t| t.config().reach_bytes(self.leaf_sizes()))
     }
     /// Runs `pattern` with its window clamped to the mapped bytes, on a cold IOTLB.
     pub fn measure(&mut self, s: &Settings) -> Result<Measured, Error> {

@@ -36,6 +36,16 @@ impl ArrayConfig {
     pub fn reach(&self, size: u64) -> u64 {
         self.entries as u64 * size
     }
+    /// The reach a layout whose leaves have the sizes of the bitmap `leaf_sizes` gives this
+    /// array: its entries × the largest of those sizes it caches (0 if it caches none).
+    pub fn reach_for(&self, leaf_sizes: u64) -> u64 {
+        let used = self.pgsizes & leaf_sizes;
+        if used == 0 {
+            0
+        } else {
+            self.reach(1u64 << (63 - used.leading_zeros()))
+        }
+    }
 }
 
 /// Why an IOTLB configuration is refused.
@@ -99,6 +109,11 @@ impl IotlbConfig {
             "plain" => Some(IotlbConfig::split(pgsizes, 64, 64)),
             _ => None,
         }
+    }
+    /// The reach a layout whose leaves have the sizes of the bitmap `leaf_sizes` gives: the
+    /// sum of every array's [`ArrayConfig::reach_for`].
+    pub fn reach_bytes(&self, leaf_sizes: u64) -> u64 {
+        self.arrays.iter().map(|a| a.reach_for(leaf_sizes)).sum()
     }
     /// Checks the geometry: at least one array, entries a multiple of ways, no page size twice.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -338,15 +353,7 @@ impl Iotlb {
     pub fn reach(&self, leaf_sizes: u64) -> Vec<(ArrayConfig, u64)> {
         self.arrays
             .iter()
-            .map(|a| {
-                let used = a.cfg.pgsizes & leaf_sizes;
-                let size = if used == 0 {
-                    0
-                } else {
-                    1u64 << (63 - used.leading_zeros())
-                };
-                (a.cfg.clone(), a.cfg.reach(size))
-            })
+            .map(|a| (a.cfg.clone(), a.cfg.reach_for(leaf_sizes)))
             .collect()
     }
 }
@@ -473,6 +480,9 @@ mod tests {
         assert!(!t.holds(0) && t.holds(SZ_2M) && t.holds(2 * SZ_2M));
         assert_eq!(t.reach(SZ_4K | SZ_2M)[0].1, 2 * SZ_2M);
         assert_eq!(t.reach(SZ_4K)[0].1, 2 * SZ_4K);
+        let split = IotlbConfig::split(SZ_4K | SZ_2M | SZ_1G, 64, 4);
+        assert_eq!(split.reach_bytes(SZ_4K | SZ_2M), 64 * (SZ_4K + SZ_2M));
+        assert_eq!(split.reach_bytes(0), 0);
     }
 
     #[test]
