@@ -10,9 +10,11 @@
 pub mod bench;
 pub mod demo;
 pub mod inspect;
+pub mod iotlb;
 pub mod kernel_check;
 pub mod report;
 pub mod runner;
+pub mod svg;
 /// The trace language (its own crate, `type1-trace`).
 pub use type1_trace as trace;
 pub mod units;

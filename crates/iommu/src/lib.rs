@@ -1,7 +1,8 @@
 //! An IOMMU, as the VFIO type1 engine sees one: a translation table with a page-size bitmap and an
 //! aperture, `map` (all or nothing, split into the largest page sizes that alignment allows, as the
 //! kernel's `iommu_map` does), `unmap` (a large leaf unmaps whole, so it may remove more than asked),
-//! `iova_to_phys`, and an IOTLB modelled by a gather and `iotlb_sync`.
+//! `iova_to_phys`, and an IOTLB modelled by a gather and `iotlb_sync` (stale ranges), with an
+//! optional cache model (`iotlb`) that a device's accesses (`Domain::access`) go through.
 //!
 //! It knows nothing of VFIO, processes or pinning. The page-size split (`pgsize::iommu_pgsize`) is
 //! written once, here, for every format; the formats (`format`) only store leaves, in their real
@@ -16,9 +17,11 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod dma_pattern;
 pub mod errno;
 pub mod fault;
 pub mod format;
+pub mod iotlb;
 pub mod pgsize;
 
 use std::sync::Arc;
@@ -27,6 +30,7 @@ pub use addr::{IovaRange, Pages, Pfn, SZ_16K, SZ_1G, SZ_2M, SZ_32M, SZ_4K, SZ_51
 pub use errno::Errno;
 pub use fault::{FaultInjector, FaultPoint};
 pub use format::{Format, Granule};
+pub use iotlb::{Access, Iotlb, IotlbConfig, IotlbStats};
 
 /// The CPU page size the engine pins in.
 pub const PAGE_SHIFT: u32 = 12;
@@ -299,6 +303,8 @@ pub struct Domain {
     /// Unmapped IOVA ranges whose IOTLB entries were not flushed yet.
     stale: Vec<IovaRange>,
     faults: Option<Arc<FaultInjector>>,
+    /// The IOTLB model, when enabled (`set_iotlb`); `None` keeps it out of map and unmap.
+    iotlb: Option<Box<Iotlb>>,
 }
 
 impl Domain {
@@ -341,12 +347,46 @@ impl Domain {
             stats: Stats::default(),
             stale: Vec::new(),
             faults: None,
+            iotlb: None,
         })
     }
 
     /// Share a fault injector: `map_pages` calls and table allocations become injectable.
     pub fn set_faults(&mut self, faults: Option<Arc<FaultInjector>>) {
         self.faults = faults;
+    }
+
+    /// Enables the IOTLB model with `cfg` (empty: it starts cold), or disables it with `None`.
+    /// While enabled, every flush (`unmap`, `iotlb_sync`) drops the entries its range covers.
+    pub fn set_iotlb(&mut self, cfg: Option<&IotlbConfig>) -> Result<(), iotlb::ConfigError> {
+        self.iotlb = cfg.map(Iotlb::new).transpose()?.map(Box::new);
+        Ok(())
+    }
+
+    /// The IOTLB model, when enabled.
+    pub fn iotlb(&self) -> Option<&Iotlb> {
+        self.iotlb.as_deref()
+    }
+
+    /// Zeroes the IOTLB's counters, keeping its entries (after a warm-up).
+    pub fn reset_iotlb_stats(&mut self) {
+        if let Some(t) = self.iotlb.as_deref_mut() {
+            t.reset_stats();
+        }
+    }
+
+    /// A device's access to `iova`: through the IOTLB when enabled (walking the table on a
+    /// miss), else a walk every time (reported as a miss). A stale entry (unmapped, not yet
+    /// synced) still hits, as on hardware.
+    pub fn access(&mut self, iova: u64) -> Access {
+        let table = &self.table;
+        match self.iotlb.as_deref_mut() {
+            Some(t) => t.access(iova, |i| table.translate(i)),
+            None => match table.translate(iova) {
+                Some(l) => Access::Miss(l.paddr + (iova - l.iova)),
+                None => Access::Fault,
+            },
+        }
     }
 
     /// The page-table format.
@@ -509,12 +549,15 @@ impl Domain {
     /// 0 where nothing is mapped or the range is not aligned to the minimum page size.
     pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
         // The span only matters to forget stale ranges; skip its walks when there are none.
-        let want_span = !self.stale.is_empty();
+        let want_span = !self.stale.is_empty() || self.iotlb.is_some();
         match self.unmap_nosync(iova, size, want_span) {
             None => 0,
             Some((span, removed)) => {
                 self.stats.iotlb_flushes += 1;
                 self.stale.retain(|s| !s.overlaps(span));
+                if let Some(t) = self.iotlb.as_deref_mut() {
+                    t.invalidate(span);
+                }
                 removed
             }
         }
@@ -540,6 +583,9 @@ impl Domain {
         };
         self.stats.iotlb_flushes += 1;
         self.stale.retain(|s| !flushed.covers(*s));
+        if let Some(t) = self.iotlb.as_deref_mut() {
+            t.invalidate(flushed);
+        }
     }
 
     /// Whether any of `[iova, iova+size)` was unmapped and not yet flushed from the IOTLB.
