@@ -89,6 +89,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What a trace's layout buys a device's IOTLB: reach, misses and miss rate per domain for
+    /// a DMA pattern, per strategy; --plot draws miss rate against window size.
+    Iotlb(type1_cli::iotlb::Args),
     /// Map a 16 GiB VM with the 2013 design and with the per-page engine, and compare.
     Demo {
         /// Print the built-in trace instead of running it.
@@ -201,6 +204,13 @@ fn main() -> ExitCode {
             files,
         } => type1_cli::kernel_check::run_files(&files, kernel.as_deref(), json),
         Cmd::Demo { print, json } => run_demo(print, json),
+        Cmd::Iotlb(args) => match type1_cli::iotlb::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("type1 iotlb: {e}");
+                2
+            }
+        },
         Cmd::Inspect {
             pid,
             range,
