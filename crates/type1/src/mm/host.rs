@@ -29,8 +29,8 @@
 //!   huge page: a pin of the pages from vaddr `v` at pfns from `p` adds 1 to the lock count of
 //!   each vaddr page (`locks`), to the reverse map `rev` (pfn → vaddr page, with a count) and
 //!   to `pins` by pfn. Pages are `mlock`ed when their lock count goes 0 → 1 (once per pin call,
-//!   over merged stretches) and `munlock`ed in merged stretches at `flush` when it is back to
-//!   0. `unpin` receives pfns and finds their vaddrs in `rev` (a pfn pinned at a second vaddr
+//!   over merged stretches). `unpin` drops pins and the reverse map at once, lock counts at the
+//!   engine's `flush` (joined into stretches), which `munlock`s what is back to 0. `unpin` receives pfns and finds their vaddrs in `rev` (a pfn pinned at a second vaddr
 //!   goes to `odd`, taken first). Hence Σ locks = Σ rev = `pins.total()`, and a page mapped at
 //!   two IOVAs is pinned (and counted) twice but locked once.
 //! - **munmap** of pinned pages is deferred (the kernel keeps pinned pages alive after munmap;
@@ -112,19 +112,24 @@ impl Runs {
         }
     }
 
+    /// Merge the run starting at `s` (if any) into its predecessor if it continues it.
+    fn merge_at(&mut self, s: u64) {
+        let Some(&r) = self.map.get(&s) else {
+            return;
+        };
+        if let Some((&ps, p)) = self.map.range_mut(..s).next_back() {
+            if p.end == s && p.count == r.count && p.base + (s - ps) == r.base {
+                p.end = r.end;
+                self.map.remove(&s);
+            }
+        }
+    }
+
     /// Merge the runs starting in `[lo, hi]` with their predecessors where they continue them.
     fn merge(&mut self, lo: u64, hi: u64) {
         let keys: Vec<u64> = self.map.range(lo..=hi).map(|(&s, _)| s).collect();
         for s in keys.into_iter().rev() {
-            let Some(&r) = self.map.get(&s) else {
-                continue;
-            };
-            if let Some((&ps, p)) = self.map.range_mut(..s).next_back() {
-                if p.end == s && p.count == r.count && p.base + (s - ps) == r.base {
-                    p.end = r.end;
-                    self.map.remove(&s);
-                }
-            }
+            self.merge_at(s);
         }
     }
 
@@ -136,20 +141,6 @@ impl Runs {
                 .range(..end)
                 .next_back()
                 .is_some_and(|(_, r)| r.end > start)
-    }
-
-    /// The counted pieces of `[start, end)`.
-    fn pieces(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let first = self
-            .map
-            .range(..=start)
-            .next_back()
-            .map_or(start, |(&s, _)| s);
-        self.map
-            .range(first..end)
-            .filter(|(_, r)| r.end > start)
-            .map(|(&s, r)| (s.max(start), r.end.min(end)))
-            .collect()
     }
 
     /// Count `[start, start + n)` once more, paired from `base`. `fresh` gets the pieces that
@@ -167,16 +158,32 @@ impl Runs {
             return;
         }
         let end = start + n;
-        let new = Run {
-            end,
-            count: 1,
-            base,
-        };
-        // Fast path: nothing in [start, end) is counted yet.
+        // Fast path: nothing in [start, end) is counted yet (the last run starting before
+        // `end` ends by `start`): extend a continuing predecessor, absorb a continuing successor.
         if !self.any_in(start, end) {
-            self.map.insert(start, new);
             fresh(start, end);
-            self.merge(start, end);
+            let next = match self.map.get(&end) {
+                Some(&r) if r.count == 1 && r.base == base + n => {
+                    self.map.remove(&end);
+                    r.end
+                }
+                _ => end,
+            };
+            match self.map.range_mut(..start).next_back() {
+                Some((&ps, p))
+                    if p.end == start && p.count == 1 && p.base + (start - ps) == base =>
+                {
+                    p.end = next
+                }
+                _ => {
+                    let run = Run {
+                        end: next,
+                        count: 1,
+                        base,
+                    };
+                    self.map.insert(start, run);
+                }
+            }
             return;
         }
         self.split_at(start);
@@ -306,7 +313,8 @@ pub struct HostMm {
     odd: BTreeMap<u64, Vec<u64>>,
     /// Vaddr stretches newly pinned by the current `pin` call, mlocked once at its end.
     to_lock: Vec<(u64, u64)>,
-    /// Vaddr page-number stretches whose last pin dropped, munlocked at the next `flush`.
+    /// Vaddr page-number stretches unpinned since the last `flush`: their lock counts drop
+    /// (and what reaches 0 is munlocked) at the next `flush`.
     to_release: Vec<(u64, u64)>,
     /// Pages in `to_release`.
     to_release_pages: u64,
@@ -659,11 +667,24 @@ impl HostMm {
         Ok(&self.readahead.entries[i..j])
     }
 
-    /// Record a pin of `npages` pages from `vaddr` at pfns from `pfn`: one run in the lock
-    /// counts, one in the reverse map, one in the pin counts; what was unlocked is mlocked at
-    /// the end of the pin call.
+    /// Record a pin of `npages` pages from `vaddr` at pfns from `pfn`: one run in the reverse
+    /// map and one in the pin counts (the lock counts take whole vaddr stretches, `take_locks`).
     fn take_pins(&mut self, vaddr: u64, pfn: u64, npages: u64) {
         let vp = vaddr / PAGE_SIZE;
+        let odd = &mut self.odd;
+        let mut clash = |s: u64, e: u64, want: u64| {
+            for p in s..e {
+                odd.entry(p).or_default().push(want + (p - s));
+            }
+        };
+        self.rev.add(pfn, npages, vp, &mut |_, _| {}, &mut clash);
+        self.pins.add(pfn, npages);
+    }
+
+    /// Count one more pin of each page of the vaddr stretch `[start, end)`; what was unlocked
+    /// is mlocked at the end of the pin call.
+    fn take_locks(&mut self, start: u64, end: u64) {
+        let (vp, npages) = (start / PAGE_SIZE, (end - start) / PAGE_SIZE);
         let to_lock = &mut self.to_lock;
         // mlock once per pin call, over merged stretches (one syscall per page splits vmas and
         // costs microseconds).
@@ -677,14 +698,6 @@ impl HostMm {
         // Lock runs pair each page with itself: they never clash.
         self.locks
             .add(vp, npages, vp, &mut fresh, &mut |_, _, _| {});
-        let odd = &mut self.odd;
-        let mut clash = |s: u64, e: u64, want: u64| {
-            for p in s..e {
-                odd.entry(p).or_default().push(want + (p - s));
-            }
-        };
-        self.rev.add(pfn, npages, vp, &mut |_, _| {}, &mut clash);
-        self.pins.add(pfn, npages);
     }
 
     /// mlock what the current pin call newly pinned.
@@ -745,10 +758,12 @@ impl HostMm {
         }
     }
 
-    /// Whether `vaddr` lies in a region of 4K pages (`MADV_NOHUGEPAGE`: no large folios).
-    fn in_4k_region(&self, vaddr: u64) -> bool {
+    /// The vma (`[start, end)`) holding `vaddr` if it is of a region of 4K pages
+    /// (`MADV_NOHUGEPAGE`: no large folios).
+    fn in_4k_region(&self, vaddr: u64) -> Option<(u64, u64)> {
         self.vma_at(vaddr)
-            .is_some_and(|(_, vma)| self.regions[vma.region].backing == Backing::Page4k)
+            .filter(|(_, vma)| self.regions[vma.region].backing == Backing::Page4k)
+            .map(|(start, vma)| (start, vma.end))
     }
 }
 
@@ -799,8 +814,10 @@ impl PageSource for HostMm {
         let mut cap_problem = false;
         // The folio of the current batch entry (Folio mode): [head, end) in pfns.
         let mut folio: (u64, u64) = (0, 0);
-        // The pin being recorded: (vaddr, pfn, pages), contiguous in both.
+        // The pin being recorded: (vaddr, pfn, pages), contiguous in both; and the vaddr
+        // stretch whose lock counts are being recorded, [start, end).
         let mut pend: Option<(u64, u64, u64)> = None;
+        let mut lock_pend: Option<(u64, u64)> = None;
         // Folio mode does not know how many pages `capacity` entries hold: read blocks that
         // grow from READ_AHEAD entries.
         let mut block = if per_page {
@@ -827,6 +844,8 @@ impl PageSource for HostMm {
                 None
             };
             let mut ci = 0usize;
+            // The vaddrs known to lie in a 4K region: [start, end).
+            let mut small: (u64, u64) = (0, 0);
             let mut k = 0usize;
             while k < entries.len() {
                 let v = base + k as u64 * PAGE_SIZE;
@@ -864,14 +883,19 @@ impl PageSource for HostMm {
                         let huge = cats
                             .filter(|c| c & page_is::HUGE != 0)
                             .and_then(|_| self.huge_unit(v));
-                        folio = match (huge, cats) {
+                        // Classified by the scan and in a 4K region: a folio of one page.
+                        let single = cats.is_some()
+                            && huge.is_none()
+                            && ((small.0..small.1).contains(&v)
+                                || self.in_4k_region(v).map(|r| small = r).is_some());
+                        folio = match huge {
                             // A huge entry maps its folio whole and aligned.
-                            (Some(unit), _) => {
+                            Some(unit) => {
                                 let head = pfn - (v % unit) / PAGE_SIZE;
                                 (head, head + unit / PAGE_SIZE)
                             }
-                            (None, Some(_)) if self.in_4k_region(v) => (pfn, pfn + 1),
-                            _ => {
+                            None if single => (pfn, pfn + 1),
+                            None => {
                                 let (head, n) = self.folio_of(Pfn(pfn));
                                 (head.0, head.0 + n.0)
                             }
@@ -897,6 +921,15 @@ impl PageSource for HostMm {
                     break 'read;
                 }
                 if !reserved {
+                    let e = v + n * PAGE_SIZE;
+                    match lock_pend.as_mut() {
+                        Some((_, le)) if *le == v => *le = e,
+                        _ => {
+                            if let Some((ls, le)) = lock_pend.replace((v, e)) {
+                                self.take_locks(ls, le);
+                            }
+                        }
+                    }
                     match pend.as_mut() {
                         Some((pv, pp, pn)) if *pv + *pn * PAGE_SIZE == v && *pp + *pn == pfn => {
                             *pn += n
@@ -920,6 +953,9 @@ impl PageSource for HostMm {
         if let Some((pv, pp, pn)) = pend {
             self.take_pins(pv, pp, pn);
         }
+        if let Some((ls, le)) = lock_pend {
+            self.take_locks(ls, le);
+        }
         self.flush_locks();
         if cap_problem {
             self.violations.push(super::NO_CAP_SYS_ADMIN.to_string());
@@ -931,21 +967,25 @@ impl PageSource for HostMm {
     }
 
     fn flush(&mut self) {
-        let released = std::mem::take(&mut self.to_release);
+        let mut unpinned = std::mem::take(&mut self.to_release);
         self.to_release_pages = 0;
-        // A page pinned again since its release stays locked.
+        // One decrement per unpinned page: sorted, stretches that meet are joined (a page
+        // unpinned twice stays in two stretches), and each stretch is one `sub`.
+        unpinned.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(unpinned.len());
+        for (s, e) in unpinned {
+            match joined.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => joined.push((s, e)),
+            }
+        }
         let mut free: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in released {
-            let mut cur = s;
-            for (a, b) in self.locks.pieces(s, e) {
-                if cur < a {
-                    free.push((cur, a));
+        for (s, e) in joined {
+            self.locks.sub(s, e - s, &mut |a, b, _, zero| {
+                if zero {
+                    free.push((a, b));
                 }
-                cur = b;
-            }
-            if cur < e {
-                free.push((cur, e));
-            }
+            });
         }
         free.sort_unstable();
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(free.len());
@@ -983,16 +1023,11 @@ impl PageSource for HostMm {
         for &(p, vp, n) in &taken {
             self.pins.sub(p, n);
             done += n;
-            let (rel, pages) = (&mut self.to_release, &mut self.to_release_pages);
-            self.locks.sub(vp, n, &mut |s, e, _, zero| {
-                if zero {
-                    *pages += e - s;
-                    match rel.last_mut() {
-                        Some(last) if last.1 == s => last.1 = e,
-                        _ => rel.push((s, e)),
-                    }
-                }
-            });
+            self.to_release_pages += n;
+            match self.to_release.last_mut() {
+                Some(last) if last.1 == vp => last.1 += n,
+                _ => self.to_release.push((vp, vp + n)),
+            }
         }
         // Reserved pfns were never counted (`skip_reserved` or not).
         let missing = gaps
@@ -1006,7 +1041,8 @@ impl PageSource for HostMm {
                 pfn + npages
             ));
         }
-        // munlock (and deferred munmap) in bulk at the engine's flush, not once per run.
+        // Lock counts drop, and munlock (and deferred munmap) follow, in bulk at the engine's
+        // flush, not once per run.
         if self.to_release_pages >= Self::RELEASE_BATCH {
             self.flush();
         }
@@ -1127,8 +1163,6 @@ mod tests {
             runs(&r),
             vec![(12, 14, 1, 102), (14, 18, 2, 104), (18, 20, 1, 500)]
         );
-        assert_eq!(r.pieces(0, 100), vec![(12, 14), (14, 18), (18, 20)]);
-        assert_eq!(r.pieces(13, 15), vec![(13, 14), (14, 15)]);
         taken.clear();
         assert!(r
             .sub(12, 8, &mut |s, e, b, z| taken.push((s, e, b, z)))
