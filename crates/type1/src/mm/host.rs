@@ -160,7 +160,9 @@ impl Runs {
         let end = start + n;
         // Fast path: nothing in [start, end) is counted yet (the last run starting before
         // `end` ends by `start`): extend a continuing predecessor, absorb a continuing successor.
-        if !self.any_in(start, end) {
+        // That run is then the predecessor of `start`: one descent finds both.
+        let prev = self.map.range(..end).next_back().map(|(&s, &r)| (s, r));
+        if prev.is_none_or(|(_, r)| r.end <= start) {
             fresh(start, end);
             let next = match self.map.get(&end) {
                 Some(&r) if r.count == 1 && r.base == base + n => {
@@ -169,11 +171,11 @@ impl Runs {
                 }
                 _ => end,
             };
-            match self.map.range_mut(..start).next_back() {
-                Some((&ps, p))
+            match prev {
+                Some((ps, p))
                     if p.end == start && p.count == 1 && p.base + (start - ps) == base =>
                 {
-                    p.end = next
+                    self.map.insert(ps, Run { end: next, ..p });
                 }
                 _ => {
                     let run = Run {
@@ -233,6 +235,16 @@ impl Runs {
         let mut missing = Vec::new();
         if n == 0 {
             return missing;
+        }
+        // Fastest path: a count-1 run that is exactly [start, end) (a 4K page of its own, a
+        // whole folio): one descent.
+        if let std::collections::btree_map::Entry::Occupied(e) = self.map.entry(start) {
+            let r = *e.get();
+            if r.count == 1 && r.end == end {
+                e.remove();
+                taken(start, end, r.base, true);
+                return missing;
+            }
         }
         // Fast path: one count-1 run holds all of [start, end): cut the hole out of it.
         if let Some((&s, &r)) = self.map.range(..=start).next_back() {
@@ -999,10 +1011,24 @@ impl PageSource for HostMm {
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
-        // (pfn, vaddr page, pages) of each piece unpinned.
-        let mut taken: Vec<(u64, u64, u64)> = Vec::new();
+        // Each piece unpinned drops its pins now; its vaddr stretch waits for `flush`.
+        let mut done = 0u64;
+        let (pins, rel, rel_pages) = (
+            &mut self.pins,
+            &mut self.to_release,
+            &mut self.to_release_pages,
+        );
+        let mut take = |s: u64, e: u64, vp: u64, _zero: bool| {
+            let n = e - s;
+            pins.sub(s, n);
+            done += n;
+            *rel_pages += n;
+            match rel.last_mut() {
+                Some(last) if last.1 == vp => last.1 += n,
+                _ => rel.push((vp, vp + n)),
+            }
+        };
         let mut gaps: Vec<(u64, u64)> = Vec::new();
-        let mut take = |s: u64, e: u64, base: u64, _zero: bool| taken.push((s, base, e - s));
         if self.odd.is_empty() {
             gaps = self.rev.sub(pfn, npages, &mut take);
         } else {
@@ -1017,16 +1043,6 @@ impl PageSource for HostMm {
                     continue;
                 }
                 gaps.extend(self.rev.sub(p, 1, &mut take));
-            }
-        }
-        let mut done = 0u64;
-        for &(p, vp, n) in &taken {
-            self.pins.sub(p, n);
-            done += n;
-            self.to_release_pages += n;
-            match self.to_release.last_mut() {
-                Some(last) if last.1 == vp => last.1 += n,
-                _ => self.to_release.push((vp, vp + n)),
             }
         }
         // Reserved pfns were never counted (`skip_reserved` or not).
