@@ -1,7 +1,10 @@
 //! `type1 bench`: the kernel's workload shapes, timed on the engine. Each measurement maps and
 //! unmaps with the real engine (`type1::Container`) over simulated or real memory; memory is
 //! created and populated outside the timed part. Figures are the best of a few repetitions, and
-//! meant to be compared as ratios within one run.
+//! meant to be compared as ratios within one run. On real memory each repetition also times the
+//! machine's floor for the same backing and size outside the engine (reading the pagemap of the
+//! range, 4096 entries per read, plus `mlock`; and `munlock`), reported beside the engine's cost
+//! with the ratio.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -154,12 +157,13 @@ fn leaves_of<M: Memory>(c: &Container<M>) -> BTreeMap<u64, u64> {
         .unwrap_or_default()
 }
 
-/// Best of `reps` timings of `f`, which returns (map time, unmap time).
-fn best(reps: usize, mut f: impl FnMut() -> (Duration, Duration)) -> (Duration, Duration) {
-    let mut b = (Duration::MAX, Duration::MAX);
+/// Best of `reps` timings of `f`, which returns (map time, unmap time), each figure on its own.
+fn best<const N: usize>(reps: usize, mut f: impl FnMut() -> [Duration; N]) -> [Duration; N] {
+    let mut b = [Duration::MAX; N];
     for _ in 0..reps.max(1) {
-        let (m, u) = f();
-        b = (b.0.min(m), b.1.min(u));
+        for (b, t) in b.iter_mut().zip(f()) {
+            *b = (*b).min(t);
+        }
     }
     b
 }
@@ -170,6 +174,20 @@ fn reps_for(size: u64) -> usize {
     } else {
         2
     }
+}
+
+/// One repetition of a map-unmap measurement.
+#[derive(Clone, Debug, Default)]
+pub struct Timing {
+    /// The engine's map time.
+    pub map: Duration,
+    /// The engine's unmap time.
+    pub unmap: Duration,
+    /// Leaves installed, by page size.
+    pub leaves: BTreeMap<u64, u64>,
+    /// The machine's floor for the same memory (real memory only): pagemap read plus `mlock`,
+    /// and `munlock`.
+    pub floor: Option<(Duration, Duration)>,
 }
 
 /// Map then unmap one region of `size` bytes; returns the timings and the leaves installed.
@@ -217,12 +235,9 @@ fn per_page(d: Duration, size: u64) -> f64 {
 pub trait MemoryFactory {
     /// `sim` or `host`.
     fn name(&self) -> &'static str;
-    /// Maps then unmaps one fresh region of `spec`: map time, unmap time, leaves installed.
-    fn measure(
-        &self,
-        spec: &MmapSpec,
-        strategy: Strategy,
-    ) -> Result<(Duration, Duration, BTreeMap<u64, u64>), String>;
+    /// Maps then unmaps one fresh region of `spec`: the engine's times, the leaves installed,
+    /// and on real memory the floor.
+    fn measure(&self, spec: &MmapSpec, strategy: Strategy) -> Result<Timing, String>;
 }
 
 /// Simulated memory (`type1::mm::sim`), fresh for each repetition.
@@ -236,14 +251,41 @@ impl MemoryFactory for Host {
     fn name(&self) -> &'static str {
         "host"
     }
-    fn measure(
-        &self,
-        spec: &MmapSpec,
-        strategy: Strategy,
-    ) -> Result<(Duration, Duration, BTreeMap<u64, u64>), String> {
+    fn measure(&self, spec: &MmapSpec, strategy: Strategy) -> Result<Timing, String> {
         let mm = type1::mm::host::HostMm::new().map_err(|e| e.to_string())?;
-        map_unmap_once(mm, spec, strategy)
+        let (map, unmap, leaves) = map_unmap_once(mm, spec, strategy)?;
+        Ok(Timing {
+            map,
+            unmap,
+            leaves,
+            floor: Some(host_floor(spec)?),
+        })
     }
+}
+
+/// The machine's floor for pinning a fresh, populated region of `spec` (made by `HostMm`, as
+/// the engine's): read its pagemap, 4096 entries per read, and `mlock` it; then `munlock` it.
+fn host_floor(spec: &MmapSpec) -> Result<(Duration, Duration), String> {
+    use std::os::unix::fs::FileExt;
+    let mut mm = type1::mm::host::HostMm::new().map_err(|e| e.to_string())?;
+    let v = mm.mmap(spec).map_err(|e| e.to_string())?;
+    let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096 * 8];
+    let (first, end) = (v / K4, (v + spec.size) / K4);
+    let t0 = Instant::now();
+    let mut idx = first;
+    while idx < end {
+        let n = ((end - idx) as usize).min(4096) * 8;
+        pagemap
+            .read_exact_at(&mut buf[..n], idx * 8)
+            .map_err(|e| format!("floor: pagemap: {e}"))?;
+        idx += (n / 8) as u64;
+    }
+    std::hint::black_box(&buf);
+    type1::sys::mlock(v, spec.size).map_err(|e| format!("floor: mlock: {e}"))?;
+    let t1 = Instant::now();
+    type1::sys::munlock(v, spec.size).map_err(|e| format!("floor: munlock: {e}"))?;
+    Ok((t1 - t0, t1.elapsed()))
 }
 
 /// Real memory, after checking that this process can read pfns.
@@ -256,12 +298,14 @@ impl MemoryFactory for Sim {
     fn name(&self) -> &'static str {
         "sim"
     }
-    fn measure(
-        &self,
-        spec: &MmapSpec,
-        strategy: Strategy,
-    ) -> Result<(Duration, Duration, BTreeMap<u64, u64>), String> {
-        map_unmap_once(SimMm::new(), spec, strategy)
+    fn measure(&self, spec: &MmapSpec, strategy: Strategy) -> Result<Timing, String> {
+        let (map, unmap, leaves) = map_unmap_once(SimMm::new(), spec, strategy)?;
+        Ok(Timing {
+            map,
+            unmap,
+            leaves,
+            floor: None,
+        })
     }
 }
 
@@ -286,14 +330,17 @@ fn map_unmap_one(
     spec.seed = 1;
     let mut leaves = BTreeMap::new();
     let mut err = None;
-    let (m, u) = best(reps_for(size), || match mem.measure(&spec, strategy) {
-        Ok((m, u, l)) => {
-            leaves = l;
-            (m, u)
+    let mut floored = false;
+    let [m, u, fm, fu] = best(reps_for(size), || match mem.measure(&spec, strategy) {
+        Ok(t) => {
+            leaves = t.leaves;
+            floored = t.floor.is_some();
+            let (fm, fu) = t.floor.unwrap_or_default();
+            [t.map, t.unmap, fm, fu]
         }
         Err(e) => {
             err = Some(e);
-            (Duration::ZERO, Duration::ZERO)
+            [Duration::ZERO; 4]
         }
     });
     if let Some(e) = err {
@@ -308,6 +355,15 @@ fn map_unmap_one(
     r.map_ns_per_page = per_page(m, size);
     r.unmap_ns_per_page = per_page(u, size);
     r.leaves = leaves;
+    if floored {
+        let (fm, fu) = (per_page(fm, size), per_page(fu, size));
+        r.extra.insert("floor_map_ns_per_page", json!(round(fm)));
+        r.extra.insert("floor_unmap_ns_per_page", json!(round(fu)));
+        r.extra
+            .insert("map_vs_floor", json!(round(r.map_ns_per_page / fm)));
+        r.extra
+            .insert("unmap_vs_floor", json!(round(r.unmap_ns_per_page / fu)));
+    }
     Ok(r)
 }
 

@@ -40,6 +40,44 @@ fn map_unmap_measures_every_backing_and_strategy_with_the_right_leaves() {
             assert!(j.get(k).is_some(), "{k} missing in {j}");
         }
         assert!(m.map_ns_per_page > 0.0 && m.unmap_ns_per_page > 0.0, "{j}");
+        assert!(
+            j.get("floor_map_ns_per_page").is_none(),
+            "sim has no floor: {j}"
+        );
+    }
+}
+
+#[test]
+fn host_measurements_carry_the_floor_and_the_ratio() {
+    let host = match bench::host_factory() {
+        Ok(h) => h,
+        Err(e) => return eprintln!("SKIP: no real memory with pfns here: {e}"),
+    };
+    let opts = Options {
+        workloads: vec!["map-unmap".into()],
+        size: Some(4 << 20),
+        host: true,
+        sweep: vec![],
+    };
+    let (ms, errs) = bench::run(&opts, host.as_ref(), &mut |_| {});
+    for e in &errs {
+        eprintln!("SKIP (a backing this machine lacks): {e}");
+    }
+    assert!(ms.iter().any(|m| m.backing == "4k"), "{errs:?}");
+    for m in &ms {
+        let j = m.to_json();
+        assert_eq!(j["memory"], "host");
+        let f = |k: &str| {
+            j[k].as_f64()
+                .unwrap_or_else(|| panic!("{k} missing in {j}"))
+        };
+        assert!(f("floor_map_ns_per_page") > 0.0 && f("floor_unmap_ns_per_page") > 0.0);
+        let ratio = f("map_ns_per_page") / f("floor_map_ns_per_page");
+        assert!(
+            (f("map_vs_floor") - ratio).abs() <= 0.01 * ratio + 1e-3,
+            "{j}"
+        );
+        assert!(f("unmap_vs_floor") > 0.0, "{j}");
     }
 }
 

@@ -293,6 +293,102 @@ pub fn mlock(addr: u64, len: u64) -> io::Result<()> {
     check(ret)
 }
 
+/// `PAGEMAP_SCAN` categories (include/uapi/linux/fs.h, Linux 6.7+).
+pub mod page_is {
+    /// The page is present.
+    pub const PRESENT: u64 = 1 << 3;
+    /// The page maps the (huge) zero page.
+    pub const PFNZERO: u64 = 1 << 5;
+    /// The page is mapped by a huge entry (a PMD-mapped THP, or hugetlb).
+    pub const HUGE: u64 = 1 << 6;
+}
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageRegion {
+    /// First address.
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// The `page_is` categories of every page in `[start, end)`.
+    pub categories: u64,
+}
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: u64 =
+    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+
+/// The `PAGEMAP_SCAN` ioctl on an open `/proc/PID/pagemap`: the pieces of `[start, end)`
+/// (page-aligned) with any of the categories `anyof`, as `(start, end, categories & anyof)`,
+/// merged where adjacent pages have the same categories. Fails with ENOTTY (or EINVAL) on a
+/// kernel without it (before 6.7).
+pub fn pagemap_scan(
+    pagemap: &std::fs::File,
+    start: u64,
+    end: u64,
+    anyof: u64,
+) -> io::Result<Vec<PageRegion>> {
+    use std::os::fd::AsRawFd;
+    let mut out: Vec<PageRegion> = Vec::new();
+    let mut buf = vec![PageRegion::default(); 256];
+    let mut at = start;
+    while at < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: at,
+            end,
+            vec: buf.as_mut_ptr() as u64,
+            vec_len: buf.len() as u64,
+            category_anyof_mask: anyof,
+            return_mask: anyof,
+            ..PmScanArg::default()
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len` `page_region`s into
+        // `buf` (which lives across the call) and `walk_end` into `arg`; it never changes
+        // memory contents or mappings (no write-protect flags are passed).
+        let ret = unsafe {
+            libc::ioctl(
+                pagemap.as_raw_fd(),
+                PAGEMAP_SCAN as _,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for r in &buf[..ret as usize] {
+            match out.last_mut() {
+                Some(l) if l.end == r.start && l.categories == r.categories => l.end = r.end,
+                _ => out.push(*r),
+            }
+        }
+        if arg.walk_end <= at {
+            break;
+        }
+        at = arg.walk_end;
+    }
+    Ok(out)
+}
+
 /// `munlock(addr, len)`.
 pub fn munlock(addr: u64, len: u64) -> io::Result<()> {
     // SAFETY: munlock changes residency only; the kernel validates the range.

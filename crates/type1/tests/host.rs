@@ -396,3 +396,68 @@ fn without_cap_sys_admin_the_error_names_it() {
     // This thread still has it.
     assert!(HostMm::new().is_ok());
 }
+
+/// Pfn runs of `[vaddr, vaddr + size)` as pagemap shows them (a run: consecutive vaddrs at
+/// consecutive pfns).
+fn pfn_runs(vaddr: u64, size: u64) -> u64 {
+    let pfns: Vec<u64> = pagemap_pfns(vaddr, size / K4)
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    1 + pfns.windows(2).filter(|w| w[1] != w[0] + 1).count() as u64
+}
+
+#[test]
+fn both_page_classifiers_pin_every_backing_with_bookkeeping_per_run() {
+    // PAGEMAP_SCAN (6.7+) where the kernel has it, and the kpageflags fallback, forced.
+    for forced in [false, true] {
+        with_host(|c, before| {
+            if forced {
+                c.mm_mut().force_kpageflags();
+            } else if !c.mm().uses_pagemap_scan() {
+                return skip("this kernel has no PAGEMAP_SCAN (before 6.7)");
+            }
+            for (name, backing, size) in [
+                ("a", Backing::Page4k, 2 * M2),
+                ("t", Backing::Thp, 8 * M2),
+                ("h", Backing::Hugetlb2m, 4 * M2),
+            ] {
+                let vaddr = match c.mm_mut().mmap(&MmapSpec::new(name, size, backing)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        skip(&format!("{backing:?}: {e}"));
+                        continue;
+                    }
+                };
+                let iova = 1 << 39;
+                let runs = pfn_runs(vaddr, size);
+                let mut leaves = Vec::new();
+                for strategy in [Strategy::Folio, Strategy::Contiguous, Strategy::PerPage] {
+                    c.set_strategy(strategy);
+                    c.map_dma(&MapDma::rw(vaddr, iova, size)).unwrap();
+                    assert_pfns_match(c, vaddr, iova, size);
+                    assert_eq!(c.mm().locked_pages(), size / K4);
+                    // One lock run for the region, one reverse-map run per pfn run at most.
+                    let entries = c.mm().bookkeeping_entries() as u64;
+                    assert!(
+                        entries <= 1 + runs,
+                        "{backing:?} {strategy:?} (kpageflags forced: {forced}): {entries} \
+                         bookkeeping entries for {runs} pfn runs"
+                    );
+                    leaves.push(leaves_in(c, iova, size));
+                    unmap_all_and_check(c);
+                    assert_eq!(c.mm().bookkeeping_entries(), 0);
+                }
+                if backing == Backing::Hugetlb2m {
+                    assert_eq!(leaves[0], (0, size / M2, 0), "folio: 2M leaves");
+                }
+                assert_eq!(
+                    leaves[0], leaves[1],
+                    "{backing:?}: folio and contiguous agree"
+                );
+                c.mm_mut().munmap(name, None).unwrap();
+            }
+            let _ = before;
+        });
+    }
+}

@@ -6,24 +6,33 @@
 //!   (`MADV_NOHUGEPAGE`, so the kernel never hands out a THP by accident), THP (`MADV_HUGEPAGE`,
 //!   2M-aligned), or hugetlb 2M/1G (`MAP_HUGETLB|MAP_HUGE_2MB/1GB`). Every region is faulted in
 //!   at creation (`MADV_POPULATE_WRITE`, or `_READ` for `prot=r`; touching every page where the
-//!   kernel lacks them). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
+//!   kernel lacks them), once: a pin populates only where it finds a page absent (as GUP faults
+//!   it in). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
 //! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry; the readers are in
 //!   `mm::procfs`, as are those of kpageflags below), read in large
 //!   blocks: one read per pin call covers the whole batch (and reads ahead up to 4096 entries;
 //!   the read-ahead is dropped at every mmap/munmap). Without CAP_SYS_ADMIN the kernel reports
 //!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
 //!   CAP_SYS_ADMIN.
-//! - **Folios** come from `/proc/kpageflags`: a page with COMPOUND_HEAD/TAIL belongs to a folio
-//!   whose head is the nearest naturally aligned HEAD and whose size is where the TAILs stop;
-//!   a folio whose head is not aligned to its size is treated as 4K pages.
+//! - **Folios and the zero page**: where the kernel has the `PAGEMAP_SCAN` ioctl (6.7+), one
+//!   ioctl per block says which pages are mapped by a huge entry (their folio is the region's
+//!   huge page, whole and aligned) and which map the zero page; a page of a 4K region
+//!   (`MADV_NOHUGEPAGE`) is its own folio. Elsewhere, and on older kernels (or after
+//!   `force_kpageflags`), `/proc/kpageflags` decides: a page with COMPOUND_HEAD/TAIL belongs
+//!   to a folio whose head is the nearest naturally aligned HEAD and whose size is where the
+//!   TAILs stop; a folio whose head is not aligned to its size is treated as 4K pages.
 //! - **Reserved** pfns (`is_invalid_reserved_pfn`) are the ones kpageflags marks RESERVED or
-//!   ZERO_PAGE (a read-only region faulted in by reading maps the shared zero page). They are
+//!   ZERO_PAGE, or that `PAGEMAP_SCAN` reports as PFNZERO, in read-only regions (one faulted in
+//!   by reading maps the shared zero page). They are
 //!   neither counted, locked nor unpinned, as in the kernel.
-//! - **Pins**: a pin of the page at vaddr `v` with pfn `p` adds 1 to `locks[v]`, pushes `v` onto
-//!   `rev[p]` and adds 1 to `pins[p]`. The page is `mlock`ed when `locks[v]` goes 0 → 1 and
-//!   `munlock`ed when it goes back to 0. `unpin` receives pfns: it pops a vaddr from `rev[p]`.
-//!   Hence Σ locks = Σ |rev[p]| = `pins.total()`, and a page mapped at two IOVAs is pinned
-//!   (and counted) twice but locked once.
+//! - **Pins**, all kept as runs (`Runs`, like the sim's `PinCounts`), never per 4K page of a
+//!   huge page: a pin of the pages from vaddr `v` at pfns from `p` adds 1 to the lock count of
+//!   each vaddr page (`locks`), to the reverse map `rev` (pfn → vaddr page, with a count) and
+//!   to `pins` by pfn. Pages are `mlock`ed when their lock count goes 0 → 1 (once per pin call,
+//!   over merged stretches). `unpin` drops pins and the reverse map at once, lock counts at the
+//!   engine's `flush` (joined into stretches), which `munlock`s what is back to 0. `unpin` receives pfns and finds their vaddrs in `rev` (a pfn pinned at a second vaddr
+//!   goes to `odd`, taken first). Hence Σ locks = Σ rev = `pins.total()`, and a page mapped at
+//!   two IOVAs is pinned (and counted) twice but locked once.
 //! - **munmap** of pinned pages is deferred (the kernel keeps pinned pages alive after munmap;
 //!   unmapping them here would free the pfns the IOMMU still points at): the pieces leave `vmas`
 //!   at once, but a unit (4K page, or the whole huge page for hugetlb) with a pinned page stays
@@ -40,7 +49,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io;
 
-use iommu::{Pages, Pfn, SZ_2M};
+use iommu::{Pages, Pfn, SZ_1G, SZ_2M};
 
 use super::pincount::PinCounts;
 use super::procfs::{self, folio_of, kpf, page_flags, pagemap, read_entries};
@@ -49,7 +58,7 @@ use super::{
     Pinned, Vma, Vmas,
 };
 use super::{Backing, Layout, MmapSpec};
-use crate::sys::{self, Advice, HugeTlb, Mapping};
+use crate::sys::{self, page_is, Advice, HugeTlb, Mapping};
 use crate::PAGE_SIZE;
 
 #[derive(Debug)]
@@ -63,11 +72,228 @@ struct Region {
     mapping: usize,
 }
 
-/// The vaddrs a pinned pfn was pinned at (one per pin).
-#[derive(Debug)]
-enum Rev {
-    One(u64),
-    Many(Vec<u64>),
+/// One run of `Runs`: pages `[start, end)` (the map's key is `start`), each counted `count`
+/// times, page `start + i` paired with `base + i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    end: u64,
+    count: u32,
+    base: u64,
+}
+
+/// Counts over page numbers kept as non-overlapping runs, with a linear pairing per run: the
+/// lock counts by vaddr page (paired with themselves) and the reverse map by pfn (paired with
+/// the vaddr page it was pinned at). Touching runs with the same count and a continuing
+/// pairing are merged, so a pinned huge page or a pinned stretch is one entry whatever its size.
+#[derive(Debug, Default)]
+struct Runs {
+    map: BTreeMap<u64, Run>,
+}
+
+impl Runs {
+    /// Pages with a non-zero count.
+    fn pages(&self) -> u64 {
+        self.map.iter().map(|(&s, r)| r.end - s).sum()
+    }
+
+    /// Split the run holding `at` (if it starts before `at`) so that a run starts at `at`.
+    fn split_at(&mut self, at: u64) {
+        if let Some((&s, &r)) = self.map.range(..at).next_back() {
+            if r.end > at {
+                self.map.insert(s, Run { end: at, ..r });
+                self.map.insert(
+                    at,
+                    Run {
+                        base: r.base + (at - s),
+                        ..r
+                    },
+                );
+            }
+        }
+    }
+
+    /// Merge the run starting at `s` (if any) into its predecessor if it continues it.
+    fn merge_at(&mut self, s: u64) {
+        let Some(&r) = self.map.get(&s) else {
+            return;
+        };
+        if let Some((&ps, p)) = self.map.range_mut(..s).next_back() {
+            if p.end == s && p.count == r.count && p.base + (s - ps) == r.base {
+                p.end = r.end;
+                self.map.remove(&s);
+            }
+        }
+    }
+
+    /// Merge the runs starting in `[lo, hi]` with their predecessors where they continue them.
+    fn merge(&mut self, lo: u64, hi: u64) {
+        let keys: Vec<u64> = self.map.range(lo..=hi).map(|(&s, _)| s).collect();
+        for s in keys.into_iter().rev() {
+            self.merge_at(s);
+        }
+    }
+
+    /// Whether any page of `[start, end)` has a count.
+    fn any_in(&self, start: u64, end: u64) -> bool {
+        start < end
+            && self
+                .map
+                .range(..end)
+                .next_back()
+                .is_some_and(|(_, r)| r.end > start)
+    }
+
+    /// Count `[start, start + n)` once more, paired from `base`. `fresh` gets the pieces that
+    /// were at 0; `clash` the pieces already paired otherwise (left untouched, with the
+    /// pairing they would have had).
+    fn add(
+        &mut self,
+        start: u64,
+        n: u64,
+        base: u64,
+        fresh: &mut impl FnMut(u64, u64),
+        clash: &mut impl FnMut(u64, u64, u64),
+    ) {
+        if n == 0 {
+            return;
+        }
+        let end = start + n;
+        // Fast path: nothing in [start, end) is counted yet (the last run starting before
+        // `end` ends by `start`): extend a continuing predecessor, absorb a continuing successor.
+        // That run is then the predecessor of `start`: one descent finds both.
+        let prev = self.map.range(..end).next_back().map(|(&s, &r)| (s, r));
+        if prev.is_none_or(|(_, r)| r.end <= start) {
+            fresh(start, end);
+            let next = match self.map.get(&end) {
+                Some(&r) if r.count == 1 && r.base == base + n => {
+                    self.map.remove(&end);
+                    r.end
+                }
+                _ => end,
+            };
+            match prev {
+                Some((ps, p))
+                    if p.end == start && p.count == 1 && p.base + (start - ps) == base =>
+                {
+                    self.map.insert(ps, Run { end: next, ..p });
+                }
+                _ => {
+                    let run = Run {
+                        end: next,
+                        count: 1,
+                        base,
+                    };
+                    self.map.insert(start, run);
+                }
+            }
+            return;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let segs: Vec<(u64, Run)> = self.map.range(start..end).map(|(&s, &r)| (s, r)).collect();
+        let mut cur = start;
+        let mut gap = |map: &mut BTreeMap<u64, Run>, a: u64, b: u64| {
+            if a < b {
+                let run = Run {
+                    end: b,
+                    count: 1,
+                    base: base + (a - start),
+                };
+                map.insert(a, run);
+                fresh(a, b);
+            }
+        };
+        for (s, r) in segs {
+            gap(&mut self.map, cur, s);
+            let want = base + (s - start);
+            if r.base == want {
+                self.map.insert(
+                    s,
+                    Run {
+                        count: r.count + 1,
+                        ..r
+                    },
+                );
+            } else {
+                clash(s, r.end, want);
+            }
+            cur = r.end;
+        }
+        gap(&mut self.map, cur, end);
+        self.merge(start, end);
+    }
+
+    /// Count `[start, start + n)` once less. `taken` gets each counted piece as `(start, end,
+    /// base, now_zero)`; the pages that had no count are returned as pieces (they stay at 0).
+    fn sub(
+        &mut self,
+        start: u64,
+        n: u64,
+        taken: &mut impl FnMut(u64, u64, u64, bool),
+    ) -> Vec<(u64, u64)> {
+        let end = start + n;
+        let mut missing = Vec::new();
+        if n == 0 {
+            return missing;
+        }
+        // Fastest path: a count-1 run that is exactly [start, end) (a 4K page of its own, a
+        // whole folio): one descent.
+        if let std::collections::btree_map::Entry::Occupied(e) = self.map.entry(start) {
+            let r = *e.get();
+            if r.count == 1 && r.end == end {
+                e.remove();
+                taken(start, end, r.base, true);
+                return missing;
+            }
+        }
+        // Fast path: one count-1 run holds all of [start, end): cut the hole out of it.
+        if let Some((&s, &r)) = self.map.range(..=start).next_back() {
+            if r.count == 1 && r.end >= end {
+                let base = r.base + (start - s);
+                if s < start {
+                    self.map.insert(s, Run { end: start, ..r });
+                } else {
+                    self.map.remove(&s);
+                }
+                if end < r.end {
+                    let tail = Run {
+                        base: r.base + (end - s),
+                        ..r
+                    };
+                    self.map.insert(end, tail);
+                }
+                taken(start, end, base, true);
+                return missing;
+            }
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let segs: Vec<(u64, Run)> = self.map.range(start..end).map(|(&s, &r)| (s, r)).collect();
+        let mut cur = start;
+        for (s, r) in segs {
+            if cur < s {
+                missing.push((cur, s));
+            }
+            if r.count == 1 {
+                self.map.remove(&s);
+            } else {
+                self.map.insert(
+                    s,
+                    Run {
+                        count: r.count - 1,
+                        ..r
+                    },
+                );
+            }
+            taken(s, r.end, r.base, r.count == 1);
+            cur = r.end;
+        }
+        if cur < end {
+            missing.push((cur, end));
+        }
+        self.merge(start, end);
+        missing
+    }
 }
 
 /// Pagemap entries read ahead: `entries[i]` is the entry of `start + i * 4K`.
@@ -76,29 +302,6 @@ struct ReadAhead {
     start: u64,
     entries: Vec<u64>,
 }
-
-/// A hasher for page-aligned addresses and page numbers: one multiply, folded so that the low
-/// bits (which the table indexes by) depend on every bit of the key. SipHash costs more than
-/// the rest of a pin.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PageHasher(u64);
-
-impl std::hash::Hasher for PageHasher {
-    fn finish(&self) -> u64 {
-        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^ (h >> 29)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | b as u64).rotate_left(5);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = x ^ (x >> 12);
-    }
-}
-
-type PageMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PageHasher>>;
 
 /// Real process memory as a `PageSource`.
 #[derive(Debug)]
@@ -112,14 +315,23 @@ pub struct HostMm {
     kpageflags: File,
     /// Pin counts by pfn (non-reserved pages only).
     pins: PinCounts,
-    /// Pin counts by vaddr page; a page is mlocked while its count is non-zero.
-    locks: PageMap<u32>,
-    /// pfn → the vaddrs it was pinned at.
-    rev: PageMap<Rev>,
+    /// Pin counts by vaddr page number, as runs; a page is mlocked while its count is non-zero.
+    locks: Runs,
+    /// pfn → the vaddr page number it was pinned at, with the number of such pins, as runs.
+    rev: Runs,
+    /// pfn → vaddr page numbers of pins at a vaddr other than `rev`'s pairing of that pfn
+    /// (a pfn that moved to another vaddr while pinned; empty in practice). Unpin takes these
+    /// first, latest first.
+    odd: BTreeMap<u64, Vec<u64>>,
     /// Vaddr stretches newly pinned by the current `pin` call, mlocked once at its end.
     to_lock: Vec<(u64, u64)>,
-    /// Vaddr pages whose last pin dropped, munlocked at the next `flush`.
-    to_release: Vec<u64>,
+    /// Vaddr page-number stretches unpinned since the last `flush`: their lock counts drop
+    /// (and what reaches 0 is munlocked) at the next `flush`.
+    to_release: Vec<(u64, u64)>,
+    /// Pages in `to_release`.
+    to_release_pages: u64,
+    /// Whether `PAGEMAP_SCAN` classifies pages (huge, zero page); else `/proc/kpageflags` does.
+    scan: bool,
     /// Units munmapped while pinned: start → (unit size, mapping index).
     zombies: BTreeMap<u64, (u64, usize)>,
     readahead: ReadAhead,
@@ -133,7 +345,7 @@ impl HostMm {
     /// Entries read ahead from pagemap per pin call, at least.
     pub const READ_AHEAD: usize = 4096;
     /// Released pages kept for one bulk munlock at most.
-    const RELEASE_BATCH: usize = 1 << 16;
+    const RELEASE_BATCH: u64 = 1 << 16;
     /// Entries per pagemap read at most (2 MiB of buffer, 1 GiB of address space).
     const MAX_READ: usize = 1 << 18;
 
@@ -156,6 +368,14 @@ impl HostMm {
             Some(_) => {}
             None => return Err(MemError::ProbeAbsent),
         }
+        // PAGEMAP_SCAN (Linux 6.7+): one ioctl classifies a whole range.
+        let scan = sys::pagemap_scan(
+            &pagemap,
+            probe.base(),
+            probe.base() + PAGE_SIZE,
+            page_is::HUGE,
+        )
+        .is_ok();
         drop(probe);
         Ok(HostMm {
             regions: Vec::new(),
@@ -165,10 +385,13 @@ impl HostMm {
             pagemap,
             kpageflags,
             pins: PinCounts::new(),
-            locks: PageMap::default(),
-            rev: PageMap::default(),
+            locks: Runs::default(),
+            rev: Runs::default(),
+            odd: BTreeMap::new(),
             to_lock: Vec::new(),
             to_release: Vec::new(),
+            to_release_pages: 0,
+            scan,
             zombies: BTreeMap::new(),
             readahead: ReadAhead::default(),
             notes: Vec::new(),
@@ -187,7 +410,25 @@ impl HostMm {
 
     /// Pages this source keeps locked (each once, however many pins it has).
     pub fn locked_pages(&self) -> u64 {
-        self.locks.len() as u64
+        self.locks.pages()
+    }
+
+    /// Entries of the bookkeeping (lock runs, reverse-map runs, odd reverse entries): a
+    /// statistic showing that it grows with runs and folios, not with pages.
+    pub fn bookkeeping_entries(&self) -> usize {
+        self.locks.map.len() + self.rev.map.len() + self.odd.len()
+    }
+
+    /// Whether pages are classified with `PAGEMAP_SCAN` (Linux 6.7+) rather than
+    /// `/proc/kpageflags`.
+    pub fn uses_pagemap_scan(&self) -> bool {
+        self.scan
+    }
+
+    /// Classify pages with `/proc/kpageflags` even where `PAGEMAP_SCAN` exists (the fallback of
+    /// kernels before 6.7, kept testable).
+    pub fn force_kpageflags(&mut self) {
+        self.scan = false;
     }
 
     /// Units whose munmap waits for their pins to drop.
@@ -382,9 +623,7 @@ impl HostMm {
         for (s, e) in gone {
             let mut u = s;
             while u < e {
-                let pinned =
-                    (0..unit / PAGE_SIZE).any(|i| self.locks.contains_key(&(u + i * PAGE_SIZE)));
-                if pinned {
+                if self.locks.any_in(u / PAGE_SIZE, (u + unit) / PAGE_SIZE) {
                     self.zombies.insert(u, (unit, mi));
                 } else {
                     match free.last_mut() {
@@ -440,52 +679,37 @@ impl HostMm {
         Ok(&self.readahead.entries[i..j])
     }
 
-    /// Record a pin of `npages` pages from `vaddr` at pfns from `pfn`; mlock what was unlocked.
-    fn take_pins(&mut self, vaddr: u64, pfn: u64, npages: u64) -> io::Result<()> {
-        let mut lock_from: Option<u64> = None;
-        let mut to_lock: Vec<(u64, u64)> = Vec::new();
-        for i in 0..npages {
-            let v = vaddr + i * PAGE_SIZE;
-            let c = self.locks.entry(v).or_insert(0);
-            *c += 1;
-            let newly = *c == 1;
-            match (newly, lock_from) {
-                (true, None) => lock_from = Some(v),
-                (false, Some(s)) => {
-                    to_lock.push((s, v));
-                    lock_from = None;
-                }
-                _ => {}
+    /// Record a pin of `npages` pages from `vaddr` at pfns from `pfn`: one run in the reverse
+    /// map and one in the pin counts (the lock counts take whole vaddr stretches, `take_locks`).
+    fn take_pins(&mut self, vaddr: u64, pfn: u64, npages: u64) {
+        let vp = vaddr / PAGE_SIZE;
+        let odd = &mut self.odd;
+        let mut clash = |s: u64, e: u64, want: u64| {
+            for p in s..e {
+                odd.entry(p).or_default().push(want + (p - s));
             }
-            match self.rev.get_mut(&(pfn + i)) {
-                None => {
-                    self.rev.insert(pfn + i, Rev::One(v));
-                }
-                Some(r) => {
-                    let old = std::mem::replace(r, Rev::Many(Vec::new()));
-                    *r = match old {
-                        Rev::One(a) => Rev::Many(vec![a, v]),
-                        Rev::Many(mut m) => {
-                            m.push(v);
-                            Rev::Many(m)
-                        }
-                    };
-                }
-            }
-        }
-        if let Some(s) = lock_from {
-            to_lock.push((s, vaddr + npages * PAGE_SIZE));
-        }
+        };
+        self.rev.add(pfn, npages, vp, &mut |_, _| {}, &mut clash);
         self.pins.add(pfn, npages);
+    }
+
+    /// Count one more pin of each page of the vaddr stretch `[start, end)`; what was unlocked
+    /// is mlocked at the end of the pin call.
+    fn take_locks(&mut self, start: u64, end: u64) {
+        let (vp, npages) = (start / PAGE_SIZE, (end - start) / PAGE_SIZE);
+        let to_lock = &mut self.to_lock;
         // mlock once per pin call, over merged stretches (one syscall per page splits vmas and
         // costs microseconds).
-        for (s, e) in to_lock {
-            match self.to_lock.last_mut() {
+        let mut fresh = |s: u64, e: u64| {
+            let (s, e) = (s * PAGE_SIZE, e * PAGE_SIZE);
+            match to_lock.last_mut() {
                 Some(last) if last.1 == s => last.1 = e,
-                _ => self.to_lock.push((s, e)),
+                _ => to_lock.push((s, e)),
             }
-        }
-        Ok(())
+        };
+        // Lock runs pair each page with itself: they never clash.
+        self.locks
+            .add(vp, npages, vp, &mut fresh, &mut |_, _, _| {});
     }
 
     /// mlock what the current pin call newly pinned.
@@ -498,19 +722,11 @@ impl HostMm {
         }
     }
 
-    /// Pages of `vaddrs` (sorted, unique) whose last pin dropped: munlock them, and unmap the
-    /// zombie units that no longer hold a pinned page.
-    fn release(&mut self, vaddrs: &mut [u64]) {
-        vaddrs.sort_unstable();
-        let mut i = 0;
-        while i < vaddrs.len() {
-            let s = vaddrs[i];
-            let mut e = s + PAGE_SIZE;
-            i += 1;
-            while i < vaddrs.len() && vaddrs[i] == e {
-                e += PAGE_SIZE;
-                i += 1;
-            }
+    /// Vaddr page-number stretches (sorted, disjoint) whose last pin dropped: munlock each
+    /// (merged) stretch once, and unmap the zombie units that no longer hold a pinned page.
+    fn release(&mut self, stretches: &[(u64, u64)]) {
+        for &(s, e) in stretches {
+            let (s, e) = (s * PAGE_SIZE, e * PAGE_SIZE);
             if let Err(err) = sys::munlock(s, e - s) {
                 self.violations
                     .push(format!("munlock of [{s:#x}, {e:#x}) failed: {err}"));
@@ -520,18 +736,19 @@ impl HostMm {
             return;
         }
         let mut units: Vec<(u64, u64, usize)> = Vec::new();
-        for &v in vaddrs.iter() {
-            if let Some((&u, &(size, mi))) = self.zombies.range(..=v).next_back() {
-                let seen = matches!(units.last(), Some(l) if l.0 == u);
-                if v < u + size && !seen {
-                    units.push((u, size, mi));
+        for &(s, e) in stretches {
+            let (s, e) = (s * PAGE_SIZE, e * PAGE_SIZE);
+            for (&u, &(size, mi)) in self.zombies.range(..e).rev() {
+                if u + size <= s {
+                    break;
                 }
+                units.push((u, size, mi));
             }
         }
+        units.sort_unstable();
+        units.dedup();
         for (u, size, mi) in units {
-            let still =
-                (0..size / PAGE_SIZE).any(|k| self.locks.contains_key(&(u + k * PAGE_SIZE)));
-            if !still {
+            if !self.locks.any_in(u / PAGE_SIZE, (u + size) / PAGE_SIZE) {
                 self.zombies.remove(&u);
                 if let Err(err) = self.mappings[mi].unmap(u, size) {
                     self.violations.push(format!(
@@ -540,6 +757,25 @@ impl HostMm {
                 }
             }
         }
+    }
+
+    /// The size of the huge page mapping `vaddr` (a page `PAGEMAP_SCAN` calls huge): the
+    /// hugetlb page size, or PMD size for THP; `None` for a region of another backing.
+    fn huge_unit(&self, vaddr: u64) -> Option<u64> {
+        let (_, vma) = self.vma_at(vaddr)?;
+        match self.regions[vma.region].backing {
+            Backing::Thp | Backing::Hugetlb2m => Some(SZ_2M),
+            Backing::Hugetlb1g => Some(SZ_1G),
+            _ => None,
+        }
+    }
+
+    /// The vma (`[start, end)`) holding `vaddr` if it is of a region of 4K pages
+    /// (`MADV_NOHUGEPAGE`: no large folios).
+    fn in_4k_region(&self, vaddr: u64) -> Option<(u64, u64)> {
+        self.vma_at(vaddr)
+            .filter(|(_, vma)| self.regions[vma.region].backing == Backing::Page4k)
+            .map(|(start, vma)| (start, vma.end))
     }
 }
 
@@ -578,16 +814,22 @@ impl PageSource for HostMm {
         if span == 0 {
             return Err(MmError::NotMapped { vaddr });
         }
-        // GUP faults pages in: populate each block before reading its pfns.
+        // Regions are populated at mmap; GUP faults in what is missing, so a page found absent
+        // populates the rest of the span once, and the block is read again.
         let populate = if write {
             Advice::PopulateWrite
         } else {
             Advice::PopulateRead
         };
+        let mut populated = false;
         let mut got = 0u64;
         let mut cap_problem = false;
         // The folio of the current batch entry (Folio mode): [head, end) in pfns.
         let mut folio: (u64, u64) = (0, 0);
+        // The pin being recorded: (vaddr, pfn, pages), contiguous in both; and the vaddr
+        // stretch whose lock counts are being recorded, [start, end).
+        let mut pend: Option<(u64, u64, u64)> = None;
+        let mut lock_pend: Option<(u64, u64)> = None;
         // Folio mode does not know how many pages `capacity` entries hold: read blocks that
         // grow from READ_AHEAD entries.
         let mut block = if per_page {
@@ -599,31 +841,77 @@ impl PageSource for HostMm {
             let want = (span - got).min(block).min(Self::MAX_READ as u64);
             block = block.saturating_mul(2);
             let base = vaddr + got * PAGE_SIZE;
-            let _ = sys::madvise(base, want * PAGE_SIZE, populate);
             let entries = match self.entries(base, want, avail - got) {
-                Ok(e) => e.to_vec(),
+                Ok(e) => e[..e.len().min(want as usize)].to_vec(),
                 Err(_) => break,
             };
             if entries.is_empty() {
                 break;
             }
+            // Huge-mapped and zero-page pieces of the block, in one ioctl (else kpageflags).
+            let classes = if self.scan && (!per_page || readonly_vmas) {
+                let end = base + entries.len() as u64 * PAGE_SIZE;
+                sys::pagemap_scan(&self.pagemap, base, end, page_is::HUGE | page_is::PFNZERO).ok()
+            } else {
+                None
+            };
+            let mut ci = 0usize;
+            // The vaddrs known to lie in a 4K region: [start, end).
+            let mut small: (u64, u64) = (0, 0);
             let mut k = 0usize;
             while k < entries.len() {
+                let v = base + k as u64 * PAGE_SIZE;
                 let Some(pfn) = pagemap::pfn(entries[k]) else {
+                    if !populated {
+                        populated = true;
+                        let _ = sys::madvise(v, (span - got) * PAGE_SIZE, populate);
+                        self.readahead = ReadAhead::default();
+                        continue 'read;
+                    }
                     break 'read;
                 };
                 if pfn == 0 {
                     cap_problem = true;
                     break 'read;
                 }
-                let reserved = readonly_vmas && self.pfn_reserved(pfn);
+                let cats = classes.as_ref().map(|c| {
+                    while ci < c.len() && c[ci].end <= v {
+                        ci += 1;
+                    }
+                    c.get(ci)
+                        .filter(|r| r.start <= v)
+                        .map_or(0, |r| r.categories)
+                });
+                let reserved = readonly_vmas
+                    && match cats {
+                        Some(c) => c & page_is::PFNZERO != 0,
+                        None => self.pfn_reserved(pfn),
+                    };
                 // How many pages from here go into one entry: one (PerPage, reserved), or the
                 // piece of the folio that is mapped contiguously from here.
                 let mut n = 1u64;
                 if !per_page && !reserved {
                     if !(folio.0..folio.1).contains(&pfn) {
-                        let (head, n) = self.folio_of(Pfn(pfn));
-                        folio = (head.0, head.0 + n.0);
+                        let huge = cats
+                            .filter(|c| c & page_is::HUGE != 0)
+                            .and_then(|_| self.huge_unit(v));
+                        // Classified by the scan and in a 4K region: a folio of one page.
+                        let single = cats.is_some()
+                            && huge.is_none()
+                            && ((small.0..small.1).contains(&v)
+                                || self.in_4k_region(v).map(|r| small = r).is_some());
+                        folio = match huge {
+                            // A huge entry maps its folio whole and aligned.
+                            Some(unit) => {
+                                let head = pfn - (v % unit) / PAGE_SIZE;
+                                (head, head + unit / PAGE_SIZE)
+                            }
+                            None if single => (pfn, pfn + 1),
+                            None => {
+                                let (head, n) = self.folio_of(Pfn(pfn));
+                                (head.0, head.0 + n.0)
+                            }
+                        };
                     }
                     while k + (n as usize) < entries.len()
                         && pfn + n < folio.1
@@ -644,11 +932,25 @@ impl PageSource for HostMm {
                 if !per_page && !continues && batch.is_full() {
                     break 'read;
                 }
-                let v = base + k as u64 * PAGE_SIZE;
                 if !reserved {
-                    if let Err(e) = self.take_pins(v, pfn, n) {
-                        self.violations
-                            .push(format!("mlock of [{v:#x}, +{n} pages) failed: {e}"));
+                    let e = v + n * PAGE_SIZE;
+                    match lock_pend.as_mut() {
+                        Some((_, le)) if *le == v => *le = e,
+                        _ => {
+                            if let Some((ls, le)) = lock_pend.replace((v, e)) {
+                                self.take_locks(ls, le);
+                            }
+                        }
+                    }
+                    match pend.as_mut() {
+                        Some((pv, pp, pn)) if *pv + *pn * PAGE_SIZE == v && *pp + *pn == pfn => {
+                            *pn += n
+                        }
+                        _ => {
+                            if let Some((pv, pp, pn)) = pend.replace((v, pfn, n)) {
+                                self.take_pins(pv, pp, pn);
+                            }
+                        }
                     }
                 }
                 if continues {
@@ -659,6 +961,12 @@ impl PageSource for HostMm {
                 got += n;
                 k += n as usize;
             }
+        }
+        if let Some((pv, pp, pn)) = pend {
+            self.take_pins(pv, pp, pn);
+        }
+        if let Some((ls, le)) = lock_pend {
+            self.take_locks(ls, le);
         }
         self.flush_locks();
         if cap_problem {
@@ -671,68 +979,87 @@ impl PageSource for HostMm {
     }
 
     fn flush(&mut self) {
-        let mut released = std::mem::take(&mut self.to_release);
-        // A page pinned again since its release stays locked.
-        released.retain(|v| !self.locks.contains_key(v));
-        released.sort_unstable();
-        released.dedup();
-        self.release(&mut released);
+        let mut unpinned = std::mem::take(&mut self.to_release);
+        self.to_release_pages = 0;
+        // One decrement per unpinned page: sorted, stretches that meet are joined (a page
+        // unpinned twice stays in two stretches), and each stretch is one `sub`.
+        unpinned.sort_unstable();
+        let mut joined: Vec<(u64, u64)> = Vec::with_capacity(unpinned.len());
+        for (s, e) in unpinned {
+            match joined.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => joined.push((s, e)),
+            }
+        }
+        let mut free: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in joined {
+            self.locks.sub(s, e - s, &mut |a, b, _, zero| {
+                if zero {
+                    free.push((a, b));
+                }
+            });
+        }
+        free.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(free.len());
+        for (s, e) in free {
+            match merged.last_mut() {
+                Some(last) if last.1 >= s => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.release(&merged);
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
+        // Each piece unpinned drops its pins now; its vaddr stretch waits for `flush`.
         let mut done = 0u64;
-        let mut released: Vec<u64> = Vec::new();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        let mut missing: Vec<u64> = Vec::new();
-        for p in pfn..pfn + npages {
-            let v = match self.rev.get_mut(&p) {
-                None => {
-                    // Reserved pfns were never counted (`skip_reserved` or not).
-                    if !self.pfn_reserved(p) {
-                        missing.push(p);
+        let (pins, rel, rel_pages) = (
+            &mut self.pins,
+            &mut self.to_release,
+            &mut self.to_release_pages,
+        );
+        let mut take = |s: u64, e: u64, vp: u64, _zero: bool| {
+            let n = e - s;
+            pins.sub(s, n);
+            done += n;
+            *rel_pages += n;
+            match rel.last_mut() {
+                Some(last) if last.1 == vp => last.1 += n,
+                _ => rel.push((vp, vp + n)),
+            }
+        };
+        let mut gaps: Vec<(u64, u64)> = Vec::new();
+        if self.odd.is_empty() {
+            gaps = self.rev.sub(pfn, npages, &mut take);
+        } else {
+            // Slow path: pins at a second vaddr are taken first, page by page.
+            for p in pfn..pfn + npages {
+                if let Some(vs) = self.odd.get_mut(&p) {
+                    let v = vs.pop().expect("odd lists are never empty");
+                    if vs.is_empty() {
+                        self.odd.remove(&p);
                     }
+                    take(p, p + 1, v, false);
                     continue;
                 }
-                Some(Rev::One(v)) => {
-                    let v = *v;
-                    self.rev.remove(&p);
-                    v
-                }
-                Some(Rev::Many(m)) => {
-                    let v = m.pop().expect("Many is never empty");
-                    if m.len() == 1 {
-                        let last = m[0];
-                        self.rev.insert(p, Rev::One(last));
-                    }
-                    v
-                }
-            };
-            if let Some(c) = self.locks.get_mut(&v) {
-                *c -= 1;
-                if *c == 0 {
-                    self.locks.remove(&v);
-                    released.push(v);
-                }
+                gaps.extend(self.rev.sub(p, 1, &mut take));
             }
-            match runs.last_mut() {
-                Some((s, n)) if *s + *n == p => *n += 1,
-                _ => runs.push((p, 1)),
-            }
-            done += 1;
         }
-        for (s, n) in runs {
-            self.pins.sub(s, n);
-        }
-        if !missing.is_empty() {
+        // Reserved pfns were never counted (`skip_reserved` or not).
+        let missing = gaps
+            .iter()
+            .flat_map(|&(a, b)| a..b)
+            .filter(|&p| !self.pfn_reserved(p))
+            .count();
+        if missing > 0 {
             self.violations.push(format!(
-                "unpin of {} page(s) in pfn range [{pfn:#x}, {:#x}) that were not pinned",
-                missing.len(),
+                "unpin of {missing} page(s) in pfn range [{pfn:#x}, {:#x}) that were not pinned",
                 pfn + npages
             ));
         }
-        // munlock (and deferred munmap) in bulk at the engine's flush, not once per run.
-        self.to_release.extend(released);
-        if self.to_release.len() >= Self::RELEASE_BATCH {
+        // Lock counts drop, and munlock (and deferred munmap) follow, in bulk at the engine's
+        // flush, not once per run.
+        if self.to_release_pages >= Self::RELEASE_BATCH {
             self.flush();
         }
         done
@@ -785,12 +1112,80 @@ impl Memory for HostMm {
 
 impl Drop for HostMm {
     fn drop(&mut self) {
-        let mut all: Vec<u64> = self.locks.keys().copied().collect();
-        self.locks.clear();
-        self.rev.clear();
-        self.release(&mut all);
+        let all: Vec<(u64, u64)> = self.locks.map.iter().map(|(&s, r)| (s, r.end)).collect();
+        self.locks = Runs::default();
+        self.rev = Runs::default();
+        self.odd.clear();
+        self.release(&all);
         // Dropping the mappings unmaps everything, zombies included.
         self.zombies.clear();
         self.mappings.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    /// `(start, end, count, base)` of every run.
+    fn runs(r: &Runs) -> Vec<(u64, u64, u32, u64)> {
+        r.map
+            .iter()
+            .map(|(&s, x)| (s, x.end, x.count, x.base))
+            .collect()
+    }
+
+    #[test]
+    fn runs_count_pair_merge_and_report_transitions() {
+        let mut r = Runs::default();
+        let mut fresh = Vec::new();
+        let mut clashes = Vec::new();
+        let mut add = |r: &mut Runs, s, n, b| {
+            r.add(s, n, b, &mut |a, e| fresh.push((a, e)), &mut |a, e, w| {
+                clashes.push((a, e, w))
+            })
+        };
+        add(&mut r, 10, 4, 100);
+        add(&mut r, 14, 4, 104);
+        assert_eq!(
+            runs(&r),
+            vec![(10, 18, 1, 100)],
+            "a continuing pairing merges"
+        );
+        add(&mut r, 18, 2, 500);
+        assert_eq!(
+            runs(&r).len(),
+            2,
+            "a pairing that does not continue stays apart"
+        );
+        add(&mut r, 12, 8, 102);
+        assert_eq!(
+            runs(&r),
+            vec![(10, 12, 1, 100), (12, 18, 2, 102), (18, 20, 1, 500)]
+        );
+        assert_eq!(
+            clashes,
+            vec![(18, 20, 108)],
+            "pfns 18-19 are paired elsewhere"
+        );
+        assert_eq!(fresh, vec![(10, 14), (14, 18), (18, 20)]);
+        assert_eq!(r.pages(), 10);
+        assert!(r.any_in(19, 30) && !r.any_in(20, 30) && !r.any_in(0, 10));
+        let mut taken = Vec::new();
+        let gaps = r.sub(8, 6, &mut |s, e, b, z| taken.push((s, e, b, z)));
+        assert_eq!(gaps, vec![(8, 10)]);
+        assert_eq!(taken, vec![(10, 12, 100, true), (12, 14, 102, false)]);
+        assert_eq!(
+            runs(&r),
+            vec![(12, 14, 1, 102), (14, 18, 2, 104), (18, 20, 1, 500)]
+        );
+        taken.clear();
+        assert!(r
+            .sub(12, 8, &mut |s, e, b, z| taken.push((s, e, b, z)))
+            .is_empty());
+        assert!(r
+            .sub(14, 4, &mut |s, e, b, z| taken.push((s, e, b, z)))
+            .is_empty());
+        assert!(r.map.is_empty() && r.pages() == 0, "{:?}", runs(&r));
     }
 }
