@@ -14,7 +14,7 @@
 //!
 //! Pages that are not resident are holes here; a real MAP_DMA would fault them in (and charge
 //! them), so their leaves depend on what the kernel gives then. The `/proc` readers are in
-//! `mm::procfs`; this module only counts.
+//! `procfs`; this module only counts.
 
 #![cfg(target_os = "linux")]
 
@@ -25,8 +25,8 @@ use iommu::SZ_1G;
 use serde::Serialize;
 
 use crate::mm::host::HostMm;
-use crate::mm::procfs::{self, kpf, pagemap, parse_maps, read_entries, smaps_empty, MapsLine};
 use crate::mm::{Backing, Memory, MmapSpec, NO_CAP_SYS_ADMIN};
+use crate::procfs::{self, kpf, pagemap, parse_maps, read_entries, smaps_empty, MapsLine};
 use crate::PAGE_SIZE;
 
 /// Why an inspection failed.

@@ -37,6 +37,8 @@ pub mod container;
 pub mod error;
 pub mod inspect;
 pub mod mm;
+#[cfg(target_os = "linux")]
+pub mod procfs;
 pub mod profile;
 pub mod sys;
 pub mod uapi;

@@ -12,7 +12,7 @@
 //!   page-size policy, never contents, so they are safe on any address.
 //! - `capget`/`capset` change the calling thread's credentials only.
 //!
-//! The `/proc` readers are not here: they need no `unsafe` (`mm::procfs`).
+//! The `/proc` readers are not here: they need no `unsafe` (`procfs`).
 
 #![cfg(target_os = "linux")]
 

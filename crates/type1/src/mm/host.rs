@@ -9,7 +9,7 @@
 //!   kernel lacks them), once: a pin populates only where it finds a page absent (as GUP faults
 //!   it in). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
 //! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry; the readers are in
-//!   `mm::procfs`, as are those of kpageflags below), read in large
+//!   `procfs`, as are those of kpageflags below), read in large
 //!   blocks: one read per pin call covers the whole batch (and reads ahead up to 4096 entries;
 //!   the read-ahead is dropped at every mmap/munmap). Without CAP_SYS_ADMIN the kernel reports
 //!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
@@ -52,12 +52,12 @@ use std::io;
 use iommu::{Pages, Pfn, SZ_1G, SZ_2M};
 
 use super::pincount::PinCounts;
-use super::procfs::{self, folio_of, kpf, page_flags, pagemap, read_entries};
 use super::{
     cut_vmas, vma_at, Batch, MemError, Memory, MmError, PageAudit, PageSource, PinMode, PinResult,
     Pinned, Vma, Vmas,
 };
 use super::{Backing, Layout, MmapSpec};
+use crate::procfs::{self, folio_of, kpf, page_flags, pagemap, read_entries};
 use crate::sys::{self, page_is, Advice, HugeTlb, Mapping};
 use crate::PAGE_SIZE;
 

@@ -7,7 +7,7 @@
 //!   a failed pin) and `MemError` (a failed mmap/munmap, for a person).
 //! - The models: `sim` (deterministic) and `host` (this process's real memory, Linux), with
 //!   `AnyMemory` to pick one at run time. `batch` is the pin batch both fill, `vma` the vma map
-//!   both split, `pincount` the pin counts both keep, `procfs` what Linux tells of memory.
+//!   both split, `pincount` the pin counts both keep; what Linux tells of memory is `crate::procfs`.
 //!
 //! What every `PageSource` keeps true: a pfn it calls reserved is never counted in
 //! `pin_counts` (and never unpinned); `pinned_pages() == pin_counts().total()`; a pin call puts
@@ -19,8 +19,6 @@ mod batch;
 #[cfg(target_os = "linux")]
 pub mod host;
 pub mod pincount;
-#[cfg(target_os = "linux")]
-pub mod procfs;
 pub mod sim;
 mod vma;
 

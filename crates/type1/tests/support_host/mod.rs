@@ -1,7 +1,7 @@
 //! What the tests over real memory (`tests/host.rs`, `tests/inspect.rs`) share: page sizes, one
 //! lock so that tests watching `VmLck` and the huge-page pool do not overlap, the CI rule for
 //! skips, and readers of pagemap and kpageflags written here independently of `type1`'s own
-//! (`mm::procfs`), so that the checks do not trust the code they check.
+//! (`procfs`), so that the checks do not trust the code they check.
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::fs::File;
@@ -43,7 +43,7 @@ pub fn skip(why: &str) {
 
 /// `VmLck` of this process, in KiB.
 pub fn vmlck() -> u64 {
-    type1::mm::procfs::vm_locked_kib().unwrap()
+    type1::procfs::vm_locked_kib().unwrap()
 }
 
 /// Raw pagemap entries of `npages` pages from `vaddr` of process `pid` (fewer past the

@@ -401,7 +401,7 @@ impl VfioSys for Kernel {
     }
 
     fn vmlck_kb(&self) -> io::Result<u64> {
-        type1::mm::procfs::vm_locked_kib()
+        type1::procfs::vm_locked_kib()
     }
 
     fn get_api_version(&self, container: &File) -> Result<i32, Errno> {

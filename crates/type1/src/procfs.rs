@@ -1,4 +1,4 @@
-//! `mm::procfs`: what Linux tells of a process's memory through `/proc` and `/sys` (Linux only).
+//! `procfs`: what Linux tells of a process's memory through `/proc` and `/sys` (Linux only).
 //!
 //! - `/proc/PID/pagemap`: one 64-bit entry per virtual page (`pagemap::pfn` reads a present
 //!   entry's pfn, which is 0 without CAP_SYS_ADMIN);
