@@ -140,22 +140,11 @@ impl DomainState {
     }
 }
 
-/// One DMA mapping, as `check` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DmaState {
-    /// The first IOVA.
-    pub iova: u64,
-    /// Bytes.
-    pub size: u64,
-    /// The process address it maps.
-    pub vaddr: u64,
-}
-
 /// The whole state `check` and the summary show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     /// The mappings, by IOVA.
-    pub dmas: Vec<DmaState>,
+    pub dmas: Vec<Dma>,
     /// In attach order.
     pub domains: Vec<DomainState>,
     /// Pins held in total.
@@ -170,7 +159,7 @@ impl State {
         State {
             dmas: c
                 .dmas()
-                .map(|d| DmaState {
+                .map(|d| Dma {
                     iova: d.iova,
                     size: d.size,
                     vaddr: d.vaddr,
@@ -201,16 +190,7 @@ impl State {
     /// The part of the state a [`Record`] carries.
     pub fn record(&self) -> record::State {
         record::State {
-            dmas: Some(
-                self.dmas
-                    .iter()
-                    .map(|d| Dma {
-                        iova: d.iova,
-                        size: d.size,
-                        vaddr: d.vaddr,
-                    })
-                    .collect(),
-            ),
+            dmas: Some(self.dmas.to_vec()),
             domains: self
                 .domains
                 .iter()

@@ -55,14 +55,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// The `vfio_bitmap` of an unmap with GET_DIRTY_BITMAP or of a dirty query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BitmapArg {
-    /// Bytes of memory per bit.
-    pub pgsize: u64,
-    /// Bytes of the user's bitmap buffer.
-    pub size: u64,
-}
+/// The `vfio_bitmap` of an unmap with GET_DIRTY_BITMAP or of a dirty query (the engine's type).
+pub use type1::BitmapArg;
 
 /// What UNMAP_DMA answered.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,6 +8,9 @@
 
 use std::collections::BTreeMap;
 
+pub use iommu::Leaf;
+use iommu::Prot;
+
 /// MMIO address of DMAR_RTADDR_REG of QEMU's emulated VT-d unit.
 pub const RTADDR_REG: u64 = 0xfed9_0020;
 /// Address bits of root, context and page-table entries.
@@ -18,19 +21,6 @@ const PS: u64 = 1 << 7;
 pub trait PhysRead {
     /// `n` little-endian u64 words at guest-physical `addr`.
     fn read_qwords(&mut self, addr: u64, n: usize) -> Result<Vec<u64>, String>;
-}
-
-/// One leaf entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Leaf {
-    /// The first IOVA it translates.
-    pub iova: u64,
-    /// Its page size: 4K, 2M or 1G.
-    pub size: u64,
-    /// R (bit 0).
-    pub read: bool,
-    /// W (bit 1).
-    pub write: bool,
 }
 
 /// What a walk found.
@@ -63,10 +53,8 @@ pub struct Run {
     pub pgsize: u64,
     /// How many leaves.
     pub count: u64,
-    /// R of every leaf.
-    pub read: bool,
-    /// W of every leaf.
-    pub write: bool,
+    /// The leaves' permissions (R and W bits).
+    pub prot: Prot,
 }
 
 impl Walk {
@@ -84,11 +72,7 @@ impl Walk {
         let mut out: Vec<Run> = Vec::new();
         for l in &self.leaves {
             if let Some(r) = out.last_mut() {
-                if r.pgsize == l.size
-                    && r.read == l.read
-                    && r.write == l.write
-                    && r.iova + r.pgsize * r.count == l.iova
-                {
+                if r.pgsize == l.size && r.prot == l.prot && r.iova + r.pgsize * r.count == l.iova {
                     r.count += 1;
                     continue;
                 }
@@ -97,8 +81,7 @@ impl Walk {
                 iova: l.iova,
                 pgsize: l.size,
                 count: 1,
-                read: l.read,
-                write: l.write,
+                prot: l.prot,
             });
         }
         out
@@ -120,8 +103,16 @@ impl std::fmt::Display for Run {
             self.iova,
             self.iova + len - 1,
             self.count,
-            if self.read { 'R' } else { '-' },
-            if self.write { 'W' } else { '-' },
+            if self.prot.contains(Prot::READ) {
+                'R'
+            } else {
+                '-'
+            },
+            if self.prot.contains(Prot::WRITE) {
+                'W'
+            } else {
+                '-'
+            },
         )
     }
 }
@@ -182,11 +173,12 @@ fn walk_table(
         }
         let iova = base + i as u64 * span;
         if level == 1 || (level <= 3 && e & PS != 0) {
+            // R is bit 0 and W bit 1, as `Prot::READ` and `Prot::WRITE`.
             w.leaves.push(Leaf {
                 iova,
+                paddr: e & ADDR_MASK,
                 size: span,
-                read: e & 1 != 0,
-                write: e & 2 != 0,
+                prot: Prot((e & 3) as u8),
             });
         } else {
             walk_table(mem, e & ADDR_MASK, level - 1, iova, w)?;
@@ -277,7 +269,7 @@ mod tests {
             runs[1].to_string(),
             "PT iova=0x000601000-0x000602fff len=0x000002000 pgsize=4K x2 perm=RW"
         );
-        assert!(!runs[2].write);
+        assert!(!runs[2].prot.contains(Prot::WRITE));
         assert_eq!(runs[3].iova, 0x4000_0000);
     }
 
