@@ -12,6 +12,7 @@ pub mod demo;
 pub mod inspect;
 pub mod iotlb;
 pub mod kernel_check;
+pub mod plan;
 pub mod report;
 pub mod runner;
 pub mod svg;

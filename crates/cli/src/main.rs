@@ -92,6 +92,9 @@ enum Cmd {
     /// What a trace's layout buys a device's IOTLB: reach, misses and miss rate per domain for
     /// a DMA pattern, per strategy; --plot draws miss rate against window size.
     Iotlb(type1_cli::iotlb::Args),
+    /// A VM's DMA-mapping needs before launch: locked memory, DMA entries, leaves and address
+    /// width, run on the engine, with advice. Exit 0: it fits; 1: it does not; 2: bad input.
+    Plan(type1_cli::plan::Args),
     /// Map a 16 GiB VM with the 2013 design and with the per-page engine, and compare.
     Demo {
         /// Print the built-in trace instead of running it.
@@ -208,6 +211,13 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("type1 iotlb: {e}");
+                2
+            }
+        },
+        Cmd::Plan(args) => match type1_cli::plan::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("type1 plan: {e}");
                 2
             }
         },
