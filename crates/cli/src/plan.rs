@@ -892,6 +892,17 @@ impl Plan {
 }
 
 impl Report {
+    /// The IOTLB reach the leaves give one domain in the plain model (64 entries per page size,
+    /// `iommu::IotlbConfig::preset("plain", ..)`): 64 × each page size the layout uses.
+    pub fn iotlb_reach_bytes(&self) -> u64 {
+        let sizes = self
+            .leaves
+            .iter()
+            .filter(|&(_, &n)| n > 0)
+            .fold(0u64, |m, (&sz, _)| m | sz);
+        iommu::IotlbConfig::preset("plain", sizes).map_or(0, |c| c.reach_bytes(sizes))
+    }
+
     /// The `--json` object.
     pub fn to_json(&self) -> Value {
         let leaves: serde_json::Map<String, Value> = self
@@ -908,6 +919,7 @@ impl Report {
             "leaves": leaves,
             "aw_bits": self.aw_bits,
             "aw_bits_needed": self.aw_needed,
+            "iotlb_reach_bytes": self.iotlb_reach_bytes(),
             "fits": self.fits,
             "problems": self.problems,
             "advice": self.advice.iter().map(|a| json!({
@@ -986,6 +998,12 @@ impl Report {
             "  leaves          {} (all {} domain(s))",
             leaves.join(", "),
             self.containers
+        );
+        let _ = writeln!(
+            s,
+            "  IOTLB reach     {} per domain (the plain model: 64 entries per page size, no real \
+             part's figures; see `type1 iotlb`)",
+            b(self.iotlb_reach_bytes())
         );
         let _ = writeln!(
             s,
