@@ -245,9 +245,10 @@ pub fn human_report(r: &Report, all: bool) -> String {
         human(r.total.locked_bytes)
     );
     s += &format!(
-        "IOTLB reach of the layout's leaves: {} (plain model, 64 entries per page size; not a \
-         real part)\n",
-        human(r.iotlb_reach_plain_bytes)
+        "IOTLB reach of the layout's leaves: {} bytes ({:.2} GiB; plain model, 64 entries per \
+         page size; not a real part)\n",
+        r.iotlb_reach_plain_bytes,
+        r.iotlb_reach_plain_bytes as f64 / (1u64 << 30) as f64
     );
     s += &format!(
         "columns: leaves (iova = vaddr) places each mapping at its own address; leaves (layout) \

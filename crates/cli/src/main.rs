@@ -499,6 +499,18 @@ fn run_inspect(
         );
         return 2;
     };
+    let picked = sel.range.is_some()
+        || sel.iova.is_some()
+        || !sel.gpa.is_empty()
+        || sel.name.is_some()
+        || sel.min_size.is_some();
+    if demo && picked {
+        eprintln!(
+            "inspect: --demo inspects its own regions; --range, --iova, --gpa, --name and \
+             --min-size apply to --pid PID"
+        );
+        return 2;
+    }
     let opts = match sel.options(bitmap) {
         Ok(o) => o,
         Err(e) => {

@@ -124,6 +124,13 @@ fn bare_inspect_names_pid_and_demo() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--demo") && err.contains("--pid"), "{err}");
+    let out = type1()
+        .args(["inspect", "--demo", "--name", "x"])
+        .output()
+        .expect("run type1");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--name") && err.contains("--pid"), "{err}");
 }
 
 #[test]

@@ -338,9 +338,10 @@ impl Verdict {
                 (
                     "partly",
                     format!(
-                        "{} of {} in superpage leaves; {why}",
+                        "{} of {} ({:.1}%) in superpage leaves; {why}",
                         size(sup),
-                        size(mapped)
+                        size(mapped),
+                        sup as f64 * 100.0 / mapped as f64
                     ),
                 )
             } else {
