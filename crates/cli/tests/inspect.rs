@@ -98,6 +98,8 @@ fn inspect_demo_thp_region_is_2m_leaves_where_the_kernel_gave_huge_pages() {
     );
 }
 
+/// A `sleep` child whose mappings have settled (exec and the dynamic loader done), so runs of
+/// `type1 inspect` one after another see the same mappings.
 fn sleeping_child() -> (std::process::Child, String) {
     let child = Command::new("sleep")
         .arg("30")
@@ -105,6 +107,16 @@ fn sleeping_child() -> (std::process::Child, String) {
         .spawn()
         .expect("sleep");
     let pid = child.id().to_string();
+    let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut last = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = maps();
+        if now.contains("sleep") && now == last {
+            break;
+        }
+        last = now;
+    }
     (child, pid)
 }
 

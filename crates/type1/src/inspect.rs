@@ -846,4 +846,40 @@ mod tests {
             vec![(2, 3, 1), (1024, 2047, 2)]
         );
     }
+
+    #[test]
+    fn layout_delta_moves_the_leaves_and_the_verdict_says_why() {
+        let pg = (1 << 12) | (1 << 21) | (1 << 30);
+        // 512 pages on a 2M-aligned paddr at a vaddr 4K off 2M: at IOVA = vaddr no 2M leaf; a
+        // layout 4K lower (delta = -4K) makes IOVA congruent and gives one 2M leaf.
+        let mut c = Counts::new(pg);
+        c.add_run(pg, 0x1000u64.wrapping_neg(), 0x4020_1000, 0x200, 512);
+        c.resident_pages = 512;
+        c.pages = 512;
+        assert_eq!(c.leaves_iova_eq_vaddr[0].leaves, 512);
+        assert_eq!(c.leaves_layout[1].leaves, 1);
+        assert_eq!(c.leaves_layout[0].leaves, 0);
+        assert_eq!(Verdict::of(&c, pg).superpages, "yes");
+        // The same run at IOVA = vaddr: a run long enough, but not congruent.
+        let mut d = Counts::new(pg);
+        d.add_run(pg, 0, 0x4020_1000, 0x200, 512);
+        d.resident_pages = 512;
+        d.pages = 512;
+        let v = Verdict::of(&d, pg);
+        assert_eq!(v.superpages, "no");
+        assert!(v.reason.contains("congruent"), "{}", v.reason);
+        assert_eq!(v.longest_run_pages, 512);
+        // Short runs: the reason is the backing.
+        let mut e = Counts::new(pg);
+        e.add_run(pg, 0, 0x1000, 0x9, 3);
+        e.resident_pages = 3;
+        e.pages = 3;
+        assert!(Verdict::of(&e, pg).reason.contains("not in huge pages"));
+        // Nothing resident.
+        assert!(Verdict::of(&Counts::new(pg), pg)
+            .reason
+            .contains("nothing resident"));
+        assert_eq!(size(SZ_2M), "2M");
+        assert_eq!(size(SZ_1G + SZ_2M * 256), "1.5G");
+    }
 }
