@@ -68,14 +68,28 @@ enum Cmd {
         files: Vec<PathBuf>,
     },
     /// What a type1 map of a process's memory would give the IOMMU and cost: per mapping,
-    /// resident pages, physically contiguous runs, leaves by page size, locked memory.
+    /// resident pages, physically contiguous runs, leaves by page size, locked memory, a verdict.
+    /// Give --pid PID (a running process) or --demo.
     Inspect {
         /// The process to read (needs CAP_SYS_ADMIN for pfns).
-        #[arg(long, conflicts_with = "demo", required_unless_present = "demo")]
+        #[arg(long, conflicts_with = "demo")]
         pid: Option<u32>,
-        /// Only this address range, START-END (END exclusive), e.g. 0x7f0000000000-0x7f0040000000.
+        /// Only this address range: START-END (END exclusive; hex, 0x optional, as
+        /// /proc/PID/maps and this report print them) or START+SIZE (SIZE as 1G, 0x40000000).
         #[arg(long)]
         range: Option<String>,
+        /// Place the mappings at IOVA = vaddr + OFFSET (a leading '-' subtracts).
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "gpa")]
+        iova: Option<String>,
+        /// Place the i-th selected mapping at guest physical (IOVA) START; once per mapping.
+        #[arg(long)]
+        gpa: Vec<String>,
+        /// Keep only mappings whose name contains PATTERN ([anon] for anonymous memory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep only mappings of at least SIZE bytes (e.g. 64M).
+        #[arg(long)]
+        min_size: Option<String>,
         /// IOMMU page sizes, comma-separated (default 4K,2M,1G as VT-d).
         #[arg(long, default_value = "4K,2M,1G")]
         pgsizes: String,
@@ -224,11 +238,24 @@ fn main() -> ExitCode {
         Cmd::Inspect {
             pid,
             range,
+            iova,
+            gpa,
+            name,
+            min_size,
             pgsizes,
             demo,
             all,
             json,
-        } => run_inspect(pid, range, &pgsizes, demo, all, json),
+        } => {
+            let sel = type1_cli::inspect::Selection {
+                range,
+                iova,
+                gpa,
+                name,
+                min_size,
+            };
+            run_inspect(pid, &sel, &pgsizes, demo, all, json)
+        }
         Cmd::Bench {
             workloads,
             size,
@@ -459,7 +486,7 @@ fn machine_line() -> String {
 
 fn run_inspect(
     pid: Option<u32>,
-    range: Option<String>,
+    sel: &type1_cli::inspect::Selection,
     pgsizes: &str,
     demo: bool,
     all: bool,
@@ -475,17 +502,29 @@ fn run_inspect(
             }
         }
     }
-    let range = match range.as_deref().map(|r| r.split_once('-')) {
-        None => None,
-        Some(Some((a, b))) => match (trace::parse_number(a), trace::parse_number(b)) {
-            (Ok(a), Ok(b)) if a < b => Some((a, b)),
-            _ => {
-                eprintln!("inspect: --range wants START-END with START < END, e.g. 0x7f0000000000-0x7f0040000000");
-                return 2;
-            }
-        },
-        Some(None) => {
-            eprintln!("inspect: --range wants START-END");
+    let Some(pid) = pid.or(if demo { Some(0) } else { None }) else {
+        eprintln!(
+            "inspect: give --pid PID (a running process; needs root for pfns) or --demo (4K, \
+             THP and hugetlb regions made in this process)"
+        );
+        return 2;
+    };
+    let picked = sel.range.is_some()
+        || sel.iova.is_some()
+        || !sel.gpa.is_empty()
+        || sel.name.is_some()
+        || sel.min_size.is_some();
+    if demo && picked {
+        eprintln!(
+            "inspect: --demo inspects its own regions; --range, --iova, --gpa, --name and \
+             --min-size apply to --pid PID"
+        );
+        return 2;
+    }
+    let opts = match sel.options(bitmap) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("inspect: {e}");
             return 2;
         }
     };
@@ -499,8 +538,7 @@ fn run_inspect(
             }
         }
     } else {
-        let pid = pid.unwrap_or(0);
-        match type1::inspect::inspect_pid(pid, range, bitmap) {
+        match type1::inspect::inspect(pid, &opts) {
             Ok(r) => (r, None),
             Err(e) => {
                 eprintln!("inspect --pid {pid}: {e}");

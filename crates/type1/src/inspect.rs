@@ -8,24 +8,29 @@
 //!   not): the unit the engine pins and hands to the IOMMU in one call, as a histogram of run
 //!   lengths in power-of-two buckets (`512..=1023` pages is where 2M leaves become possible);
 //! - the leaves of each page size the IOMMU would install for the runs, split exactly as the
-//!   kernel does (`iommu::pgsize::split`), with IOVA = vaddr and with the best-aligned IOVA (one
-//!   congruent to the run's physical address modulo the largest page size);
-//! - the locked memory a MAP_DMA would charge: resident pages that are not reserved.
+//!   kernel does (`iommu::pgsize::split`): with IOVA = vaddr, with the asked [`Layout`] (a VMM's
+//!   guest-physical placement of each mapping: one map call per mapping), and with each run at
+//!   its own best-aligned IOVA (a bound no single map call reaches when a mapping has several
+//!   runs);
+//! - the locked memory: what is resident and not reserved now, and what a map of the whole
+//!   mapping would charge (it faults every page in: all pages but the reserved ones);
+//! - a verdict (superpages yes/partly/no, why, the longest run) per mapping and overall.
 //!
-//! Pages that are not resident are holes here; a real MAP_DMA would fault them in (and charge
-//! them), so their leaves depend on what the kernel gives then. The `/proc` readers are in
-//! `procfs`; this module only counts.
+//! Invariant: the leaves of every column cover exactly the resident pages that are not
+//! unmappable; `map_charge_pages >= locked_pages`. Pages that are not resident are holes here;
+//! their leaves depend on what the kernel gives when a map faults them in. The `/proc` readers
+//! are in `procfs`; this module only counts.
 
 #![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io;
 
-use iommu::SZ_1G;
+use iommu::{SZ_1G, SZ_2M};
 use serde::Serialize;
 
 use crate::mm::host::HostMm;
-use crate::mm::{Backing, Memory, MmapSpec, NO_CAP_SYS_ADMIN};
+use crate::mm::{Backing, Memory, MmapSpec};
 use crate::procfs::{self, kpf, pagemap, parse_maps, read_entries, smaps_empty, MapsLine};
 use crate::PAGE_SIZE;
 
@@ -47,7 +52,11 @@ pub enum Error {
         msg: String,
     },
     /// pagemap reported pfn 0 for a present page.
-    #[error("{}", NO_CAP_SYS_ADMIN)]
+    #[error(
+        "reading physical page numbers from /proc/PID/pagemap needs CAP_SYS_ADMIN: without \
+             it the kernel reports pfn 0 for every present page (run it as root, e.g. \
+             `sudo type1 inspect --pid PID`, or `sudo type1 inspect --demo`)"
+    )]
     NoCapSysAdmin,
     /// An asked range `[start, end)` is empty or reversed.
     #[error("bad range [{start:#x}, {end:#x}): start must be below end")]
@@ -56,6 +65,17 @@ pub enum Error {
         start: u64,
         /// End (exclusive).
         end: u64,
+    },
+    /// `--gpa` was given for a number of mappings other than the number selected.
+    #[error(
+        "{given} guest-physical start(s) given for {mappings} selected mapping(s): give one \
+             --gpa per mapping (narrow the selection with --name, --min-size or --range)"
+    )]
+    GpaCount {
+        /// Starts given.
+        given: usize,
+        /// Mappings selected.
+        mappings: usize,
     },
     /// The page-size bitmap has no size the IOMMU could use.
     #[error("page-size bitmap {0:#x} has no page size of 4 KiB or more")]
@@ -124,8 +144,11 @@ pub struct Counts {
     pub run_histogram: Vec<RunBucket>,
     /// Leaves per page size of the bitmap (smallest first) with IOVA = vaddr.
     pub leaves_iova_eq_vaddr: Vec<LeafCount>,
-    /// Leaves per page size with each run at its best-aligned IOVA.
-    pub leaves_best_iova: Vec<LeafCount>,
+    /// Leaves per page size at the asked [`Layout`]'s IOVA (one map call per mapping).
+    pub leaves_layout: Vec<LeafCount>,
+    /// Leaves per page size with each run at its own best-aligned IOVA: a bound, reached by one
+    /// map call only when the mapping is one run.
+    pub leaves_each_run_aligned: Vec<LeafCount>,
     /// Resident pages no page size of the bitmap can map (the smallest page size is above 4K
     /// and the run is not aligned to it).
     pub unmappable_pages: u64,
@@ -133,6 +156,11 @@ pub struct Counts {
     pub locked_pages: u64,
     /// `locked_pages` in bytes.
     pub locked_bytes: u64,
+    /// Pages a map of the whole span would charge: it faults every page in, so all but the
+    /// reserved ones (holes included).
+    pub map_charge_pages: u64,
+    /// `map_charge_pages` in bytes.
+    pub map_charge_bytes: u64,
 }
 
 impl Counts {
@@ -146,7 +174,8 @@ impl Counts {
             .collect();
         Counts {
             leaves_iova_eq_vaddr: sizes.clone(),
-            leaves_best_iova: sizes,
+            leaves_layout: sizes.clone(),
+            leaves_each_run_aligned: sizes,
             ..Counts::default()
         }
     }
@@ -159,7 +188,9 @@ impl Counts {
         }
     }
 
-    fn add_run(&mut self, pgsizes: u64, vaddr: u64, pfn: u64, npages: u64) {
+    /// Count a run of `npages` at `vaddr` on `pfn..`; the layout places it at IOVA
+    /// `vaddr + delta` (wrapping).
+    fn add_run(&mut self, pgsizes: u64, delta: u64, vaddr: u64, pfn: u64, npages: u64) {
         self.runs += 1;
         self.longest_run_pages = self.longest_run_pages.max(npages);
         let k = 63 - npages.leading_zeros();
@@ -185,9 +216,12 @@ impl Counts {
             Some(s) => Self::add_leaves(&mut self.leaves_iova_eq_vaddr, &s),
             None => self.unmappable_pages += npages,
         }
+        if let Some(s) = iommu::pgsize::split(pgsizes, vaddr.wrapping_add(delta), paddr, len) {
+            Self::add_leaves(&mut self.leaves_layout, &s);
+        }
         // Best-aligned: an IOVA congruent to paddr modulo the largest page size (paddr itself).
         if let Some(s) = iommu::pgsize::split(pgsizes, paddr, paddr, len) {
-            Self::add_leaves(&mut self.leaves_best_iova, &s);
+            Self::add_leaves(&mut self.leaves_each_run_aligned, &s);
         }
     }
 
@@ -222,12 +256,185 @@ impl Counts {
         {
             x.leaves += y.leaves;
         }
-        for (x, y) in self.leaves_best_iova.iter_mut().zip(&o.leaves_best_iova) {
+        for (x, y) in self.leaves_layout.iter_mut().zip(&o.leaves_layout) {
+            x.leaves += y.leaves;
+        }
+        for (x, y) in self
+            .leaves_each_run_aligned
+            .iter_mut()
+            .zip(&o.leaves_each_run_aligned)
+        {
             x.leaves += y.leaves;
         }
         self.unmappable_pages += o.unmappable_pages;
         self.locked_pages += o.locked_pages;
         self.locked_bytes += o.locked_bytes;
+        self.map_charge_pages += o.map_charge_pages;
+        self.map_charge_bytes += o.map_charge_bytes;
+    }
+}
+
+/// Whether a map's leaves would be superpages, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// `yes` (every resident page in a leaf above the smallest size), `partly` or `no`.
+    pub superpages: &'static str,
+    /// Why, in words, with the numbers that decide it.
+    pub reason: String,
+    /// The longest physically contiguous run, in pages.
+    pub longest_run_pages: u64,
+}
+
+impl Verdict {
+    /// The verdict on `c`'s leaves at the asked layout, for the page-size bitmap `pgsizes`.
+    pub fn of(c: &Counts, pgsizes: u64) -> Verdict {
+        let min = 1u64 << pgsizes.trailing_zeros();
+        // The smallest superpage size: the second size of the bitmap.
+        let rest = pgsizes & !(min | (min - 1));
+        let bytes = |pred: &dyn Fn(u64) -> bool| -> u64 {
+            c.leaves_layout
+                .iter()
+                .filter(|l| pred(l.pgsize))
+                .map(|l| l.pgsize * l.leaves)
+                .sum()
+        };
+        let mapped = bytes(&|_| true);
+        let sup = bytes(&|p| p > min);
+        let (superpages, mut reason) = if rest == 0 {
+            ("no", format!("the IOMMU has one page size ({})", size(min)))
+        } else if c.resident_pages == 0 {
+            (
+                "no",
+                "nothing resident: a map faults the pages in, and the leaves depend on what the \
+                 kernel gives then"
+                    .to_string(),
+            )
+        } else if sup > 0 && sup == mapped {
+            (
+                "yes",
+                format!("all {} resident in superpage leaves", size(mapped)),
+            )
+        } else {
+            let next = 1u64 << rest.trailing_zeros();
+            let why = if c.longest_run_pages * PAGE_SIZE < next {
+                format!(
+                    "no physically contiguous run reaches {} (the memory is not in huge pages)",
+                    size(next)
+                )
+            } else if sup == 0 {
+                format!(
+                    "runs of {} exist but their IOVA and physical address differ modulo {}: \
+                     place the mapping at an IOVA congruent to them (--gpa/--iova)",
+                    size(next),
+                    size(next)
+                )
+            } else {
+                format!(
+                    "the rest is in runs shorter than {} or not congruent to their IOVA",
+                    size(next)
+                )
+            };
+            if sup > 0 {
+                (
+                    "partly",
+                    format!(
+                        "{} of {} ({:.1}%) in superpage leaves; {why}",
+                        size(sup),
+                        size(mapped),
+                        sup as f64 * 100.0 / mapped as f64
+                    ),
+                )
+            } else {
+                ("no", why)
+            }
+        };
+        if c.resident_pages > 0 && c.hole_pages > 0 {
+            reason += &format!(
+                "; {} not resident (a map faults it in: leaves unknown)",
+                size(c.hole_pages * PAGE_SIZE)
+            );
+        }
+        Verdict {
+            superpages,
+            reason,
+            longest_run_pages: c.longest_run_pages,
+        }
+    }
+}
+
+/// `b` bytes as `4K`, `2M`, `1.5G`-style text.
+fn size(b: u64) -> String {
+    for (s, u) in [
+        (SZ_1G << 10, "T"),
+        (SZ_1G, "G"),
+        (SZ_2M >> 1, "M"),
+        (1 << 10, "K"),
+    ] {
+        if b >= s {
+            return if b.is_multiple_of(s) {
+                format!("{}{u}", b / s)
+            } else {
+                format!("{:.1}{u}", b as f64 / s as f64)
+            };
+        }
+    }
+    format!("{b}B")
+}
+
+/// Where a map would place each mapping in IOVA space (guest physical, for a VMM).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Layout {
+    /// IOVA = vaddr.
+    #[default]
+    Vaddr,
+    /// IOVA = vaddr + this offset (wrapping: a "negative" offset is its two's complement).
+    Offset(u64),
+    /// The i-th selected mapping (address order) starts at the i-th IOVA: one per mapping.
+    Gpa(Vec<u64>),
+}
+
+impl Layout {
+    /// The layout in words, for the report's column legend.
+    pub fn describe(&self) -> String {
+        match self {
+            Layout::Vaddr => "IOVA = vaddr".into(),
+            Layout::Offset(o) => format!("IOVA = vaddr + {o:#x} (wrapping)"),
+            Layout::Gpa(g) => format!(
+                "each mapping at its --gpa start ({})",
+                g.iter()
+                    .map(|a| format!("{a:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// What to inspect and how to place it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Ranges `[start, end)` to clip mappings to; empty = the whole address space.
+    pub ranges: Vec<(u64, u64)>,
+    /// The IOMMU's page-size bitmap (e.g. 4K|2M|1G).
+    pub pgsizes: u64,
+    /// Where each selected mapping goes in IOVA space.
+    pub layout: Layout,
+    /// Keep only mappings whose name contains this (`[anon]` for anonymous memory).
+    pub name: Option<String>,
+    /// Keep only mappings (pieces, after clipping) of at least this many bytes.
+    pub min_size: u64,
+}
+
+impl Options {
+    /// Everything, at IOVA = vaddr, with the IOMMU page sizes `pgsizes`.
+    pub fn new(pgsizes: u64) -> Options {
+        Options {
+            ranges: Vec::new(),
+            pgsizes,
+            layout: Layout::Vaddr,
+            name: None,
+            min_size: 0,
+        }
     }
 }
 
@@ -242,6 +449,10 @@ pub struct VmaReport {
     pub perms: String,
     /// The path or pseudo-name (`[heap]`, `[stack]`, ...); empty for anonymous memory.
     pub name: String,
+    /// The IOVA the layout gives `start`.
+    pub iova: u64,
+    /// Superpages or not, and why.
+    pub verdict: Verdict,
     /// What the piece holds and would install.
     #[serde(flatten)]
     pub counts: Counts,
@@ -260,6 +471,21 @@ pub struct Report {
     pub vmas: Vec<VmaReport>,
     /// The sum over `vmas`.
     pub total: Counts,
+    /// The layout the `leaves_layout` counts assume, in words.
+    pub layout: String,
+    /// The name filter, if any.
+    pub name_filter: Option<String>,
+    /// The size filter, bytes (0 = none).
+    pub min_size: u64,
+    /// Mappings (pieces) the filters left out of `vmas` and the totals.
+    pub filtered_out: u64,
+    /// The verdict on all selected mappings together.
+    pub verdict: Verdict,
+    /// The RLIMIT_MEMLOCK a map of every selected mapping needs: `total.map_charge_bytes`.
+    pub suggested_memlock_bytes: u64,
+    /// The reach of the layout's leaves in the plain model IOTLB (64 entries per page size;
+    /// not a real part): `IotlbConfig::preset("plain", pgsizes).reach_bytes(leaf sizes used)`.
+    pub iotlb_reach_plain_bytes: u64,
     /// What the numbers leave out (holes, unmappable runs, demo backings left out).
     pub notes: Vec<String>,
 }
@@ -277,6 +503,15 @@ pub fn inspect_pid(pid: u32, range: Option<(u64, u64)>, pgsizes: u64) -> Result<
 /// Inspect the parts of a process's mappings inside any of `ranges` (`[start, end)` each; empty
 /// = the whole address space).
 pub fn inspect_ranges(pid: u32, ranges: &[(u64, u64)], pgsizes: u64) -> Result<Report, Error> {
+    let mut o = Options::new(pgsizes);
+    o.ranges = ranges.to_vec();
+    inspect(pid, &o)
+}
+
+/// Inspect a process as `o` asks: clip to its ranges, keep the mappings its filters select,
+/// place them by its layout.
+pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
+    let (ranges, pgsizes) = (&o.ranges[..], o.pgsizes);
     for &(start, end) in ranges {
         if start >= end {
             return Err(Error::BadRange { start, end });
@@ -315,6 +550,19 @@ pub fn inspect_ranges(pid: u32, ranges: &[(u64, u64)], pgsizes: u64) -> Result<R
     let empty = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .map(|t| smaps_empty(&t))
         .unwrap_or_default();
+    let before = pieces.len();
+    pieces.retain(|(m, s, e)| {
+        let name = if m.name.is_empty() { "[anon]" } else { &m.name };
+        e - s >= o.min_size && o.name.as_ref().is_none_or(|p| name.contains(p.as_str()))
+    });
+    if let Layout::Gpa(g) = &o.layout {
+        if g.len() != pieces.len() {
+            return Err(Error::GpaCount {
+                given: g.len(),
+                mappings: pieces.len(),
+            });
+        }
+    }
     let mut report = Report {
         pid,
         pgsizes,
@@ -322,25 +570,52 @@ pub fn inspect_ranges(pid: u32, ranges: &[(u64, u64)], pgsizes: u64) -> Result<R
         vmas: Vec::new(),
         total: Counts::new(pgsizes),
         notes: Vec::new(),
+        layout: o.layout.describe(),
+        name_filter: o.name.clone(),
+        min_size: o.min_size,
+        filtered_out: (before - pieces.len()) as u64,
+        verdict: Verdict::of(&Counts::new(pgsizes), pgsizes),
+        suggested_memlock_bytes: 0,
+        iotlb_reach_plain_bytes: 0,
     };
-    for (m, s, e) in pieces {
-        let counts = if empty.contains(&m.start) {
+    for (i, (m, s, e)) in pieces.into_iter().enumerate() {
+        let iova = match &o.layout {
+            Layout::Vaddr => s,
+            Layout::Offset(off) => s.wrapping_add(*off),
+            Layout::Gpa(g) => g[i],
+        };
+        let delta = iova.wrapping_sub(s);
+        let mut counts = if empty.contains(&m.start) {
             let mut c = Counts::new(pgsizes);
             c.pages = e.div_ceil(PAGE_SIZE) - s / PAGE_SIZE;
             c.hole_pages = c.pages;
             c
         } else {
-            inspect_span(&pm, &kf, &pm_path, s, e, pgsizes)?
+            inspect_span(&pm, &kf, &pm_path, s, e, pgsizes, delta)?
         };
+        counts.map_charge_pages = counts.pages - counts.reserved_pages;
+        counts.map_charge_bytes = counts.map_charge_pages * PAGE_SIZE;
         report.total.merge(&counts);
         report.vmas.push(VmaReport {
             start: s,
             end: e,
             perms: m.perms,
             name: m.name,
+            iova,
+            verdict: Verdict::of(&counts, pgsizes),
             counts,
         });
     }
+    report.verdict = Verdict::of(&report.total, pgsizes);
+    report.suggested_memlock_bytes = report.total.map_charge_bytes;
+    let used = report
+        .total
+        .leaves_layout
+        .iter()
+        .filter(|l| l.leaves > 0)
+        .fold(0, |acc, l| acc | l.pgsize);
+    report.iotlb_reach_plain_bytes =
+        iommu::iotlb::IotlbConfig::preset("plain", pgsizes).map_or(0, |c| c.reach_bytes(used));
     if report.total.hole_pages > 0 {
         report.notes.push(format!(
             "{} page(s) are not resident: holes here. A real MAP_DMA would fault them in (and \
@@ -367,6 +642,7 @@ fn inspect_span(
     start: u64,
     end: u64,
     pgsizes: u64,
+    delta: u64,
 ) -> Result<Counts, Error> {
     let mut c = Counts::new(pgsizes);
     let first = start / PAGE_SIZE;
@@ -392,7 +668,7 @@ fn inspect_span(
                         }
                         _ => {
                             if let Some(r) = run.take() {
-                                finish_run(&mut c, kf, pgsizes, r);
+                                finish_run(&mut c, kf, pgsizes, delta, r);
                             }
                             run = Some((v, pfn, 1));
                         }
@@ -404,7 +680,7 @@ fn inspect_span(
                         c.swapped_pages += 1;
                     }
                     if let Some(r) = run.take() {
-                        finish_run(&mut c, kf, pgsizes, r);
+                        finish_run(&mut c, kf, pgsizes, delta, r);
                     }
                 }
             }
@@ -416,14 +692,20 @@ fn inspect_span(
         idx += got;
     }
     if let Some(r) = run.take() {
-        finish_run(&mut c, kf, pgsizes, r);
+        finish_run(&mut c, kf, pgsizes, delta, r);
     }
     c.locked_bytes = c.locked_pages * PAGE_SIZE;
     Ok(c)
 }
 
 /// A pfn-contiguous run: read its kpageflags in one go, cut it where reservedness changes.
-fn finish_run(c: &mut Counts, kf: &File, pgsizes: u64, (vaddr, pfn, npages): (u64, u64, u64)) {
+fn finish_run(
+    c: &mut Counts,
+    kf: &File,
+    pgsizes: u64,
+    delta: u64,
+    (vaddr, pfn, npages): (u64, u64, u64),
+) {
     let flags = read_entries(kf, pfn, npages as usize).unwrap_or_default();
     let reserved = |i: usize| flags.get(i).copied().is_some_and(kpf::reserved);
     let mut s = 0usize;
@@ -444,6 +726,7 @@ fn finish_run(c: &mut Counts, kf: &File, pgsizes: u64, (vaddr, pfn, npages): (u6
             let off = s as u64;
             c.add_run(
                 pgsizes,
+                delta,
                 vaddr + off * PAGE_SIZE,
                 pfn + off,
                 i as u64 + 1 - off,
@@ -542,18 +825,18 @@ mod tests {
         let pg = (1 << 12) | (1 << 21) | (1 << 30);
         let mut c = Counts::new(pg);
         // 1024 pages at a 2M-aligned vaddr and paddr: two 2M leaves either way.
-        c.add_run(pg, 0x4020_0000, 0x200, 1024);
+        c.add_run(pg, 0, 0x4020_0000, 0x200, 1024);
         assert_eq!(c.run_histogram[0].min_pages, 1024);
         assert_eq!(c.leaves_iova_eq_vaddr[1].leaves, 2);
-        assert_eq!(c.leaves_best_iova[1].leaves, 2);
+        assert_eq!(c.leaves_each_run_aligned[1].leaves, 2);
         // 1024 pages from paddr 0x401000 at a 2M-aligned vaddr: vaddr and paddr are not
         // congruent mod 2M, so 1024 4K leaves at IOVA = vaddr; the best IOVA gets one 2M leaf
         // (paddr 0x600000..0x800000) and 512 4K leaves around it.
-        c.add_run(pg, 0x4060_0000, 0x401, 1024);
+        c.add_run(pg, 0, 0x4060_0000, 0x401, 1024);
         assert_eq!(c.leaves_iova_eq_vaddr[0].leaves, 1024);
-        assert_eq!(c.leaves_best_iova[0].leaves, 512);
-        assert_eq!(c.leaves_best_iova[1].leaves, 3);
-        c.add_run(pg, 0x1000, 0x9, 3);
+        assert_eq!(c.leaves_each_run_aligned[0].leaves, 512);
+        assert_eq!(c.leaves_each_run_aligned[1].leaves, 3);
+        c.add_run(pg, 0, 0x1000, 0x9, 3);
         assert_eq!(c.runs, 3);
         assert_eq!(
             c.run_histogram
@@ -562,5 +845,41 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(2, 3, 1), (1024, 2047, 2)]
         );
+    }
+
+    #[test]
+    fn layout_delta_moves_the_leaves_and_the_verdict_says_why() {
+        let pg = (1 << 12) | (1 << 21) | (1 << 30);
+        // 512 pages on a 2M-aligned paddr at a vaddr 4K off 2M: at IOVA = vaddr no 2M leaf; a
+        // layout 4K lower (delta = -4K) makes IOVA congruent and gives one 2M leaf.
+        let mut c = Counts::new(pg);
+        c.add_run(pg, 0x1000u64.wrapping_neg(), 0x4020_1000, 0x200, 512);
+        c.resident_pages = 512;
+        c.pages = 512;
+        assert_eq!(c.leaves_iova_eq_vaddr[0].leaves, 512);
+        assert_eq!(c.leaves_layout[1].leaves, 1);
+        assert_eq!(c.leaves_layout[0].leaves, 0);
+        assert_eq!(Verdict::of(&c, pg).superpages, "yes");
+        // The same run at IOVA = vaddr: a run long enough, but not congruent.
+        let mut d = Counts::new(pg);
+        d.add_run(pg, 0, 0x4020_1000, 0x200, 512);
+        d.resident_pages = 512;
+        d.pages = 512;
+        let v = Verdict::of(&d, pg);
+        assert_eq!(v.superpages, "no");
+        assert!(v.reason.contains("congruent"), "{}", v.reason);
+        assert_eq!(v.longest_run_pages, 512);
+        // Short runs: the reason is the backing.
+        let mut e = Counts::new(pg);
+        e.add_run(pg, 0, 0x1000, 0x9, 3);
+        e.resident_pages = 3;
+        e.pages = 3;
+        assert!(Verdict::of(&e, pg).reason.contains("not in huge pages"));
+        // Nothing resident.
+        assert!(Verdict::of(&Counts::new(pg), pg)
+            .reason
+            .contains("nothing resident"));
+        assert_eq!(size(SZ_2M), "2M");
+        assert_eq!(size(SZ_1G + SZ_2M * 256), "1.5G");
     }
 }

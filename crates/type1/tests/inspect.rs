@@ -1,5 +1,8 @@
 //! `type1::inspect` against real processes, checked against pagemap and kpageflags read here
-//! independently. Needs root with CAP_SYS_ADMIN.
+//! independently, and the acceptance lines of issue 12 for inspect: a partly touched THP region
+//! reports the full charge, a `--gpa` layout changes the leaves as alignment predicts, filters
+//! change the totals. Needs root with CAP_SYS_ADMIN (and 2M huge pages reserved for the layout
+//! test).
 
 mod support_host;
 
@@ -9,9 +12,9 @@ use std::time::Duration;
 
 use support_host::{entry_pfn, in_ci, kpageflags, pagemap, serial, vmlck, G1, K4, M2, PGSIZES};
 use support_host::{KPF_HUGE, KPF_RESERVED, KPF_THP, KPF_ZERO};
-use type1::inspect::{self, Counts, Report};
+use type1::inspect::{self, Counts, Layout, Options, Report};
 use type1::mm::host::HostMm;
-use type1::sys::{self, Advice, Mapping};
+use type1::sys::{self, Advice, HugeTlb, Mapping};
 
 /// What the report should say about `[start, end)`, computed here from pagemap/kpageflags:
 /// (resident, runs, thp pages, hugetlb pages, reserved pages).
@@ -48,13 +51,21 @@ fn consistent(c: &Counts) {
         c.run_histogram.iter().map(|b| b.pages).sum::<u64>(),
         c.resident_pages
     );
-    for leaves in [&c.leaves_iova_eq_vaddr, &c.leaves_best_iova] {
+    for leaves in [
+        &c.leaves_iova_eq_vaddr,
+        &c.leaves_layout,
+        &c.leaves_each_run_aligned,
+    ] {
         let bytes: u64 = leaves.iter().map(|l| l.pgsize * l.leaves).sum();
         assert_eq!(bytes, c.resident_pages * K4 - c.unmappable_pages * K4);
     }
-    // The best IOVA never needs more leaves than IOVA = vaddr.
+    // Each run at its best IOVA never needs more leaves than any one placement.
     let n = |v: &[inspect::LeafCount]| v.iter().map(|l| l.leaves).sum::<u64>();
-    assert!(n(&c.leaves_best_iova) <= n(&c.leaves_iova_eq_vaddr));
+    assert!(n(&c.leaves_each_run_aligned) <= n(&c.leaves_iova_eq_vaddr));
+    assert!(n(&c.leaves_each_run_aligned) <= n(&c.leaves_layout));
+    assert!(c.map_charge_pages >= c.locked_pages);
+    assert_eq!(c.map_charge_pages + c.reserved_pages, c.pages);
+    assert_eq!(c.map_charge_bytes, c.map_charge_pages * K4);
 }
 
 fn check_report_against_pagemap(r: &Report) {
@@ -72,17 +83,39 @@ fn check_report_against_pagemap(r: &Report) {
     }
 }
 
-/// Not a test of its own: the child process of `inspect_of_a_child_process_matches_pagemap`.
-/// With TYPE1_INSPECT_CHILD set it maps 4 MiB of 4K pages, writes them, prints their address
-/// and waits to be killed.
+/// Not a test of its own: the child process of the tests below. TYPE1_INSPECT_CHILD says what
+/// it maps: `4k` 4 MiB of 4K pages, all written; `thp-partial` 8 MiB 2M-aligned with
+/// MADV_HUGEPAGE, only its first 2 MiB written; `hugetlb-2m` 4 MiB of 2M hugetlb pages, all
+/// written. It prints the address and length and waits to be killed.
 #[test]
 fn child_helper_allocates_and_waits() {
-    if std::env::var_os("TYPE1_INSPECT_CHILD").is_none() {
+    let Some(mode) = std::env::var_os("TYPE1_INSPECT_CHILD") else {
         return;
-    }
-    let m = Mapping::anon(4 << 20, true, None, None).unwrap();
-    sys::madvise(m.base(), m.len(), Advice::NoHugePage).unwrap();
-    m.fill_first_bytes(m.base(), m.len(), 0x5a).unwrap();
+    };
+    let m = match mode.to_str() {
+        Some("thp-partial") => {
+            let m = Mapping::anon_aligned(8 << 20, true, M2).unwrap();
+            sys::madvise(m.base(), m.len(), Advice::HugePage).unwrap();
+            m.fill_first_bytes(m.base(), M2, 0x5a).unwrap();
+            m
+        }
+        Some("hugetlb-2m") => match Mapping::anon(4 << 20, true, None, Some(HugeTlb::Size2M)) {
+            Ok(m) => {
+                m.fill_first_bytes(m.base(), m.len(), 0x5a).unwrap();
+                m
+            }
+            Err(e) => {
+                println!("NOHUGE {e}");
+                return;
+            }
+        },
+        _ => {
+            let m = Mapping::anon(4 << 20, true, None, None).unwrap();
+            sys::madvise(m.base(), m.len(), Advice::NoHugePage).unwrap();
+            m.fill_first_bytes(m.base(), m.len(), 0x5a).unwrap();
+            m
+        }
+    };
     println!("READY {:x} {:x}", m.base(), m.len());
     std::thread::sleep(Duration::from_secs(60));
     drop(m);
@@ -97,9 +130,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn inspect_of_a_child_process_matches_pagemap() {
-    let _g = serial();
+/// Start the child helper in `mode`; its pid and buffer, or None when it could not map it
+/// (`NOHUGE`).
+fn spawn_child(mode: &str) -> Option<(KillOnDrop, u32, u64, u64)> {
     let exe = std::env::current_exe().unwrap();
     let mut child = KillOnDrop(
         Command::new(exe)
@@ -109,7 +142,7 @@ fn inspect_of_a_child_process_matches_pagemap() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env("TYPE1_INSPECT_CHILD", "1")
+            .env("TYPE1_INSPECT_CHILD", mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -122,6 +155,10 @@ fn inspect_of_a_child_process_matches_pagemap() {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "child exited");
         // The harness prints "test <name> ... " before the test's own output.
+        if line.contains("NOHUGE ") {
+            eprintln!("child: {line}");
+            return None;
+        }
         if let Some(i) = line.find("READY ") {
             let rest = line[i + 6..].trim();
             let (a, b) = rest.split_once(' ').unwrap();
@@ -131,13 +168,20 @@ fn inspect_of_a_child_process_matches_pagemap() {
             );
         }
     };
+    Some((child, pid, base, len))
+}
+
+#[test]
+fn inspect_of_a_child_process_matches_pagemap() {
+    let _g = serial();
+    let (child, pid, base, len) = spawn_child("4k").unwrap();
     // The child's buffer alone.
     let r = inspect::inspect_pid(pid, Some((base, base + len)), PGSIZES).unwrap();
     assert_eq!(r.vmas.len(), 1, "{:?}", r.vmas);
     let c = &r.vmas[0].counts;
     eprintln!(
         "child {pid} buffer: {} resident of {} pages, {} runs (longest {}), histogram {:?}, \
-         leaves at vaddr {:?}, best {:?}, charge {} pages",
+         leaves at vaddr {:?}, each run aligned {:?}, charge {} pages",
         c.resident_pages,
         c.pages,
         c.runs,
@@ -147,7 +191,7 @@ fn inspect_of_a_child_process_matches_pagemap() {
             .map(|b| (b.min_pages, b.runs))
             .collect::<Vec<_>>(),
         c.leaves_iova_eq_vaddr,
-        c.leaves_best_iova,
+        c.leaves_each_run_aligned,
         c.locked_pages
     );
     assert_eq!(c.resident_pages, len / K4);
@@ -253,4 +297,114 @@ fn demo_regions_match_pagemap() {
     assert_eq!(vmlck(), before);
     // The serializable form the CLI prints.
     let _ = &d.report.total;
+}
+
+/// Acceptance: a partly touched THP region reports the full charge a map would make (it faults
+/// the rest in), beside the smaller resident charge.
+#[test]
+fn partly_touched_thp_region_reports_the_full_charge() {
+    let _g = serial();
+    let (_child, pid, base, len) = spawn_child("thp-partial").unwrap();
+    let r = inspect::inspect_pid(pid, Some((base, base + len)), PGSIZES).unwrap();
+    check_report_against_pagemap(&r);
+    let c = &r.total;
+    eprintln!(
+        "thp-partial: resident {} of {} pages, thp {}, locked now {}, map charge {}, verdict {:?}",
+        c.resident_pages, c.pages, c.thp_pages, c.locked_pages, c.map_charge_pages, r.verdict
+    );
+    assert!(
+        c.resident_pages >= 1 && c.resident_pages < len / K4,
+        "partly touched"
+    );
+    assert_eq!(c.locked_pages, c.resident_pages);
+    assert_eq!(
+        c.map_charge_pages,
+        len / K4,
+        "a map charges the whole region"
+    );
+    assert_eq!(c.map_charge_bytes, len);
+    assert_eq!(r.suggested_memlock_bytes, len);
+    assert!(r.verdict.reason.contains("not resident"), "{:?}", r.verdict);
+}
+
+/// Acceptance: a `--gpa` layout changes the leaves as alignment predicts. 2M hugetlb pages at a
+/// 2M-aligned guest physical start are 2M leaves; 4K off that alignment they are 4K leaves only.
+#[test]
+fn gpa_layout_changes_the_leaves_as_alignment_predicts() {
+    let _g = serial();
+    let Some((_child, pid, base, len)) = spawn_child("hugetlb-2m") else {
+        assert!(!in_ci(), "CI=true and no 2M huge pages for the child");
+        eprintln!("SKIP: no 2M huge pages");
+        return;
+    };
+    let leaves = |layout: Layout| {
+        let mut o = Options::new(PGSIZES);
+        o.ranges = vec![(base, base + len)];
+        o.layout = layout;
+        let r = inspect::inspect(pid, &o).unwrap();
+        check_report_against_pagemap(&r);
+        assert_eq!(r.vmas.len(), 1);
+        let l: Vec<(u64, u64)> = r
+            .total
+            .leaves_layout
+            .iter()
+            .map(|l| (l.pgsize, l.leaves))
+            .collect();
+        (l, r.vmas[0].iova, r.verdict.superpages)
+    };
+    let (aligned, iova, yes) = leaves(Layout::Gpa(vec![0x1_0000_0000]));
+    assert_eq!(iova, 0x1_0000_0000);
+    assert_eq!(aligned, vec![(K4, 0), (M2, len / M2), (G1, 0)]);
+    assert_eq!(yes, "yes");
+    let (off, _, no) = leaves(Layout::Gpa(vec![0x1_0000_1000]));
+    assert_eq!(off, vec![(K4, len / K4), (M2, 0), (G1, 0)]);
+    assert_eq!(no, "no");
+    // An offset layout a multiple of 2M keeps the 2M leaves; IOVA = vaddr is the same as offset 0.
+    assert_eq!(leaves(Layout::Offset(M2.wrapping_neg())).0, aligned);
+    assert_eq!(leaves(Layout::Offset(0)).0, leaves(Layout::Vaddr).0);
+    // One --gpa per selected mapping, or an error naming the counts.
+    let mut o = Options::new(PGSIZES);
+    o.layout = Layout::Gpa(vec![0]);
+    assert!(matches!(
+        inspect::inspect(pid, &o),
+        Err(inspect::Error::GpaCount { given: 1, .. })
+    ));
+}
+
+/// Acceptance: filters change the totals: `name` and `min_size` keep the child's buffer and drop
+/// libraries, stack and heap from the totals, which are the sums of what is kept.
+#[test]
+fn filters_change_the_totals() {
+    let _g = serial();
+    let (_child, pid, base, len) = spawn_child("4k").unwrap();
+    let all = inspect::inspect(pid, &Options::new(PGSIZES)).unwrap();
+    let mut o = Options::new(PGSIZES);
+    o.name = Some("[anon]".into());
+    o.min_size = len;
+    let some = inspect::inspect(pid, &o).unwrap();
+    check_report_against_pagemap(&some);
+    assert!(some
+        .vmas
+        .iter()
+        .any(|v| v.start <= base && base + len <= v.end));
+    assert!(some
+        .vmas
+        .iter()
+        .all(|v| v.name.is_empty() && v.end - v.start >= len));
+    assert_eq!(
+        some.vmas.len() as u64 + some.filtered_out,
+        all.vmas.len() as u64
+    );
+    assert!(some.filtered_out > 0);
+    assert!(some.total.pages < all.total.pages);
+    assert!(some.total.map_charge_pages < all.total.map_charge_pages);
+    assert!(some.total.resident_pages >= len / K4);
+    let sum = |r: &Report| r.vmas.iter().map(|v| v.counts.resident_pages).sum::<u64>();
+    assert_eq!(some.total.resident_pages, sum(&some));
+    assert_eq!(some.suggested_memlock_bytes, some.total.map_charge_bytes);
+    // A name nothing has selects nothing.
+    o.name = Some("no such mapping".into());
+    let none = inspect::inspect(pid, &o).unwrap();
+    assert!(none.vmas.is_empty());
+    assert_eq!(none.total.pages, 0);
 }
