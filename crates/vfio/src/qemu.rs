@@ -62,10 +62,13 @@ pub struct GuestOptions {
     /// A static `vfio-replay` to put in the guest; `None`: `$TYPE1_VFIO_REPLAY`, else build it
     /// with cargo from this workspace (into `target/guest`).
     pub replay_bin: Option<PathBuf>,
-    /// Gives up (and kills QEMU) after this long.
+    /// Gives up on a trace (and kills QEMU) after this long without its end, or on a boot
+    /// without its first trace.
     pub timeout: Duration,
     /// intel-iommu `aw-bits` (48 widens the IOVA space); `None` keeps QEMU's 39 bits.
     pub aw_bits: Option<u32>,
+    /// The QEMU program (`qemu-system-x86_64`, found on `$PATH`).
+    pub qemu: PathBuf,
 }
 
 impl Default for GuestOptions {
@@ -74,8 +77,9 @@ impl Default for GuestOptions {
             kernel: DEFAULT_KERNEL.to_string(),
             cache_dir: None,
             replay_bin: None,
-            timeout: Duration::from_secs(600),
+            timeout: Duration::from_secs(300),
             aw_bits: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
         }
     }
 }
@@ -876,7 +880,7 @@ fn boot(
         Some(b) => format!("intel-iommu,intremap=on,caching-mode=on,aw-bits={b}"),
         None => "intel-iommu,intremap=on,caching-mode=on".to_string(),
     };
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = Command::new(&opts.qemu);
     cmd.args([
         "-accel",
         "tcg,thread=multi",
