@@ -332,8 +332,8 @@ pub fn check_prepared(p: &Prepared, kernel: &[Record]) -> Check {
     )
 }
 
-/// The line printed when a host tool is missing (`None`: all there), for `kernels` (`--kernel`,
-/// or the traces' own when empty).
+/// The line printed when a host tool is missing (`None`: all there), for the `kernels` to boot
+/// (7.2 when empty).
 pub fn tools_line(kernels: &[String]) -> Option<String> {
     let cache = vfio_backend::qemu::default_cache_dir();
     let mut wanted: Vec<String> = kernels.to_vec();
@@ -383,11 +383,13 @@ fn plan(files: &[std::path::PathBuf], kernels: &[String]) -> Plan {
 /// missing host tool (the worst over the files).
 pub fn run_files(files: &[std::path::PathBuf], kernels: &[String], as_json: bool) -> i32 {
     let started = std::time::Instant::now();
-    if let Some(line) = tools_line(kernels) {
+    // Reading the traces is quick; it tells which kernels will boot (a trace's own `kernel=`).
+    let (boots, unprepared) = plan(files, kernels);
+    let booted: Vec<String> = boots.iter().map(|(k, _)| k.clone()).collect();
+    if let Some(line) = tools_line(&booted) {
         eprintln!("{line}");
         return 2;
     }
-    let (boots, unprepared) = plan(files, kernels);
     let mut all = Tally::default();
     for (_, e) in &unprepared {
         eprintln!("kernel-check: {e}");
