@@ -284,6 +284,8 @@ pub struct Prepared {
     pub profile: String,
     /// `(line, kernel)` of `kernel=` the `--kernel` option replaced.
     pub overridden: Vec<(usize, String)>,
+    /// The file it was read from.
+    pub path: std::path::PathBuf,
 }
 
 /// Reads and parses a trace and picks its kernel: `--kernel` when given (it overrides the
@@ -316,6 +318,7 @@ pub fn prepare(path: &std::path::Path, kernel: Option<&str>) -> Result<Prepared,
         src,
         profile,
         overridden,
+        path: path.to_path_buf(),
     })
 }
 
@@ -329,87 +332,193 @@ pub fn check_prepared(p: &Prepared, kernel: &[Record]) -> Check {
     )
 }
 
-/// `type1 kernel-check`: each file in its own guest boot. Returns the exit code: 0 all agree,
-/// 1 a difference, 2 a harness error (the worst over the files).
-pub fn run_files(files: &[std::path::PathBuf], kernel: Option<&str>, as_json: bool) -> i32 {
-    let started = std::time::Instant::now();
-    let mut worst = 0;
-    let (mut agree, mut differ, mut broken) = (0, 0, 0);
-    for (i, path) in files.iter().enumerate() {
-        let which = format!("[{}/{}]", i + 1, files.len());
-        match check_file(path, kernel, as_json, &which) {
-            Ok(true) => agree += 1,
-            Ok(false) => {
-                differ += 1;
-                worst = worst.max(1);
-            }
-            Err(e) => {
-                eprintln!("kernel-check: {e}");
-                worst = 2;
-                broken += 1;
+/// The line printed when a host tool is missing (`None`: all there), for the `kernels` to boot
+/// (7.2 when empty).
+pub fn tools_line(kernels: &[String]) -> Option<String> {
+    let cache = vfio_backend::qemu::default_cache_dir();
+    let mut wanted: Vec<String> = kernels.to_vec();
+    if wanted.is_empty() {
+        wanted.push(DEFAULT_PROFILE.to_string());
+    }
+    vfio_backend::qemu::check_host_tools(&wanted, &cache).map(|l| format!("kernel-check: {l}"))
+}
+
+/// The boots to make: per kernel to boot (in the order given), the engine profile and the
+/// indexes of the files prepared for it; files that could not be prepared come back as
+/// `(index, error)`.
+type Plan = (Vec<(String, Vec<(usize, Prepared)>)>, Vec<(usize, String)>);
+
+fn plan(files: &[std::path::PathBuf], kernels: &[String]) -> Plan {
+    let mut boots: Vec<(String, Vec<(usize, Prepared)>)> = Vec::new();
+    let mut broken = Vec::new();
+    let wanted: Vec<Option<&str>> = if kernels.is_empty() {
+        vec![None]
+    } else {
+        kernels.iter().map(|k| Some(k.as_str())).collect()
+    };
+    for k in wanted {
+        for (i, path) in files.iter().enumerate() {
+            match prepare(path, k) {
+                Ok(p) => {
+                    // A full version given on the command line is booted as is.
+                    let boot = k
+                        .filter(|k| profile_of(k).is_some())
+                        .unwrap_or(&p.profile)
+                        .to_string();
+                    match boots.iter_mut().find(|(b, _)| *b == boot) {
+                        Some((_, v)) => v.push((i, p)),
+                        None => boots.push((boot, vec![(i, p)])),
+                    }
+                }
+                Err(e) => broken.push((i, e)),
             }
         }
     }
-    eprintln!(
-        "kernel-check: {} traces: {agree} agree, {differ} differ, {broken} harness errors ({:.1} s)",
-        files.len(),
-        started.elapsed().as_secs_f64()
-    );
-    worst
+    (boots, broken)
 }
 
-/// One file of `type1 kernel-check`: boots the guest, compares and prints the report. Returns
-/// whether the two sides agree, or the harness error.
-fn check_file(
-    path: &std::path::Path,
-    kernel: Option<&str>,
-    as_json: bool,
-    which: &str,
-) -> Result<bool, String> {
-    use vfio_backend::qemu::{run_in_guest, GuestOptions};
-    let name = path.display().to_string();
-    let p = prepare(path, kernel)?;
-    for (line, k) in &p.overridden {
+/// `type1 kernel-check`: all files in one guest boot per kernel (`kernels`: `--kernel`, each
+/// overriding the traces' `kernel=`; empty: each trace's own), each trace compared as its
+/// answer arrives. Returns the exit code: 0 all agree, 1 a difference, 2 a harness error or a
+/// missing host tool (the worst over the files).
+pub fn run_files(files: &[std::path::PathBuf], kernels: &[String], as_json: bool) -> i32 {
+    let started = std::time::Instant::now();
+    // Reading the traces is quick; it tells which kernels will boot (a trace's own `kernel=`).
+    let (boots, unprepared) = plan(files, kernels);
+    let booted: Vec<String> = boots.iter().map(|(k, _)| k.clone()).collect();
+    if let Some(line) = tools_line(&booted) {
+        eprintln!("{line}");
+        return 2;
+    }
+    let mut all = Tally::default();
+    for (_, e) in &unprepared {
+        eprintln!("kernel-check: {e}");
+        all.broken += 1;
+    }
+    for (kernel, prepared) in &boots {
+        let t = check_boot(kernel, prepared, as_json);
         eprintln!(
-            "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
-            p.profile
+            "kernel-check: on {}: {} traces: {} agree, {} differ, {} harness errors ({:.1} s)",
+            vfio_backend::qemu::resolve_kernel(kernel),
+            prepared.len(),
+            t.agree,
+            t.differ,
+            t.broken,
+            t.seconds
         );
+        all.agree += t.agree;
+        all.differ += t.differ;
+        all.broken += t.broken;
+    }
+    eprintln!(
+        "kernel-check: {} traces: {} agree, {} differ, {} harness errors ({:.1} s)",
+        all.agree + all.differ + all.broken,
+        all.agree,
+        all.differ,
+        all.broken,
+        started.elapsed().as_secs_f64()
+    );
+    if all.broken > 0 {
+        2
+    } else if all.differ > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// Counts of one boot (or all).
+#[derive(Default)]
+struct Tally {
+    agree: usize,
+    differ: usize,
+    broken: usize,
+    seconds: f64,
+}
+
+/// One boot of `kernel` for all of `prepared`: each answer compared and reported as it comes.
+fn check_boot(kernel: &str, prepared: &[(usize, Prepared)], as_json: bool) -> Tally {
+    use vfio_backend::qemu::{run_traces_in_guest, GuestOptions};
+    let t0 = std::time::Instant::now();
+    let mut t = Tally::default();
+    let n = prepared.len();
+    for (_, p) in prepared {
+        let name = p.path.display();
+        for (line, k) in &p.overridden {
+            eprintln!(
+                "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
+                p.profile
+            );
+        }
     }
     let opts = GuestOptions {
-        // A full version given on the command line is booted as is.
-        kernel: kernel
-            .filter(|k| profile_of(k).is_some())
-            .unwrap_or(&p.profile)
-            .to_string(),
+        kernel: kernel.to_string(),
         ..GuestOptions::default()
     };
     eprintln!(
-        "kernel-check: {which} {name}: booting {} (engine profile {})…",
-        vfio_backend::qemu::resolve_kernel(&opts.kernel),
-        p.profile
+        "kernel-check: booting {} once for {n} traces (engine profile {})…",
+        vfio_backend::qemu::resolve_kernel(kernel),
+        prepared.first().map_or("", |(_, p)| p.profile.as_str())
     );
-    let t0 = std::time::Instant::now();
-    let run = run_in_guest(&p.trace.stmts, &opts, &mut |m| {
-        eprintln!("kernel-check:   {m}")
-    })
-    .map_err(|e| format!("{name}: harness error: {e}"))?;
-    let c = check_prepared(&p, &run.records);
-    let secs = t0.elapsed().as_secs_f64();
-    let tm = &run.timings;
-    eprintln!(
-        "kernel-check:   {name}: fetch {:.1} s, build {:.1} s, boot {:.1} s, replay {:.1} s, total {:.1} s",
-        tm.fetch, tm.build, tm.boot, tm.run, secs
+    let stmts: Vec<&[trace::Stmt]> = prepared.iter().map(|(_, p)| &p.trace.stmts[..]).collect();
+    let mut on_trace =
+        |i: usize, answer: Result<vfio_backend::GuestRun, vfio_backend::HarnessError>| {
+            let p = &prepared[i].1;
+            let name = p.path.display().to_string();
+            let run = match answer {
+                Ok(run) => run,
+                Err(e) => {
+                    eprintln!("kernel-check: [{}/{n}] {name}: harness error: {e}", i + 1);
+                    t.broken += 1;
+                    return;
+                }
+            };
+            let c = check_prepared(p, &run.records);
+            let tm = &run.timings;
+            eprintln!(
+                "kernel-check:   [{}/{n}] {name}: boot {:.1} s, replay {:.1} s",
+                i + 1,
+                tm.boot,
+                tm.run
+            );
+            if as_json {
+                println!("{}", to_json(&name, &run.kernel, &p.profile, &c, tm.total));
+            } else {
+                let texts = p
+                    .trace
+                    .stmts
+                    .iter()
+                    .map(|s| (s.line, s.text.clone()))
+                    .collect();
+                print!("{}", human(&name, &run.kernel, &c, &texts));
+            }
+            if c.agrees() {
+                t.agree += 1;
+            } else {
+                t.differ += 1;
+            }
+        };
+    let setup = run_traces_in_guest(
+        &stmts,
+        &opts,
+        &mut |m| eprintln!("kernel-check:   {m}"),
+        &mut on_trace,
     );
-    if as_json {
-        println!("{}", to_json(&name, &run.kernel, &p.profile, &c, secs));
-    } else {
-        let texts = p
-            .trace
-            .stmts
-            .iter()
-            .map(|s| (s.line, s.text.clone()))
-            .collect();
-        print!("{}", human(&name, &run.kernel, &c, &texts));
+    match setup {
+        Ok(tm) => eprintln!(
+            "kernel-check:   fetch {:.1} s, build {:.1} s, boots and replay {:.1} s, total {:.1} s",
+            tm.fetch, tm.build, tm.run, tm.total
+        ),
+        Err(e) => {
+            for (_, p) in prepared {
+                eprintln!("kernel-check: {}: harness error: {e}", p.path.display());
+            }
+            t = Tally {
+                broken: n,
+                ..Tally::default()
+            };
+        }
     }
-    Ok(c.agrees())
+    t.seconds = t0.elapsed().as_secs_f64();
+    t
 }

@@ -55,15 +55,16 @@ enum Cmd {
     /// vfio-pci) and against the engine with the same kernel profile, and compare them
     /// statement by statement. Exit 0: they agree; 1: they differ; 2: harness error.
     KernelCheck {
-        /// The kernel to boot and the engine profile to use: 7.2, 6.12, 6.1 or a full Debian
-        /// version (7.2.12+deb13-cloud-amd64). Overrides the traces' `kernel=` on both sides;
-        /// without it each trace's `kernel=` is used, else 7.2.
-        #[arg(long)]
-        kernel: Option<String>,
-        /// One JSON object per trace on stdout.
+        /// The kernels to boot, each with its engine profile: 7.2, 6.12, 6.1 or a full Debian
+        /// version (7.2.12+deb13-cloud-amd64); a comma-separated list and/or repeated, one boot
+        /// per kernel for all the traces. Overrides the traces' `kernel=` on both sides; without
+        /// it each trace's `kernel=` is used, else 7.2.
+        #[arg(long, value_delimiter = ',')]
+        kernel: Vec<String>,
+        /// One JSON object per trace and kernel on stdout.
         #[arg(long)]
         json: bool,
-        /// Trace files; each is run in its own guest boot.
+        /// Trace files; all run in one guest boot per kernel, each in a fresh container.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -219,7 +220,7 @@ fn main() -> ExitCode {
             kernel,
             json,
             files,
-        } => type1_cli::kernel_check::run_files(&files, kernel.as_deref(), json),
+        } => type1_cli::kernel_check::run_files(&files, &kernel, json),
         Cmd::Demo { print, json } => run_demo(print, json),
         Cmd::Iotlb(args) => match type1_cli::iotlb::run(args) {
             Ok(code) => code,

@@ -189,3 +189,34 @@ fn the_guest_agrees_with_the_engine_and_catches_a_planted_errno() {
         r#"tests/kernel/phase-B.trace:32: errno: engine "EINVAL", kernel "EEXIST""#
     );
 }
+
+/// Without QEMU on the PATH, `type1 kernel-check` says so in one line with the install command
+/// and exits 2 at once, before fetching or booting anything (for every kernel of a list).
+#[test]
+fn a_missing_qemu_is_named_in_one_line_before_anything_starts() {
+    let empty = std::env::temp_dir().join(format!("type1-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let t0 = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_type1"))
+        .args(["kernel-check", "--kernel", "7.2,6.12", "--kernel", "6.1"])
+        .arg(repo().join("tests/kernel/phase-B.trace"))
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&empty);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(secs < 1.0, "{secs} s");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("kernel-check: missing qemu-system-x86_64, cpio"),
+        "{err}"
+    );
+    assert!(
+        lines[0].contains("; install with: apt-get install qemu-system-x86 cpio"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

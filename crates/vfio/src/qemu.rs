@@ -12,8 +12,13 @@
 //!    tables through the monitor (`xp`), then send a newline to let the guest go on. Collect the
 //!    `@@R` records until `@@END`.
 //!
-//! Needs the host packages `qemu-system-x86 cpio kmod busybox-static` (and `xz-utils`,
-//! `zstd`, `dpkg`, `apt`, present on Debian).
+//! Every trace given runs in ONE boot per kernel ([`run_traces_in_guest`]): the guest program
+//! runs each in a fresh process, container and group and the host takes each trace's answer as
+//! it comes; a trace that hangs or crashes the guest is that trace's error, and the guest boots
+//! again at the next one.
+//!
+//! Needs the host packages `qemu-system-x86 cpio busybox-static`, and to fetch a kernel `apt
+//! dpkg kmod xz-utils zstd`; [`missing_tools`] names what is missing before anything starts.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,10 +62,13 @@ pub struct GuestOptions {
     /// A static `vfio-replay` to put in the guest; `None`: `$TYPE1_VFIO_REPLAY`, else build it
     /// with cargo from this workspace (into `target/guest`).
     pub replay_bin: Option<PathBuf>,
-    /// Gives up (and kills QEMU) after this long.
+    /// Gives up on a trace (and kills QEMU) after this long without its end, or on a boot
+    /// without its first trace.
     pub timeout: Duration,
     /// intel-iommu `aw-bits` (48 widens the IOVA space); `None` keeps QEMU's 39 bits.
     pub aw_bits: Option<u32>,
+    /// The QEMU program (`qemu-system-x86_64`, found on `$PATH`).
+    pub qemu: PathBuf,
 }
 
 impl Default for GuestOptions {
@@ -69,8 +77,9 @@ impl Default for GuestOptions {
             kernel: DEFAULT_KERNEL.to_string(),
             cache_dir: None,
             replay_bin: None,
-            timeout: Duration::from_secs(600),
+            timeout: Duration::from_secs(300),
             aw_bits: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
         }
     }
 }
@@ -109,7 +118,7 @@ pub struct GuestRun {
 }
 
 /// Why a guest run failed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum HarnessError {
     /// A host tool is missing or failed (which one, and what it said).
     Tool(String),
@@ -174,6 +183,101 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<String, HarnessError> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The host tools a boot needs: (program, Debian package).
+pub const BOOT_TOOLS: [(&str, &str); 2] =
+    [("qemu-system-x86_64", "qemu-system-x86"), ("cpio", "cpio")];
+
+/// The host tools fetching a kernel needs (only when one is not cached): (program, Debian
+/// package).
+pub const FETCH_TOOLS: [(&str, &str); 5] = [
+    ("apt-get", "apt"),
+    ("dpkg-deb", "dpkg"),
+    ("modinfo", "kmod"),
+    ("xz", "xz-utils"),
+    ("zstd", "zstd"),
+];
+
+/// Where the static busybox put in the guest is looked for.
+pub const BUSYBOX_PATHS: [&str; 2] = ["/bin/busybox", "/usr/bin/busybox"];
+
+/// Whether `program` is an executable file in one of the directories of `path` (a `$PATH`).
+fn on_path(program: &str, path: &std::ffi::OsStr) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path).any(|d| {
+        std::fs::metadata(d.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Whether `file` is a static ELF executable (no `PT_INTERP` program header).
+pub fn is_static_elf(file: &Path) -> bool {
+    let Ok(b) = std::fs::read(file) else {
+        return false;
+    };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().expect("8 bytes")) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).all(|i| {
+        let at = phoff + i * size;
+        // PT_INTERP is 3: a dynamic program names its loader.
+        b.get(at..at + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().expect("4 bytes")) != 3)
+    })
+}
+
+/// The check made before anything is fetched or booted: `None` when every tool is there, else
+/// ONE line naming what is missing and the command that installs it. `path` is the `$PATH` to
+/// search, `busybox` where a static busybox may be, `fetching` whether a kernel must be fetched.
+pub fn missing_tools(
+    path: &std::ffi::OsStr,
+    busybox: &[PathBuf],
+    fetching: bool,
+) -> Option<String> {
+    let mut missing: Vec<&str> = Vec::new();
+    let mut packages: Vec<&str> = Vec::new();
+    let tools = BOOT_TOOLS
+        .iter()
+        .chain(FETCH_TOOLS.iter().filter(|_| fetching));
+    for (program, package) in tools {
+        if !on_path(program, path) {
+            missing.push(program);
+            packages.push(package);
+        }
+    }
+    if !busybox.iter().any(|b| is_static_elf(b)) {
+        missing.push("a static busybox");
+        packages.push("busybox-static");
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "missing {}; install with: apt-get install {}",
+        missing.join(", "),
+        packages.join(" ")
+    ))
+}
+
+/// Whether kernel `version` (full or short) is unpacked in `cache` (no fetch needed).
+pub fn kernel_cached(version: &str, cache: &Path) -> bool {
+    cache
+        .join(resolve_kernel(version))
+        .join("ready.json")
+        .exists()
+}
+
+/// [`missing_tools`] for this host: its `$PATH` and busybox, fetching when one of `kernels` is
+/// not in the cache.
+pub fn check_host_tools(kernels: &[String], cache: &Path) -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let busybox: Vec<PathBuf> = BUSYBOX_PATHS.iter().map(PathBuf::from).collect();
+    let fetching = kernels.iter().any(|k| !kernel_cached(k, cache));
+    missing_tools(&path, &busybox, fetching)
 }
 
 /// A kernel ready to boot.
@@ -486,7 +590,7 @@ pub fn guest_program(
 }
 
 fn busybox() -> Result<PathBuf, HarnessError> {
-    ["/bin/busybox", "/usr/bin/busybox"]
+    BUSYBOX_PATHS
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
@@ -498,7 +602,7 @@ pub fn build_initramfs(
     dir: &Path,
     kernel: &KernelFiles,
     replay_bin: &Path,
-    stmts: &[Stmt],
+    traces: &[&[Stmt]],
 ) -> Result<PathBuf, HarnessError> {
     let io = |e: std::io::Error| HarnessError::Build(e.to_string());
     let stage = dir.join("stage");
@@ -516,7 +620,9 @@ pub fn build_initramfs(
     std::fs::write(stage.join("modules.list"), list).map_err(io)?;
     std::fs::copy(replay_bin, stage.join("vfio-replay"))
         .map_err(|e| HarnessError::Build(format!("copying {}: {e}", replay_bin.display())))?;
-    std::fs::write(stage.join("stmts.jsonl"), type1_trace::to_json_lines(stmts)).map_err(io)?;
+    // Every trace in one file, each after a separator line: the guest runs them one by one.
+    let all = crate::replay::join_traces(traces);
+    std::fs::write(stage.join("stmts.jsonl"), all).map_err(io)?;
     std::fs::write(stage.join("init"), INIT_SCRIPT).map_err(io)?;
     use std::os::unix::fs::PermissionsExt;
     for f in ["init", "vfio-replay", "bin/busybox"] {
@@ -643,6 +749,65 @@ pub fn run_in_guest(
     opts: &GuestOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<GuestRun, HarnessError> {
+    let mut out = None;
+    run_traces_in_guest(&[stmts], opts, progress, &mut |_, r| out = Some(r))?;
+    out.unwrap_or_else(|| Err(HarnessError::Tool("the guest gave no answer".into())))
+}
+
+/// What one trace's answer is made of, while it runs.
+struct Answer {
+    index: usize,
+    records: Vec<Record>,
+    walks: BTreeMap<usize, Walk>,
+    console: String,
+    began: Instant,
+    boot: f64,
+    ended: bool,
+}
+
+impl Answer {
+    /// The guest's run of this trace: the leaves read at each checkpoint go into that check's
+    /// record.
+    fn finish(mut self, kernel: &str, monitor_log: String) -> GuestRun {
+        for r in self.records.iter_mut().filter(|r| r.op == "check") {
+            let Some(w) = self.walks.get(&r.line) else {
+                continue;
+            };
+            if let Some(state) = r.state.as_mut() {
+                for leaves in state.domains.values_mut() {
+                    *leaves = w.leaves_by_size();
+                }
+            }
+        }
+        let run = self.began.elapsed().as_secs_f64();
+        GuestRun {
+            kernel: kernel.to_string(),
+            records: self.records,
+            walks: self.walks,
+            console: self.console,
+            monitor_log,
+            timings: Timings {
+                boot: self.boot,
+                run,
+                total: self.boot + run,
+                ..Timings::default()
+            },
+        }
+    }
+}
+
+/// Runs each of `traces` in turn in ONE guest booted with `opts.kernel` (each trace in a fresh
+/// guest process, container and group) and hands each answer to `on_trace(index, answer)` as
+/// soon as it is complete. A trace that hangs longer than `opts.timeout` or crashes the guest
+/// gets its harness error, and the guest boots again at the next trace. `Err` only when nothing
+/// could be booted at all (fetching the kernel, building the guest); a boot that never reaches
+/// the first trace gives its error to every trace left.
+pub fn run_traces_in_guest(
+    traces: &[&[Stmt]],
+    opts: &GuestOptions,
+    progress: &mut dyn FnMut(&str),
+    on_trace: &mut dyn FnMut(usize, Result<GuestRun, HarnessError>),
+) -> Result<Timings, HarnessError> {
     let t0 = Instant::now();
     let mut timings = Timings::default();
     let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
@@ -662,47 +827,60 @@ pub fn run_in_guest(
         std::env::temp_dir().join(format!("type1-kernel-check-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&run_dir).map_err(|e| HarnessError::Build(e.to_string()))?;
     let result = (|| {
-        let initrd = build_initramfs(&run_dir, &kernel, &replay_bin, stmts)?;
+        let initrd = build_initramfs(&run_dir, &kernel, &replay_bin, traces)?;
         timings.build = t1.elapsed().as_secs_f64();
-        boot(
-            stmts,
-            opts,
-            &kernel,
-            &initrd,
-            &run_dir,
-            &mut timings,
-            progress,
-        )
+        let tr = Instant::now();
+        let mut first = 0;
+        while first < traces.len() {
+            match boot(
+                traces, first, opts, &kernel, &initrd, &run_dir, progress, on_trace,
+            ) {
+                Ok(next) => first = next.max(first + 1),
+                Err(e) => {
+                    for i in first..traces.len() {
+                        on_trace(i, Err(e.clone()));
+                    }
+                    break;
+                }
+            }
+        }
+        timings.run = tr.elapsed().as_secs_f64();
+        Ok(())
     })();
     let _ = std::fs::remove_dir_all(&run_dir);
-    let mut run = result?;
+    result?;
     timings.total = t0.elapsed().as_secs_f64();
-    run.timings = timings;
-    Ok(run)
+    Ok(timings)
 }
 
+/// One boot, from trace `first` on. Returns the index to boot again at (the trace after the one
+/// that hung or crashed the guest), or the error of a boot that never reached a trace.
+#[allow(clippy::too_many_arguments)]
 fn boot(
-    stmts: &[Stmt],
+    traces: &[&[Stmt]],
+    first: usize,
     opts: &GuestOptions,
     kernel: &KernelFiles,
     initrd: &Path,
     run_dir: &Path,
-    timings: &mut Timings,
     progress: &mut dyn FnMut(&str),
-) -> Result<GuestRun, HarnessError> {
-    let big = crate::replay::needs_1g(stmts);
+    on_trace: &mut dyn FnMut(usize, Result<GuestRun, HarnessError>),
+) -> Result<usize, HarnessError> {
+    let big = traces.iter().any(|t| crate::replay::needs_1g(t));
     let mut append = String::from("console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 ");
     append.push_str(if big {
         "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64 default_hugepagesz=2M"
     } else {
         "hugepages=64"
     });
+    append.push_str(&format!(" type1.first={first}"));
     let sock = run_dir.join("monitor.sock");
+    let _ = std::fs::remove_file(&sock);
     let iommu = match opts.aw_bits {
         Some(b) => format!("intel-iommu,intremap=on,caching-mode=on,aw-bits={b}"),
         None => "intel-iommu,intremap=on,caching-mode=on".to_string(),
     };
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let mut cmd = Command::new(&opts.qemu);
     cmd.args([
         "-accel",
         "tcg,thread=multi",
@@ -734,7 +912,10 @@ fn boot(
     .stderr(Stdio::piped());
     let short = kernel.version.split('+').next().unwrap_or(&kernel.version);
     progress(&format!(
-        "booting {short} in QEMU (TCG, emulated VT-d, edu device; ~10 s)…"
+        "booting {short} in QEMU (TCG, emulated VT-d, edu device; ~10 s) for traces {}..{} of {}…",
+        first + 1,
+        traces.len(),
+        traces.len()
     ));
     let tb = Instant::now();
     let child = cmd.spawn().map_err(|e| {
@@ -772,29 +953,39 @@ fn boot(
         s
     });
 
-    let deadline = Instant::now() + opts.timeout;
-    let mut console = String::new();
-    let mut records: Vec<Record> = Vec::new();
-    let mut walks = BTreeMap::new();
+    // The timeout runs from the boot, then from the start of each trace.
+    let mut deadline = Instant::now() + opts.timeout;
+    let mut boot_console = String::new();
     let mut monitor: Option<Monitor> = None;
     let mut uname = String::new();
-    let mut began: Option<Instant> = None;
-    let mut ended = false;
+    let mut cur: Option<Answer> = None;
+    let mut next = first;
+    let mut started = false;
     let guest_err = |what: String, console: &str| HarnessError::Guest {
         what,
         console_tail: tail(console, 40),
     };
+    // How the boot ended when it did not end with `@@EXIT`: `Some(what)`.
+    let mut broke: Option<String> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = match rx.recv_timeout(left) {
             Ok(Some(l)) => l,
-            Ok(None) => break,
-            Err(_) => {
-                return Err(guest_err(
-                    format!("no end marker after {} s: gave up", opts.timeout.as_secs()),
-                    &console,
-                ))
+            Ok(None) => {
+                broke = Some("the guest stopped (panic or oops?)".to_string());
+                break;
             }
+            Err(_) => {
+                broke = Some(format!(
+                    "no answer after {} s: gave up",
+                    opts.timeout.as_secs()
+                ));
+                break;
+            }
+        };
+        let console = match cur.as_mut() {
+            Some(a) => &mut a.console,
+            None => &mut boot_console,
         };
         console.push_str(&line);
         console.push('\n');
@@ -805,90 +996,122 @@ fn boot(
             if let Some(k) = rest.strip_prefix("kernel=") {
                 uname = k.trim().to_string();
             }
-        } else if m.starts_with("@@BEGIN") {
-            began = Some(Instant::now());
-            timings.boot = tb.elapsed().as_secs_f64();
-            progress(&format!(
-                "booted {} in {:.1} s; replaying {} statements…",
-                uname,
-                timings.boot,
-                stmts.len()
-            ));
+        } else if let Some(rest) = m.strip_prefix("@@TRACE ") {
+            let index: usize = rest.trim().parse().unwrap_or(next);
+            let boot_secs = if started {
+                0.0
+            } else {
+                let b = tb.elapsed().as_secs_f64();
+                progress(&format!("booted {uname} in {b:.1} s"));
+                b
+            };
+            started = true;
+            deadline = Instant::now() + opts.timeout;
+            cur = Some(Answer {
+                index,
+                records: Vec::new(),
+                walks: BTreeMap::new(),
+                console: std::mem::take(&mut boot_console),
+                began: Instant::now(),
+                boot: boot_secs,
+                ended: false,
+            });
         } else if let Some(rest) = m.strip_prefix("@@R ") {
-            let r: Record = serde_json::from_str(rest)
-                .map_err(|e| guest_err(format!("unreadable record ({e}): {rest}"), &console))?;
-            records.push(r);
+            let Some(a) = cur.as_mut() else { continue };
+            match serde_json::from_str(rest) {
+                Ok(r) => a.records.push(r),
+                Err(e) => {
+                    let what = format!("unreadable record ({e}): {rest}");
+                    broke = Some(what);
+                    break;
+                }
+            }
         } else if let Some(rest) = m.strip_prefix("@@CHECKPOINT line=") {
             let line_no: usize = rest.trim().parse().unwrap_or(0);
             if monitor.is_none() {
-                monitor = Some(Monitor::connect(&sock).map_err(|e| guest_err(e, &console))?);
+                match Monitor::connect(&sock) {
+                    Ok(mo) => monitor = Some(mo),
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
+                }
             }
             let mon = monitor.as_mut().expect("monitor connected");
             mon.log.push_str(&format!("# checkpoint line={line_no}\n"));
             match vtd::walk(mon, EDU_BUS, EDU_DEVFN) {
                 Ok(w) => {
-                    walks.insert(line_no, w);
+                    if let Some(a) = cur.as_mut() {
+                        a.walks.insert(line_no, w);
+                    }
                 }
                 Err(e) => progress(&format!("line {line_no}: reading the VT-d tables: {e}")),
             }
-            stdin
-                .write_all(b"\n")
-                .and_then(|_| stdin.flush())
-                .map_err(|e| guest_err(format!("answering the checkpoint: {e}"), &console))?;
+            if let Err(e) = stdin.write_all(b"\n").and_then(|_| stdin.flush()) {
+                broke = Some(format!("answering the checkpoint: {e}"));
+                break;
+            }
         } else if m.starts_with("@@END") {
-            ended = true;
-            if let Some(b) = began {
-                timings.run = b.elapsed().as_secs_f64();
+            if let Some(a) = cur.as_mut() {
+                a.ended = true;
             }
+        } else if let Some(rest) = m.strip_prefix("@@DONE ") {
+            let Some(a) = cur.take() else { continue };
+            let log = monitor
+                .as_mut()
+                .map(|mo| std::mem::take(&mut mo.log))
+                .unwrap_or_default();
+            next = a.index + 1;
+            let index = a.index;
+            let status = rest.split_once(' ').map_or("", |(_, s)| s).trim();
+            let answer = if a.ended {
+                Ok(a.finish(&uname, log))
+            } else {
+                Err(guest_err(
+                    format!("vfio-replay stopped early ({status})"),
+                    &a.console,
+                ))
+            };
+            on_trace(index, answer);
+            deadline = Instant::now() + opts.timeout;
         } else if m.starts_with("@@EXIT") {
-            if !ended {
-                return Err(guest_err(
-                    format!("vfio-replay stopped early ({})", m.trim()),
-                    &console,
-                ));
-            }
+            break;
         } else if m.starts_with("@@ERROR") {
             progress(m.trim());
         }
-        if ended && m.starts_with("@@EXIT") {
-            break;
-        }
     }
     drop(stdin);
-    // Give QEMU a moment to power off, then make sure it is gone.
-    let stop = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < stop {
-        if let Ok(Some(_)) = child.0.try_wait() {
-            break;
+    if broke.is_some() {
+        drop(child);
+    } else {
+        // Give QEMU a moment to power off, then make sure it is gone.
+        let stop = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < stop {
+            if let Ok(Some(_)) = child.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        drop(child);
     }
-    drop(child);
     let qemu_err = err_thread.join().unwrap_or_default();
-    if !ended {
-        let mut what = "the guest stopped before the end marker (panic or oops?)".to_string();
+    let with_qemu = |mut what: String| {
         if !qemu_err.trim().is_empty() {
             what.push_str(&format!("; QEMU said: {}", qemu_err.trim()));
         }
-        return Err(guest_err(what, &console));
-    }
-    // The leaves read at each checkpoint go into that check's record.
-    for r in records.iter_mut().filter(|r| r.op == "check") {
-        let Some(w) = walks.get(&r.line) else {
-            continue;
-        };
-        if let Some(state) = r.state.as_mut() {
-            for leaves in state.domains.values_mut() {
-                *leaves = w.leaves_by_size();
-            }
+        what
+    };
+    match cur {
+        // The trace under way when the guest hung, crashed or stopped is this trace's error.
+        Some(a) => {
+            let what = broke.unwrap_or_else(|| "the guest stopped before the end marker".into());
+            on_trace(a.index, Err(guest_err(with_qemu(what), &a.console)));
+            Ok(a.index + 1)
         }
+        None if !started => Err(guest_err(
+            with_qemu(broke.unwrap_or_else(|| "no trace started in the guest".into())),
+            &boot_console,
+        )),
+        None => Ok(next),
     }
-    Ok(GuestRun {
-        kernel: uname,
-        records,
-        walks,
-        console,
-        monitor_log: monitor.map(|m| m.log).unwrap_or_default(),
-        timings: Timings::default(),
-    })
 }

@@ -366,6 +366,40 @@ pub fn describe(r: &Record, text: &str) -> String {
     )
 }
 
+/// The line before each trace in a file of several ([`join_traces`]); a statement's JSON line
+/// never reads so.
+pub const TRACE_SEPARATOR: &str = "@@TRACE";
+
+/// Several traces in one file for the guest: each trace's JSON lines after a
+/// [`TRACE_SEPARATOR`] line.
+pub fn join_traces(traces: &[&[Stmt]]) -> String {
+    let mut out = String::new();
+    for t in traces {
+        out.push_str(TRACE_SEPARATOR);
+        out.push('\n');
+        out.push_str(&type1_trace::to_json_lines(t));
+    }
+    out
+}
+
+/// The traces of a [`join_traces`] file, each as its JSON lines; `None` for a file of one trace
+/// (no separator line).
+pub fn split_traces(text: &str) -> Option<Vec<String>> {
+    if !text.lines().any(|l| l.trim() == TRACE_SEPARATOR) {
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines() {
+        if l.trim() == TRACE_SEPARATOR {
+            out.push(String::new());
+        } else if let Some(cur) = out.last_mut() {
+            cur.push_str(l);
+            cur.push('\n');
+        }
+    }
+    Some(out)
+}
+
 /// Runs every statement; `emit` gets each record as it is made.
 pub fn replay(
     stmts: &[Stmt],
@@ -415,6 +449,18 @@ mod tests {
     }
 
     /// The statements travel to the guest as JSON lines and come back the same.
+    #[test]
+    fn several_traces_split_back_as_they_were_joined() {
+        let a = stmts("container\n");
+        let b = stmts("container\nmmap a size=4K\n");
+        let text = join_traces(&[&a, &b]);
+        let parts = split_traces(&text).expect("a file of several traces");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(type1_trace::from_json_lines(&parts[0]).unwrap(), a);
+        assert_eq!(type1_trace::from_json_lines(&parts[1]).unwrap(), b);
+        assert_eq!(split_traces(&type1_trace::to_json_lines(&a)), None);
+    }
+
     #[test]
     fn kernel_traces_round_trip_as_json_lines() {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
