@@ -6,7 +6,9 @@
 //! is in at most one of the two tables; every count stored is at least 1; `total` is the sum of
 //! all counts; `ranges()` merges both tables into the one canonical form (sorted, adjacent
 //! ranges of equal count merged), so the representation never shows. Memory stays bounded by
-//! what is pinned: one entry per pinned range or lone pinned page.
+//! what is pinned: one entry per pinned range or lone pinned page, and a page pinned next to a
+//! range or a lone page joins the range table, so contiguous memory pinned page by page is still
+//! one range.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -181,14 +183,23 @@ impl PinCounts {
                 self.total += 1;
                 return;
             }
-            if self.tree_get(start) == 0 {
+            // A page that extends a range or a lone neighbour goes to the range table, so
+            // pinning page by page through contiguous memory still yields one range.
+            let touches_range = !self.map.is_empty()
+                && self
+                    .map
+                    .range(..=start)
+                    .next_back()
+                    .is_some_and(|(_, &(e, _))| e >= start);
+            let lone_left = start > 0 && self.singles.contains_key(&(start - 1));
+            if !touches_range && !lone_left {
                 self.singles.insert(start, 1);
                 self.total += 1;
                 return;
             }
         }
         let end = start + n;
-        self.absorb_singles(start, end);
+        self.absorb_singles(start.saturating_sub(1), end.saturating_add(1));
         self.total += n;
         // Fast path: the last range starting before `end` ends at or before `start`, so nothing
         // in [start, end) is pinned yet (ranges are sorted and disjoint).
