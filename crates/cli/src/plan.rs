@@ -893,14 +893,14 @@ impl Plan {
 
 impl Report {
     /// The IOTLB reach the leaves give one domain in the plain model (64 entries per page size,
-    /// `iommu::IotlbConfig::preset("plain", ..)`): 64 × each page size the layout uses.
+    /// `iommu::IotlbConfig::plain_reach_bytes`): 64 × each page size the layout uses.
     pub fn iotlb_reach_bytes(&self) -> u64 {
         let sizes = self
             .leaves
             .iter()
             .filter(|&(_, &n)| n > 0)
             .fold(0u64, |m, (&sz, _)| m | sz);
-        iommu::IotlbConfig::preset("plain", sizes).map_or(0, |c| c.reach_bytes(sizes))
+        iommu::IotlbConfig::plain_reach_bytes(sizes, sizes)
     }
 
     /// The `--json` object.

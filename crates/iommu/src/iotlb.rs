@@ -106,9 +106,20 @@ impl IotlbConfig {
     /// Each preset of [`PRESETS`] says where its figures come from.
     pub fn preset(name: &str, pgsizes: u64) -> Option<IotlbConfig> {
         match name {
-            "plain" => Some(IotlbConfig::split(pgsizes, 64, 64)),
+            "plain" => Some(IotlbConfig::plain(pgsizes)),
             _ => None,
         }
+    }
+    /// The `plain` configuration (no real part's figures): a fully associative 64-entry array
+    /// for each page size of `pgsizes`.
+    pub fn plain(pgsizes: u64) -> IotlbConfig {
+        IotlbConfig::split(pgsizes, 64, 64)
+    }
+    /// The reach the `plain` configuration gives a domain of page sizes `pgsizes` whose leaves
+    /// have the sizes of `leaf_sizes`: 64 × each leaf size used (the one line `plan` and
+    /// `inspect` print).
+    pub fn plain_reach_bytes(pgsizes: u64, leaf_sizes: u64) -> u64 {
+        IotlbConfig::plain(pgsizes).reach_bytes(leaf_sizes)
     }
     /// The reach a layout whose leaves have the sizes of the bitmap `leaf_sizes` gives: the
     /// sum of every array's [`ArrayConfig::reach_for`].

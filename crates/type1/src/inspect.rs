@@ -484,7 +484,7 @@ pub struct Report {
     /// The RLIMIT_MEMLOCK a map of every selected mapping needs: `total.map_charge_bytes`.
     pub suggested_memlock_bytes: u64,
     /// The reach of the layout's leaves in the plain model IOTLB (64 entries per page size;
-    /// not a real part): `IotlbConfig::preset("plain", pgsizes).reach_bytes(leaf sizes used)`.
+    /// not a real part): `IotlbConfig::plain_reach_bytes(pgsizes, leaf sizes used)`.
     pub iotlb_reach_plain_bytes: u64,
     /// What the numbers leave out (holes, unmappable runs, demo backings left out).
     pub notes: Vec<String>,
@@ -614,8 +614,7 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
         .iter()
         .filter(|l| l.leaves > 0)
         .fold(0, |acc, l| acc | l.pgsize);
-    report.iotlb_reach_plain_bytes =
-        iommu::iotlb::IotlbConfig::preset("plain", pgsizes).map_or(0, |c| c.reach_bytes(used));
+    report.iotlb_reach_plain_bytes = iommu::IotlbConfig::plain_reach_bytes(pgsizes, used);
     if report.total.hole_pages > 0 {
         report.notes.push(format!(
             "{} page(s) are not resident: holes here. A real MAP_DMA would fault them in (and \
