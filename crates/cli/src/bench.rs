@@ -1018,3 +1018,122 @@ pub fn table(ms: &[Measurement]) -> String {
     }
     s
 }
+
+/// `type1 bench`'s command line.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Run only these workloads (repeatable): map-unmap, huge-guest, small-maps, fragmented,
+    /// pagetable, threads, growth.
+    #[arg(long = "workload")]
+    pub workloads: Vec<String>,
+    /// Region size for map-unmap, fragmented and threads (e.g. 1G; default 1G on sim).
+    #[arg(long, value_parser = crate::args::parse_size)]
+    pub size: Option<u64>,
+    /// Sizes for the growth curve, comma-separated (default 64M,256M,1G,4G,16G,64G).
+    #[arg(long, value_parser = crate::args::parse_size, value_delimiter = ',')]
+    pub sweep: Vec<u64>,
+    /// Memory to pin: the deterministic model, or this process's real memory.
+    #[arg(long, value_enum, default_value_t = crate::args::MemoryArg::Sim)]
+    pub memory: crate::args::MemoryArg,
+    /// One JSON object per measurement.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw time against size per backing and strategy into an SVG file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+}
+
+/// Runs `type1 bench`: progress on stderr, the table (or JSON) on stdout, the plot file.
+/// Returns the exit code: 0, 1 when a measurement failed, 2 for bad arguments.
+pub fn main(args: Args) -> crate::output::Result<i32> {
+    use crate::{errln, out, outln};
+    let Args {
+        workloads,
+        size,
+        sweep,
+        memory,
+        json: as_json,
+        plot,
+    } = args;
+    if let Some(w) = workloads.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
+        errln!(
+            "unknown workload {w:?}: choose from {}",
+            WORKLOADS.join(", ")
+        )?;
+        return Ok(2);
+    }
+    let mut workloads = workloads;
+    if plot.is_some() && !workloads.is_empty() && !workloads.iter().any(|w| w == "growth") {
+        workloads.push("growth".into());
+    }
+    let host = memory == crate::args::MemoryArg::Host;
+    let opts = Options {
+        workloads,
+        size,
+        host,
+        sweep,
+    };
+    let factory: Box<dyn MemoryFactory> = if host {
+        match host_factory() {
+            Ok(f) => f,
+            Err(e) => {
+                errln!("bench --memory host: {e}")?;
+                return Ok(2);
+            }
+        }
+    } else {
+        Box::new(Sim)
+    };
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    // Progress is best effort: a closed stderr must not stop the measurements.
+    let (ms, errs) = run(&opts, factory.as_ref(), &mut |p| {
+        n += 1;
+        let _ = errln!(
+            "bench [{n}] {p}  ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    });
+    if as_json {
+        for m in &ms {
+            outln!("{}", m.to_json())?;
+        }
+    } else {
+        outln!("{}", machine_line())?;
+        out!("{}", table(&ms))?;
+    }
+    for e in &errs {
+        errln!("bench: a measurement failed: {e}")?;
+    }
+    if let Some(path) = plot {
+        if !ms.iter().any(|m| m.workload == "growth") {
+            errln!(
+                "bench: --plot needs the growth workload (it runs unless --workload excludes it)"
+            )?;
+            return Ok(2);
+        }
+        if let Err(e) = std::fs::write(&path, self::plot(&ms)) {
+            errln!("bench: cannot write {}: {e}", path.display())?;
+            return Ok(2);
+        }
+        errln!("bench: wrote {}", path.display())?;
+    }
+    errln!("bench: done in {:.1} s", started.elapsed().as_secs_f64())?;
+    Ok(if errs.is_empty() { 0 } else { 1 })
+}
+
+/// The machine the figures come from.
+pub fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("machine: {cpu}, {cores} cores")
+}

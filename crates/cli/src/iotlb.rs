@@ -13,7 +13,6 @@
 //! domain's leaves (each leaf is mapped on its own, so no leaf grows); the patterns are
 //! deterministic, so the same command prints the same numbers.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use iommu::dma_pattern::{self, Extents, Pattern, PatternConfig};
@@ -538,8 +537,19 @@ fn settings_of(a: &Args) -> Result<Settings, Error> {
 }
 
 /// Runs `type1 iotlb`: prints the report (or JSON) to stdout, writes the plot. Returns the
-/// exit code (0); errors are the caller's to print (exit 2).
-pub fn run(a: Args) -> Result<i32, Error> {
+/// exit code: 0, or 2 with the error on stderr.
+pub fn run(a: Args) -> crate::output::Result<i32> {
+    match execute(a) {
+        Ok(r) => r.map(|()| 0),
+        Err(e) => {
+            crate::errln!("type1 iotlb: {e}")?;
+            Ok(2)
+        }
+    }
+}
+
+/// The work of [`run`]: an input error (outer), or the outcome of writing the report (inner).
+pub fn execute(a: Args) -> Result<crate::output::Result<()>, Error> {
     let file = a.file.display().to_string();
     let src = std::fs::read_to_string(&a.file).map_err(|e| Error::Read(file.clone(), e))?;
     let t = trace::parse(&src).map_err(|e| Error::Parse(file.clone(), e.line, e.msg.clone()))?;
@@ -550,13 +560,14 @@ pub fn run(a: Args) -> Result<i32, Error> {
         vec![a.strategy]
     };
     let ms = study(&file, &t, &strategies, &s)?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        for m in &ms {
-            let _ = writeln!(out, "{}", m.json(&file));
-        }
+    let written = if a.json {
+        ms.iter()
+            .try_for_each(|m| crate::outln!("{}", m.json(&file)))
     } else {
-        let _ = write!(out, "{}", human(&file, &s, &ms));
+        crate::out!("{}", human(&file, &s, &ms))
+    };
+    if written.is_err() {
+        return Ok(written);
     }
     if let Some(path) = &a.plot {
         let mut plotted = strategies.clone();
@@ -570,5 +581,5 @@ pub fn run(a: Args) -> Result<i32, Error> {
         let svg = plot(&mut laid, &s)?;
         std::fs::write(path, svg).map_err(|e| Error::Plot(path.display().to_string(), e))?;
     }
-    Ok(0)
+    Ok(Ok(()))
 }

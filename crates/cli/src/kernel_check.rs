@@ -381,23 +381,28 @@ fn plan(files: &[std::path::PathBuf], kernels: &[String]) -> Plan {
 /// overriding the traces' `kernel=`; empty: each trace's own), each trace compared as its
 /// answer arrives. Returns the exit code: 0 all agree, 1 a difference, 2 a harness error or a
 /// missing host tool (the worst over the files).
-pub fn run_files(files: &[std::path::PathBuf], kernels: &[String], as_json: bool) -> i32 {
+pub fn run_files(
+    files: &[std::path::PathBuf],
+    kernels: &[String],
+    as_json: bool,
+) -> crate::output::Result<i32> {
+    use crate::errln;
     let started = std::time::Instant::now();
     // Reading the traces is quick; it tells which kernels will boot (a trace's own `kernel=`).
     let (boots, unprepared) = plan(files, kernels);
     let booted: Vec<String> = boots.iter().map(|(k, _)| k.clone()).collect();
     if let Some(line) = tools_line(&booted) {
-        eprintln!("{line}");
-        return 2;
+        errln!("{line}")?;
+        return Ok(2);
     }
     let mut all = Tally::default();
     for (_, e) in &unprepared {
-        eprintln!("kernel-check: {e}");
+        errln!("kernel-check: {e}")?;
         all.broken += 1;
     }
     for (kernel, prepared) in &boots {
-        let t = check_boot(kernel, prepared, as_json);
-        eprintln!(
+        let t = check_boot(kernel, prepared, as_json)?;
+        errln!(
             "kernel-check: on {}: {} traces: {} agree, {} differ, {} harness errors ({:.1} s)",
             vfio_backend::qemu::resolve_kernel(kernel),
             prepared.len(),
@@ -405,26 +410,26 @@ pub fn run_files(files: &[std::path::PathBuf], kernels: &[String], as_json: bool
             t.differ,
             t.broken,
             t.seconds
-        );
+        )?;
         all.agree += t.agree;
         all.differ += t.differ;
         all.broken += t.broken;
     }
-    eprintln!(
+    errln!(
         "kernel-check: {} traces: {} agree, {} differ, {} harness errors ({:.1} s)",
         all.agree + all.differ + all.broken,
         all.agree,
         all.differ,
         all.broken,
         started.elapsed().as_secs_f64()
-    );
-    if all.broken > 0 {
+    )?;
+    Ok(if all.broken > 0 {
         2
     } else if all.differ > 0 {
         1
     } else {
         0
-    }
+    })
 }
 
 /// Counts of one boot (or all).
@@ -437,7 +442,13 @@ struct Tally {
 }
 
 /// One boot of `kernel` for all of `prepared`: each answer compared and reported as it comes.
-fn check_boot(kernel: &str, prepared: &[(usize, Prepared)], as_json: bool) -> Tally {
+/// Progress lines are best effort; a report that cannot be written ends the run.
+fn check_boot(
+    kernel: &str,
+    prepared: &[(usize, Prepared)],
+    as_json: bool,
+) -> crate::output::Result<Tally> {
+    use crate::{errln, out, outln};
     use vfio_backend::qemu::{run_traces_in_guest, GuestOptions};
     let t0 = std::time::Instant::now();
     let mut t = Tally::default();
@@ -445,22 +456,23 @@ fn check_boot(kernel: &str, prepared: &[(usize, Prepared)], as_json: bool) -> Ta
     for (_, p) in prepared {
         let name = p.path.display();
         for (line, k) in &p.overridden {
-            eprintln!(
+            errln!(
                 "kernel-check: {name}:{line}: kernel={k} replaced by --kernel {} on both sides",
                 p.profile
-            );
+            )?;
         }
     }
     let opts = GuestOptions {
         kernel: kernel.to_string(),
         ..GuestOptions::default()
     };
-    eprintln!(
+    errln!(
         "kernel-check: booting {} once for {n} traces (engine profile {})…",
         vfio_backend::qemu::resolve_kernel(kernel),
         prepared.first().map_or("", |(_, p)| p.profile.as_str())
-    );
+    )?;
     let stmts: Vec<&[trace::Stmt]> = prepared.iter().map(|(_, p)| &p.trace.stmts[..]).collect();
+    let mut written: crate::output::Result<()> = Ok(());
     let mut on_trace =
         |i: usize, answer: Result<vfio_backend::GuestRun, vfio_backend::HarnessError>| {
             let p = &prepared[i].1;
@@ -468,29 +480,31 @@ fn check_boot(kernel: &str, prepared: &[(usize, Prepared)], as_json: bool) -> Ta
             let run = match answer {
                 Ok(run) => run,
                 Err(e) => {
-                    eprintln!("kernel-check: [{}/{n}] {name}: harness error: {e}", i + 1);
+                    let _ = errln!("kernel-check: [{}/{n}] {name}: harness error: {e}", i + 1);
                     t.broken += 1;
                     return;
                 }
             };
             let c = check_prepared(p, &run.records);
             let tm = &run.timings;
-            eprintln!(
+            let _ = errln!(
                 "kernel-check:   [{}/{n}] {name}: boot {:.1} s, replay {:.1} s",
                 i + 1,
                 tm.boot,
                 tm.run
             );
-            if as_json {
-                println!("{}", to_json(&name, &run.kernel, &p.profile, &c, tm.total));
-            } else {
-                let texts = p
-                    .trace
-                    .stmts
-                    .iter()
-                    .map(|s| (s.line, s.text.clone()))
-                    .collect();
-                print!("{}", human(&name, &run.kernel, &c, &texts));
+            if written.is_ok() {
+                written = if as_json {
+                    outln!("{}", to_json(&name, &run.kernel, &p.profile, &c, tm.total))
+                } else {
+                    let texts = p
+                        .trace
+                        .stmts
+                        .iter()
+                        .map(|s| (s.line, s.text.clone()))
+                        .collect();
+                    out!("{}", human(&name, &run.kernel, &c, &texts))
+                };
             }
             if c.agrees() {
                 t.agree += 1;
@@ -501,17 +515,23 @@ fn check_boot(kernel: &str, prepared: &[(usize, Prepared)], as_json: bool) -> Ta
     let setup = run_traces_in_guest(
         &stmts,
         &opts,
-        &mut |m| eprintln!("kernel-check:   {m}"),
+        &mut |m| {
+            let _ = errln!("kernel-check:   {m}");
+        },
         &mut on_trace,
     );
+    written?;
     match setup {
-        Ok(tm) => eprintln!(
+        Ok(tm) => errln!(
             "kernel-check:   fetch {:.1} s, build {:.1} s, boots and replay {:.1} s, total {:.1} s",
-            tm.fetch, tm.build, tm.run, tm.total
-        ),
+            tm.fetch,
+            tm.build,
+            tm.run,
+            tm.total
+        )?,
         Err(e) => {
             for (_, p) in prepared {
-                eprintln!("kernel-check: {}: harness error: {e}", p.path.display());
+                errln!("kernel-check: {}: harness error: {e}", p.path.display())?;
             }
             t = Tally {
                 broken: n,
@@ -520,5 +540,5 @@ fn check_boot(kernel: &str, prepared: &[(usize, Prepared)], as_json: bool) -> Ta
         }
     }
     t.seconds = t0.elapsed().as_secs_f64();
-    t
+    Ok(t)
 }

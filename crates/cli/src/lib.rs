@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod bench;
 pub mod demo;
 pub mod inspect;
 pub mod iotlb;
 pub mod kernel_check;
+pub mod output;
 pub mod plan;
 pub mod report;
 pub mod runner;

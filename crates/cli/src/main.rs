@@ -5,14 +5,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use type1::Strategy;
+use type1_cli::args::{MemoryArg, StrategyArg};
+use type1_cli::output::{self, exit_code};
 use type1_cli::runner::{replay, Options};
-use type1_cli::{demo, report, trace};
+use type1_cli::{demo, errln, out, outln, report, trace};
 
 #[derive(Parser)]
 #[command(
@@ -121,27 +122,7 @@ enum Cmd {
     },
     /// Time the engine on the kernel's workload shapes (map-unmap per backing and strategy,
     /// huge-guest, small-maps, fragmented, pagetable, threads, growth).
-    Bench {
-        /// Run only these workloads (repeatable): map-unmap, huge-guest, small-maps, fragmented,
-        /// pagetable, threads, growth.
-        #[arg(long = "workload")]
-        workloads: Vec<String>,
-        /// Region size for map-unmap, fragmented and threads (e.g. 1G; default 1G on sim).
-        #[arg(long, value_parser = parse_size)]
-        size: Option<u64>,
-        /// Sizes for the growth curve, comma-separated (default 64M,256M,1G,4G,16G,64G).
-        #[arg(long, value_parser = parse_size, value_delimiter = ',')]
-        sweep: Vec<u64>,
-        /// Memory to pin: the deterministic model, or this process's real memory.
-        #[arg(long, value_enum, default_value_t = MemoryArg::Sim)]
-        memory: MemoryArg,
-        /// One JSON object per measurement.
-        #[arg(long)]
-        json: bool,
-        /// Draw time against size per backing and strategy into an SVG file.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-    },
+    Bench(type1_cli::bench::Args),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,52 +133,20 @@ enum BackendArg {
     Vfio,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum MemoryArg {
-    /// The deterministic model (mm::sim).
-    Sim,
-    /// This process's real memory (mm::host; Linux, needs CAP_SYS_ADMIN for pfns).
-    Host,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    trace::parse_number(s)
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StrategyArg {
-    /// One page per pin and per IOMMU map call (before 2013).
-    PerPage,
-    /// Physically contiguous runs, one IOMMU map call per run (the 2013 design).
-    Contiguous,
-    /// As contiguous, with one lookup and one charge per huge folio.
-    Folio,
-}
-
-impl From<StrategyArg> for Strategy {
-    fn from(s: StrategyArg) -> Strategy {
-        match s {
-            StrategyArg::PerPage => Strategy::PerPage,
-            StrategyArg::Contiguous => Strategy::Contiguous,
-            StrategyArg::Folio => Strategy::Folio,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.cmd {
+    let code: output::Result<i32> = match cli.cmd {
         Cmd::Replay {
             json,
             backend: BackendArg::Vfio,
             group,
             files,
             ..
-        } => files
-            .iter()
-            .map(|f| replay_vfio(f, json, group.unwrap_or(0)))
-            .max()
-            .unwrap_or(0),
+        } => worst(
+            files
+                .iter()
+                .map(|f| replay_vfio(f, json, group.unwrap_or(0))),
+        ),
         Cmd::Replay {
             json,
             strategy,
@@ -210,11 +159,7 @@ fn main() -> ExitCode {
                 host_memory: memory == MemoryArg::Host,
                 ..Options::default()
             };
-            files
-                .iter()
-                .map(|f| replay_file(f, json, &opts))
-                .max()
-                .unwrap_or(0)
+            worst(files.iter().map(|f| replay_file(f, json, &opts)))
         }
         Cmd::KernelCheck {
             kernel,
@@ -222,20 +167,8 @@ fn main() -> ExitCode {
             files,
         } => type1_cli::kernel_check::run_files(&files, &kernel, json),
         Cmd::Demo { print, json } => run_demo(print, json),
-        Cmd::Iotlb(args) => match type1_cli::iotlb::run(args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("type1 iotlb: {e}");
-                2
-            }
-        },
-        Cmd::Plan(args) => match type1_cli::plan::run(args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("type1 plan: {e}");
-                2
-            }
-        },
+        Cmd::Iotlb(args) => type1_cli::iotlb::run(args),
+        Cmd::Plan(args) => type1_cli::plan::run(args),
         Cmd::Inspect {
             pid,
             range,
@@ -257,74 +190,77 @@ fn main() -> ExitCode {
             };
             run_inspect(pid, &sel, &pgsizes, demo, all, json)
         }
-        Cmd::Bench {
-            workloads,
-            size,
-            sweep,
-            memory,
-            json,
-            plot,
-        } => run_bench(workloads, size, sweep, memory, json, plot),
+        Cmd::Bench(args) => type1_cli::bench::main(args),
     };
-    ExitCode::from(code as u8)
+    exit_code(code)
+}
+
+/// The worst exit code over several files; a write error ends at once.
+fn worst(codes: impl Iterator<Item = output::Result<i32>>) -> output::Result<i32> {
+    let mut w = 0;
+    for c in codes {
+        w = w.max(c?);
+    }
+    Ok(w)
 }
 
 /// Replays one file; prints its report to stdout and its problems to stderr.
-fn replay_file(path: &PathBuf, as_json: bool, opts: &Options) -> i32 {
+fn replay_file(path: &PathBuf, as_json: bool, opts: &Options) -> output::Result<i32> {
     let name = path.display().to_string();
     let src = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{name}: cannot read the trace: {e}");
-            return 2;
+            errln!("{name}: cannot read the trace: {e}")?;
+            return Ok(2);
         }
     };
     let t = match trace::parse(&src) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{name}:{}:{}: {}", e.line, e.col, e.msg);
-            eprintln!("{}", e.snippet(&src));
-            eprintln!("{name}: malformed trace: nothing was replayed");
-            return 2;
+            errln!("{name}:{}:{}: {}", e.line, e.col, e.msg)?;
+            errln!("{}", e.snippet(&src))?;
+            errln!("{name}: malformed trace: nothing was replayed")?;
+            return Ok(2);
         }
     };
     let r = replay(&t, opts, &mut |_| {});
-    let mut out = std::io::stdout().lock();
     if as_json {
         for v in r.json_lines() {
-            let _ = writeln!(out, "{v}");
+            outln!("{v}")?;
         }
     } else {
-        let _ = write!(out, "{}", report::human(&name, &r));
+        out!("{}", report::human(&name, &r))?;
     }
-    drop(out);
     for (line, text, msg) in r.failures() {
-        eprintln!("{name}:{line}: {msg}\n    {text}");
+        errln!("{name}:{line}: {msg}\n    {text}")?;
     }
     if let Some(e) = &r.error {
-        eprintln!(
+        errln!(
             "{name}:{}: error: {}\n    {}\n{name}: the replay stopped at line {}",
-            e.line, e.message, e.text, e.line
-        );
+            e.line,
+            e.message,
+            e.text,
+            e.line
+        )?;
     }
-    r.exit_code()
+    Ok(r.exit_code())
 }
 
 /// `replay --backend vfio`: the statements against this machine's kernel through
 /// /dev/vfio/GROUP; the same JSON objects as the engine's (`check` leaves are unknown: the
 /// IOMMU's tables cannot be read from user space).
-fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> i32 {
+fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> output::Result<i32> {
     let name = path.display().to_string();
     let dev = std::path::Path::new("/dev/vfio").join(group.to_string());
     if !dev.exists() {
-        eprintln!(
+        errln!(
             "{name}: {} does not exist: no VFIO group {group} on this machine (bind a device \
              to vfio-pci and use its IOMMU group number).\n\
              To run the trace against a real kernel without VFIO hardware, use \
              `type1 kernel-check {name}` (boots a QEMU guest with an emulated IOMMU).",
             dev.display()
-        );
-        return 2;
+        )?;
+        return Ok(2);
     }
     let t = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -332,157 +268,62 @@ fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> i32 {
     {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{name}: {e}");
-            return 2;
+            errln!("{name}: {e}")?;
+            return Ok(2);
         }
     };
     let texts: std::collections::BTreeMap<usize, &str> =
         t.stmts.iter().map(|s| (s.line, s.text.as_str())).collect();
-    let mut cannot = 0;
+    let mut written: output::Result<()> = Ok(());
     let recs = vfio_backend::replay::replay(
         &t.stmts,
         group,
         &mut vfio_backend::replay::NoPause,
         &mut |r| {
-            if as_json {
-                println!("{}", r.to_json());
+            if written.is_err() {
+                return;
+            }
+            written = if as_json {
+                outln!("{}", r.to_json())
             } else {
                 let text = texts.get(&r.line).copied().unwrap_or("");
-                println!("{}", vfio_backend::replay::describe(r, text));
-            }
+                outln!("{}", vfio_backend::replay::describe(r, text))
+            };
         },
     );
-    for r in &recs {
-        if r.cannot {
-            cannot += 1;
-        }
-    }
-    eprintln!(
+    written?;
+    let cannot = recs.iter().filter(|r| r.cannot).count();
+    errln!(
         "{name}: {} statements against /dev/vfio/{group}, {cannot} could not be run",
         recs.len()
-    );
-    0
+    )?;
+    Ok(0)
 }
 
-fn run_demo(print: bool, as_json: bool) -> i32 {
+fn run_demo(print: bool, as_json: bool) -> output::Result<i32> {
     if print {
-        print!("{}", demo::DEMO_TRACE);
-        return 0;
+        out!("{}", demo::DEMO_TRACE)?;
+        return Ok(0);
     }
     let started = std::time::Instant::now();
-    let mut progress = |s: String| eprintln!("demo: {s}");
-    eprintln!("demo: replaying the built-in trace with the 2013 design (contiguous)...");
+    // Progress lines are best effort: a closed stderr must not stop the report on stdout.
+    let mut progress = |s: String| {
+        let _ = errln!("demo: {s}");
+    };
+    errln!("demo: replaying the built-in trace with the 2013 design (contiguous)...")?;
     let new = demo::run(Strategy::Contiguous, &mut progress);
-    eprintln!("demo: replaying it with the per-page engine (before 2013)...");
+    errln!("demo: replaying it with the per-page engine (before 2013)...")?;
     let old = demo::run(Strategy::PerPage, &mut progress);
-    eprintln!(
+    errln!(
         "demo: done in {}",
         type1_cli::units::duration(started.elapsed())
-    );
+    )?;
     if as_json {
-        println!("{}", demo::to_json(&new, &old));
+        outln!("{}", demo::to_json(&new, &old))?;
     } else {
-        print!("{}", demo::human(&new, &old));
+        out!("{}", demo::human(&new, &old))?;
     }
-    new.exit_code.max(old.exit_code)
-}
-
-fn run_bench(
-    workloads: Vec<String>,
-    size: Option<u64>,
-    sweep: Vec<u64>,
-    memory: MemoryArg,
-    as_json: bool,
-    plot: Option<PathBuf>,
-) -> i32 {
-    use type1_cli::bench;
-    if let Some(w) = workloads
-        .iter()
-        .find(|w| !bench::WORKLOADS.contains(&w.as_str()))
-    {
-        eprintln!(
-            "unknown workload {w:?}: choose from {}",
-            bench::WORKLOADS.join(", ")
-        );
-        return 2;
-    }
-    let mut workloads = workloads;
-    if plot.is_some() && !workloads.is_empty() && !workloads.iter().any(|w| w == "growth") {
-        workloads.push("growth".into());
-    }
-    let host = memory == MemoryArg::Host;
-    let opts = bench::Options {
-        workloads,
-        size,
-        host,
-        sweep,
-    };
-    let factory: Box<dyn bench::MemoryFactory> = if host {
-        match bench::host_factory() {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("bench --memory host: {e}");
-                return 2;
-            }
-        }
-    } else {
-        Box::new(bench::Sim)
-    };
-    let started = std::time::Instant::now();
-    let mut n = 0;
-    let (ms, errs) = bench::run(&opts, factory.as_ref(), &mut |p| {
-        n += 1;
-        eprintln!(
-            "bench [{n}] {p}  ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-    });
-    if as_json {
-        for m in &ms {
-            println!("{}", m.to_json());
-        }
-    } else {
-        println!("{}", machine_line());
-        print!("{}", bench::table(&ms));
-    }
-    for e in &errs {
-        eprintln!("bench: a measurement failed: {e}");
-    }
-    if let Some(path) = plot {
-        if !ms.iter().any(|m| m.workload == "growth") {
-            eprintln!(
-                "bench: --plot needs the growth workload (it runs unless --workload excludes it)"
-            );
-            return 2;
-        }
-        if let Err(e) = std::fs::write(&path, bench::plot(&ms)) {
-            eprintln!("bench: cannot write {}: {e}", path.display());
-            return 2;
-        }
-        eprintln!("bench: wrote {}", path.display());
-    }
-    eprintln!("bench: done in {:.1} s", started.elapsed().as_secs_f64());
-    if errs.is_empty() {
-        0
-    } else {
-        1
-    }
-}
-
-/// The machine the figures come from.
-fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("machine: {cpu}, {cores} cores")
+    Ok(new.exit_code.max(old.exit_code))
 }
 
 fn run_inspect(
@@ -492,23 +333,23 @@ fn run_inspect(
     demo: bool,
     all: bool,
     as_json: bool,
-) -> i32 {
+) -> output::Result<i32> {
     let mut bitmap = 0u64;
     for p in pgsizes.split(',') {
         match trace::parse_number(p.trim()) {
             Ok(v) if v.is_power_of_two() => bitmap |= v,
             _ => {
-                eprintln!("inspect: page size {p:?} is not a power of two such as 4K, 2M or 1G");
-                return 2;
+                errln!("inspect: page size {p:?} is not a power of two such as 4K, 2M or 1G")?;
+                return Ok(2);
             }
         }
     }
     let Some(pid) = pid.or(if demo { Some(0) } else { None }) else {
-        eprintln!(
+        errln!(
             "inspect: give --pid PID (a running process; needs root for pfns) or --demo (4K, \
              THP and hugetlb regions made in this process)"
-        );
-        return 2;
+        )?;
+        return Ok(2);
     };
     let picked = sel.range.is_some()
         || sel.iova.is_some()
@@ -516,34 +357,34 @@ fn run_inspect(
         || sel.name.is_some()
         || sel.min_size.is_some();
     if demo && picked {
-        eprintln!(
+        errln!(
             "inspect: --demo inspects its own regions; --range, --iova, --gpa, --name and \
              --min-size apply to --pid PID"
-        );
-        return 2;
+        )?;
+        return Ok(2);
     }
     let opts = match sel.options(bitmap) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("inspect: {e}");
-            return 2;
+            errln!("inspect: {e}")?;
+            return Ok(2);
         }
     };
     let (report, regions) = if demo {
-        eprintln!("inspect: allocating 4K, THP and hugetlb regions in this process...");
+        errln!("inspect: allocating 4K, THP and hugetlb regions in this process...")?;
         match type1::inspect::demo(bitmap) {
             Ok(d) => (d.report, Some(d.regions)),
             Err(e) => {
-                eprintln!("inspect --demo: {e}");
-                return 2;
+                errln!("inspect --demo: {e}")?;
+                return Ok(2);
             }
         }
     } else {
         match type1::inspect::inspect(pid, &opts) {
             Ok(r) => (r, None),
             Err(e) => {
-                eprintln!("inspect --pid {pid}: {e}");
-                return 2;
+                errln!("inspect --pid {pid}: {e}")?;
+                return Ok(2);
             }
         }
     };
@@ -552,20 +393,20 @@ fn run_inspect(
         if let Some(regions) = regions {
             v["demo_regions"] = serde_json::to_value(regions).unwrap_or_default();
         }
-        println!("{v}");
+        outln!("{v}")?;
     } else {
         if let Some(regions) = &regions {
             for r in regions {
-                println!(
+                outln!(
                     "demo region {:<12} {:>6} at {:#x}",
                     r.backing,
                     type1_cli::bench::human(r.size),
                     r.vaddr
-                );
+                )?;
             }
-            println!();
+            outln!()?;
         }
-        print!("{}", type1_cli::inspect::human_report(&report, all));
+        out!("{}", type1_cli::inspect::human_report(&report, all))?;
     }
-    0
+    Ok(0)
 }

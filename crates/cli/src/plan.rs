@@ -281,21 +281,31 @@ impl Args {
 }
 
 /// `type1 plan`: validates, runs, prints; the exit code is 0 when everything fits, 1 when
-/// something does not, 2 for bad input (the error).
-pub fn run(args: Args) -> Result<i32, String> {
+/// something does not, 2 for bad input (printed on stderr).
+pub fn run(args: Args) -> crate::output::Result<i32> {
+    use crate::{errln, out, outln};
     let plan = args.plan();
-    let report = plan.run()?;
+    let report = match plan.run() {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("type1 plan: {e}")?;
+            return Ok(2);
+        }
+    };
     if let Some(path) = &args.emit_trace {
         for (k, text) in plan.traces(&report).iter().enumerate() {
             let p = emitted_path(path, k);
-            std::fs::write(&p, text).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
-            eprintln!("type1 plan: wrote {}", p.display());
+            if let Err(e) = std::fs::write(&p, text) {
+                errln!("type1 plan: cannot write {}: {e}", p.display())?;
+                return Ok(2);
+            }
+            errln!("type1 plan: wrote {}", p.display())?;
         }
     }
     if args.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json())?;
     } else {
-        print!("{}", report.human());
+        out!("{}", report.human())?;
     }
     Ok(if report.fits { 0 } else { 1 })
 }

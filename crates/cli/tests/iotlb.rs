@@ -134,7 +134,7 @@ fn the_command_compares_strategies_and_writes_the_plot() {
         "--plot",
         svg.to_str().unwrap(),
     ]);
-    assert_eq!(iotlb::run(a).unwrap(), 0);
+    assert!(iotlb::execute(a).unwrap().is_ok());
     let drawn = std::fs::read_to_string(&svg).unwrap();
     let _ = std::fs::remove_file(&svg);
     // per-page, contiguous and folio: three lines, three knees (32 × 4K, 32 × 4K + 32 × 2M).
@@ -145,10 +145,10 @@ fn the_command_compares_strategies_and_writes_the_plot() {
 
 #[test]
 fn the_command_refuses_what_it_cannot_model() {
-    let err = iotlb::run(args(&["--preset", "nonesuch"])).unwrap_err();
+    let err = iotlb::execute(args(&["--preset", "nonesuch"])).unwrap_err();
     assert!(err.to_string().contains("unknown IOTLB preset"), "{err}");
-    let err = iotlb::run(args(&["--entries", "6", "--ways", "4"])).unwrap_err();
+    let err = iotlb::execute(args(&["--entries", "6", "--ways", "4"])).unwrap_err();
     assert!(err.to_string().contains("6 entries"), "{err}");
-    let err = iotlb::run(args(&["--access", "3"])).unwrap_err();
+    let err = iotlb::execute(args(&["--access", "3"])).unwrap_err();
     assert!(err.to_string().contains("--access"), "{err}");
 }
