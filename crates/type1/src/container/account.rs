@@ -33,6 +33,11 @@ impl LockedAccount {
         }
     }
 
+    /// A new RLIMIT_MEMLOCK of `memlock` bytes (`None`: unlimited) for later checks.
+    pub fn set_limit(&mut self, memlock: Option<u64>) {
+        self.limit = memlock.map_or(u64::MAX, |b| b >> PAGE_SHIFT);
+    }
+
     /// Locked pages (`mm->locked_vm`).
     pub fn locked(&self) -> u64 {
         self.locked

@@ -177,6 +177,15 @@ impl<M: PageSource> Container<M> {
         self.account.owner_exited();
     }
 
+    /// The mapping process's RLIMIT_MEMLOCK (bytes, `None`: unlimited) and CAP_IPC_LOCK as of
+    /// now: the kernel reads both at each MAP_DMA, so a caller serving real processes sets them
+    /// before each.
+    pub fn set_owner_limits(&mut self, memlock: Option<u64>, cap_ipc_lock: bool) {
+        self.cfg.memlock = memlock;
+        self.cfg.cap_ipc_lock = cap_ipc_lock;
+        self.account.set_limit(memlock);
+    }
+
     /// The container's settings.
     pub fn config(&self) -> &Config {
         &self.cfg

@@ -7,6 +7,8 @@
 //! names the error); the ranges it holds are non-empty and do not wrap (`last` inclusive), and are
 //! aligned to the IOMMU page size it was decoded with. Nothing here reads or changes a container.
 
+pub mod dispatch;
+
 use iommu::{IovaRange, Prot};
 
 use crate::error::Error;
