@@ -11,7 +11,9 @@
 //!   does (`MADV_POPULATE_WRITE`/`_READ`). Pfns come from `/proc/self/pagemap` when the kernel
 //!   shows them (CAP_SYS_ADMIN); otherwise the *stated fallback*: a page's pfn is its virtual
 //!   page number, so virtually contiguous memory counts as physically contiguous. Pages are not
-//!   mlocked: the locked-memory count is the engine's (`mm->locked_vm` of the model).
+//!   mlocked: the locked-memory count is the engine's (`mm->locked_vm` of the model). With
+//!   the 6.1 profile the shared zero page (found at start-up) is a reserved pfn, as there;
+//!   with the fallback pfns it cannot be recognised.
 //! - `SoftContainer` is vfio core's container: its groups (each an IOMMU domain once the
 //!   backend is open), the backend after SET_IOMMU; the last group leaving releases the backend
 //!   (unmap all, unpin, uncharge), as does dropping the container.
@@ -134,6 +136,21 @@ pub struct SelfMm {
     real_pfns: bool,
     pins: PinCounts,
     violations: Vec<String>,
+    /// The shared zero page's pfn (known only with real pfns).
+    zero_pfn: Option<u64>,
+    /// Whether the zero page is a reserved pfn (the 6.1 profile: never pinned nor charged).
+    zero_reserved: bool,
+}
+
+/// The pfn of the shared zero page: a read-only private page, read, looked up in pagemap.
+fn zero_pfn(pagemap: &File) -> Option<u64> {
+    let m = type1::sys::Mapping::anon(PAGE_SIZE, false, None, None).ok()?;
+    m.touch(m.base(), PAGE_SIZE).ok()?;
+    let e = read_entries(pagemap, m.base() / PAGE_SIZE, 1).ok()?;
+    e.first()
+        .copied()
+        .and_then(pagemap::pfn)
+        .filter(|&p| p != 0)
 }
 
 impl SelfMm {
@@ -147,11 +164,18 @@ impl SelfMm {
             .and_then(|f| read_entries(f, page, 1).ok())
             .and_then(|e| e.first().copied().and_then(pagemap::pfn))
             .is_some_and(|pfn| pfn != 0);
+        let zero = if real_pfns {
+            pagemap.as_ref().and_then(zero_pfn)
+        } else {
+            None
+        };
         SelfMm {
             pagemap,
             real_pfns,
             pins: PinCounts::new(),
             violations: Vec::new(),
+            zero_pfn: zero,
+            zero_reserved: false,
         }
     }
 
@@ -217,8 +241,11 @@ impl PageSource for SelfMm {
                 None if entries.is_empty() => vaddr / PAGE_SIZE + i,
                 None => break,
             };
-            batch.push(pfn, 1, false);
-            self.pins.add(pfn, 1);
+            let reserved = self.is_reserved(pfn);
+            batch.push(pfn, 1, reserved);
+            if !reserved {
+                self.pins.add(pfn, 1);
+            }
             got += 1;
         }
         if got == 0 {
@@ -227,7 +254,16 @@ impl PageSource for SelfMm {
         Ok(Pinned::Pages)
     }
 
-    fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
+    fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, skip_reserved: bool) -> u64 {
+        if let Some(z) = self
+            .zero_pfn
+            .filter(|_| skip_reserved && self.zero_reserved)
+        {
+            if z >= pfn && z - pfn < npages {
+                let before = self.unpin(pfn, z - pfn, false, false);
+                return before + self.unpin(z + 1, pfn + npages - z - 1, false, false);
+            }
+        }
         let missing = self.pins.sub(pfn, npages);
         if missing != 0 {
             self.violations.push(format!(
@@ -237,8 +273,13 @@ impl PageSource for SelfMm {
         npages - missing
     }
 
-    fn is_reserved(&self, _pfn: u64) -> bool {
-        false
+    fn is_reserved(&self, pfn: u64) -> bool {
+        self.zero_reserved && self.zero_pfn == Some(pfn)
+    }
+
+    fn set_kernel_profile(&mut self, profile: KernelProfile) {
+        // On 6.1 a never-written read-only page (the shared zero page) is a reserved pfn.
+        self.zero_reserved = profile == KernelProfile::V6_1;
     }
 }
 
@@ -437,6 +478,11 @@ impl SoftContainer {
             groups: Vec::new(),
             iommu: None,
         }
+    }
+
+    /// Pages the backend charged (0 without one).
+    pub fn locked_pages(&self) -> u64 {
+        self.iommu.as_ref().map_or(0, |c| c.locked_pages())
     }
 
     /// An ioctl on the container, its argument at `arg` in this process.

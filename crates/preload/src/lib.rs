@@ -27,6 +27,7 @@ mod runtime;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_ulong, CStr};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use runtime::{Options, ProcMem, SoftContainer};
@@ -46,7 +47,19 @@ enum Served {
         name: String,
         container: Option<Shared>,
     },
+    /// The module parameter `dma_entry_limit`: what is written is read back at close.
+    EntryLimit,
 }
+
+/// The module parameter's file: the kernel copies its value into each container at SET_IOMMU.
+const ENTRY_LIMIT_PATH: &[u8] = b"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit";
+
+/// The served `dma_entry_limit` (0: not written yet, the options' value holds).
+static ENTRY_LIMIT: AtomicU32 = AtomicU32::new(0);
+
+/// Pages the containers of this process charged: the part of `mm->locked_vm` the model adds,
+/// shown in the `VmLck` of a served `/proc/self/status`.
+static CHARGED: AtomicI64 = AtomicI64::new(0);
 
 fn table() -> MutexGuard<'static, HashMap<c_int, Served>> {
     static T: OnceLock<Mutex<HashMap<c_int, Served>>> = OnceLock::new();
@@ -119,6 +132,8 @@ fn set_errno(e: c_int) {
 enum Target {
     Container,
     Group(String),
+    EntryLimit,
+    Status,
 }
 
 /// # Safety
@@ -129,10 +144,16 @@ unsafe fn target(path: *const c_char) -> Option<Target> {
     }
     // SAFETY: the caller passes a NUL-terminated path.
     let p = unsafe { CStr::from_ptr(path) }.to_bytes();
-    let rest = p.strip_prefix(b"/dev/vfio/")?;
     if groups().is_empty() {
         return None;
     }
+    if p == ENTRY_LIMIT_PATH {
+        return Some(Target::EntryLimit);
+    }
+    if p == b"/proc/self/status" {
+        return Some(Target::Status);
+    }
+    let rest = p.strip_prefix(b"/dev/vfio/")?;
     if rest == b"vfio" {
         return Some(Target::Container);
     }
@@ -143,9 +164,95 @@ unsafe fn target(path: *const c_char) -> Option<Target> {
         .then(|| Target::Group(name.to_string()))
 }
 
+/// A memfd holding `bytes`, positioned at its start.
+fn memfd_with(bytes: &[u8], flags: c_int) -> c_int {
+    let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
+        libc::MFD_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: a NUL-terminated name and valid flags.
+    let fd = unsafe { libc::memfd_create(c"type1-vfio".as_ptr(), mfd_flags) };
+    if fd >= 0 && !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid buffer of its length; fd is ours.
+        unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), 0) };
+    }
+    fd
+}
+
+/// The whole of a file read with the C library's own `open` (not through the shim).
+fn read_real(path: &CStr) -> Vec<u8> {
+    let Some(open) = real!(c"open", OpenFn) else {
+        return Vec::new();
+    };
+    // SAFETY: a NUL-terminated path, read-only.
+    let fd = unsafe { open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    if let Some(close) = real!(c"close", CloseFn) {
+        // SAFETY: closing the descriptor opened above.
+        unsafe { close(fd) };
+    }
+    out
+}
+
+/// `/proc/self/status` with the model's charge added to `VmLck` (the kernel's
+/// `vfio_lock_acct` adds to `mm->locked_vm`, which `VmLck` shows).
+fn status_text() -> Vec<u8> {
+    let real = String::from_utf8_lossy(&read_real(c"/proc/self/status")).into_owned();
+    let extra = CHARGED.load(Ordering::Relaxed).max(0) as u64 * 4;
+    let mut out = String::with_capacity(real.len());
+    for line in real.lines() {
+        match line.strip_prefix("VmLck:") {
+            Some(rest) => {
+                let kb: u64 = rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                out.push_str(&format!("VmLck:\t{:>8} kB\n", kb + extra));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out.into_bytes()
+}
+
 /// A real descriptor to serve: a memfd (close-on-exec if asked).
 fn serve(t: Target, flags: c_int) -> c_int {
     let served = match t {
+        Target::Status => return memfd_with(&status_text(), flags),
+        Target::EntryLimit => {
+            let now = match ENTRY_LIMIT.load(Ordering::Relaxed) {
+                0 => options().map_or(u32::from(u16::MAX), |o| o.cfg.dma_entry_limit),
+                n => n,
+            };
+            let text = if flags & libc::O_TRUNC != 0 {
+                String::new()
+            } else {
+                format!("{now}\n")
+            };
+            let fd = memfd_with(text.as_bytes(), flags);
+            if fd >= 0 {
+                table().insert(fd, Served::EntryLimit);
+            }
+            return fd;
+        }
         Target::Container => match options() {
             Ok(o) => Served::Container(Arc::new(Mutex::new(SoftContainer::new(o)))),
             Err(()) => {
@@ -167,13 +274,7 @@ fn serve(t: Target, flags: c_int) -> c_int {
             }
         }
     };
-    let mfd_flags = if flags & libc::O_CLOEXEC != 0 {
-        libc::MFD_CLOEXEC
-    } else {
-        0
-    };
-    // SAFETY: a NUL-terminated name and valid flags.
-    let fd = unsafe { libc::memfd_create(c"type1-vfio".as_ptr(), mfd_flags) };
+    let fd = memfd_with(&[], flags);
     if fd >= 0 {
         table().insert(fd, served);
     }
@@ -294,7 +395,18 @@ fn lookup(fd: c_int) -> Option<Lookup> {
     match table().get(&fd)? {
         Served::Container(c) => Some(Lookup::Container(c.clone())),
         Served::Group { name, container } => Some(Lookup::Group(name.clone(), container.clone())),
+        Served::EntryLimit => None,
     }
+}
+
+/// Runs `f` on the container and adds what it changed in locked pages to `CHARGED`.
+fn charged<R>(c: &Shared, f: impl FnOnce(&mut SoftContainer) -> R) -> R {
+    let mut g = lock(c);
+    let before = g.locked_pages();
+    let r = f(&mut g);
+    let after = g.locked_pages();
+    CHARGED.fetch_add(after as i64 - before as i64, Ordering::Relaxed);
+    r
 }
 
 /// A group ioctl (vfio's `vfio_group_fops_unl_ioctl`).
@@ -352,7 +464,7 @@ fn group_ioctl(
         }
         VFIO_GROUP_UNSET_CONTAINER => {
             let c = set.ok_or(libc::EINVAL)?;
-            lock(&c).remove_group(name);
+            charged(&c, |sc| sc.remove_group(name));
             if let Some(Served::Group { container, .. }) = table().get_mut(&fd) {
                 *container = None;
             }
@@ -381,7 +493,14 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_i
         }
         Some(Lookup::Container(c)) => {
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                lock(&c).ioctl(request, arg)
+                charged(&c, |sc| {
+                    let limit = ENTRY_LIMIT.load(Ordering::Relaxed);
+                    if limit != 0 && sc.iommu.is_none() {
+                        // The module parameter as it is now, copied at SET_IOMMU.
+                        sc.opts.cfg.dma_entry_limit = limit;
+                    }
+                    sc.ioctl(request, arg)
+                })
             }));
             match res {
                 Ok(r) => r.map(|v| v as c_int).map_err(|e| e.code()),
@@ -399,6 +518,127 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_i
     }
 }
 
+/// With `TYPE1_VIRTUAL_MEMLOCK=1`: RLIMIT_MEMLOCK as the program set it, kept here (`None`:
+/// not virtual). For machines where raising the hard limit is refused (no CAP_SYS_RESOURCE):
+/// `setrlimit` of RLIMIT_MEMLOCK then always takes effect for the model, and `getrlimit`
+/// (which the model reads at each map) answers with it; nothing reaches the kernel.
+fn virtual_memlock() -> Option<&'static Mutex<libc::rlimit>> {
+    static V: OnceLock<Option<Mutex<libc::rlimit>>> = OnceLock::new();
+    V.get_or_init(|| {
+        if std::env::var("TYPE1_VIRTUAL_MEMLOCK").ok().as_deref() != Some("1") {
+            return None;
+        }
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let get = real!(c"getrlimit", GetrlimitFn)?;
+        // SAFETY: the C library's getrlimit filling a live local.
+        unsafe { get(libc::RLIMIT_MEMLOCK as c_int, &mut r) };
+        Some(Mutex::new(r))
+    })
+    .as_ref()
+}
+
+type GetrlimitFn = unsafe extern "C" fn(c_int, *mut libc::rlimit) -> c_int;
+type SetrlimitFn = unsafe extern "C" fn(c_int, *const libc::rlimit) -> c_int;
+
+/// # Safety
+/// As `getrlimit(2)`.
+unsafe fn do_getrlimit(res: c_int, r: *mut libc::rlimit) -> c_int {
+    if res == libc::RLIMIT_MEMLOCK as c_int {
+        if let Some(v) = virtual_memlock() {
+            // SAFETY: the caller passes a writable rlimit (checked for NULL).
+            return match unsafe { r.as_mut() } {
+                Some(out) => {
+                    *out = *v.lock().unwrap_or_else(|p| p.into_inner());
+                    0
+                }
+                None => {
+                    set_errno(libc::EFAULT);
+                    -1
+                }
+            };
+        }
+    }
+    match real!(c"getrlimit", GetrlimitFn) {
+        // SAFETY: the C library's getrlimit with the caller's arguments.
+        Some(f) => unsafe { f(res, r) },
+        None => {
+            set_errno(libc::ENOSYS);
+            -1
+        }
+    }
+}
+
+/// # Safety
+/// As `setrlimit(2)`.
+unsafe fn do_setrlimit(res: c_int, r: *const libc::rlimit) -> c_int {
+    if res == libc::RLIMIT_MEMLOCK as c_int {
+        if let Some(v) = virtual_memlock() {
+            // SAFETY: the caller passes a readable rlimit (checked for NULL).
+            let Some(new) = (unsafe { r.as_ref() }) else {
+                set_errno(libc::EFAULT);
+                return -1;
+            };
+            if new.rlim_cur > new.rlim_max {
+                set_errno(libc::EINVAL);
+                return -1;
+            }
+            *v.lock().unwrap_or_else(|p| p.into_inner()) = *new;
+            return 0;
+        }
+    }
+    match real!(c"setrlimit", SetrlimitFn) {
+        // SAFETY: the C library's setrlimit with the caller's arguments.
+        Some(f) => unsafe { f(res, r) },
+        None => {
+            set_errno(libc::ENOSYS);
+            -1
+        }
+    }
+}
+
+/// `getrlimit(2)`, interposed (RLIMIT_MEMLOCK is virtual with `TYPE1_VIRTUAL_MEMLOCK=1`).
+///
+/// # Safety
+/// As `getrlimit(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getrlimit(res: c_int, r: *mut libc::rlimit) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { do_getrlimit(res, r) }
+}
+
+/// `getrlimit64`, interposed.
+///
+/// # Safety
+/// As `getrlimit(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getrlimit64(res: c_int, r: *mut libc::rlimit) -> c_int {
+    // SAFETY: forwarded (the structures are the same on 64-bit targets).
+    unsafe { do_getrlimit(res, r) }
+}
+
+/// `setrlimit(2)`, interposed (RLIMIT_MEMLOCK is virtual with `TYPE1_VIRTUAL_MEMLOCK=1`).
+///
+/// # Safety
+/// As `setrlimit(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn setrlimit(res: c_int, r: *const libc::rlimit) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { do_setrlimit(res, r) }
+}
+
+/// `setrlimit64`, interposed.
+///
+/// # Safety
+/// As `setrlimit(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn setrlimit64(res: c_int, r: *const libc::rlimit) -> c_int {
+    // SAFETY: forwarded.
+    unsafe { do_setrlimit(res, r) }
+}
+
 /// `close(2)`, interposed: a served group leaves its container (the last one releases the
 /// backend); a served container's descriptor drops its reference.
 ///
@@ -407,12 +647,21 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let gone = table().remove(&fd);
-    if let Some(Served::Group {
-        name,
-        container: Some(c),
-    }) = &gone
-    {
-        lock(c).remove_group(name);
+    match &gone {
+        Some(Served::Group {
+            name,
+            container: Some(c),
+        }) => charged(c, |sc| sc.remove_group(name)),
+        Some(Served::EntryLimit) => {
+            let mut buf = [0u8; 32];
+            // SAFETY: `buf` is writable for its length; fd is the memfd served for the file.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let text = std::str::from_utf8(&buf[..n.max(0) as usize]).unwrap_or("");
+            if let Some(Ok(v)) = text.lines().next().map(|l| l.trim().parse::<u32>()) {
+                ENTRY_LIMIT.store(v, Ordering::Relaxed);
+            }
+        }
+        _ => {}
     }
     drop(gone);
     match real!(c"close", CloseFn) {

@@ -3,53 +3,14 @@
 //! `examples/c/library.c` linked with `libtype1.so`. Each is compiled with `cc` from PATH and
 //! must exit 0; the C code asserts the kernel's errno values itself (spec §1.3–§1.5, §5).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The directory of this profile's build output (target/debug or target/release): the test
-/// binary lives in its `deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/deps/TEST")
-        .to_path_buf()
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The built libraries' directory, building them (into a target directory of their own, so as
-/// not to wait on the running cargo's lock) when this profile has none.
+/// The built libraries' directory (built freshly).
 fn libs() -> PathBuf {
-    let dir = profile_dir();
-    let have = |d: &Path| {
-        d.join("libtype1_preload.so").exists()
-            && d.join("libtype1.so").exists()
-            && d.join("include/type1.h").exists()
-    };
-    if have(&dir) {
-        return dir;
-    }
-    let own = workspace().join("target/c-tests");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-p",
-            "type1-preload",
-            "-p",
-            "type1-capi",
-            "--target-dir",
-        ])
-        .arg(&own)
-        .current_dir(workspace())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building the libraries failed");
-    let built = own.join("debug");
-    assert!(have(&built), "no libraries in {}", built.display());
-    built
+    common::build(&["type1-preload", "type1-capi"])
 }
 
 /// Compiles `src` with `cc` (extra arguments after the source) into a temporary binary.
@@ -115,7 +76,11 @@ fn a_qemu_style_setup_gets_the_kernels_answers_under_the_shim() {
 #[test]
 fn the_shim_example_maps_and_unmaps() {
     let libs = libs();
-    let bin = compile(&workspace().join("examples/c/vfio_setup.c"), "example", &[]);
+    let bin = compile(
+        &common::workspace().join("examples/c/vfio_setup.c"),
+        "example",
+        &[],
+    );
     let out = run(&bin, &["42"], &shim_env(&libs));
     assert!(out.contains("valid IOVA range 0-0xfedfffff"), "{out}");
     assert!(out.contains("mapped and unmapped 2097152 bytes"), "{out}");
@@ -125,7 +90,7 @@ fn the_shim_example_maps_and_unmaps() {
 fn without_the_group_listed_the_program_sees_the_real_system() {
     let libs = libs();
     let bin = compile(
-        &workspace().join("examples/c/vfio_setup.c"),
+        &common::workspace().join("examples/c/vfio_setup.c"),
         "unlisted",
         &[],
     );
@@ -152,7 +117,11 @@ fn the_library_example_runs_against_libtype1() {
         format!("-Wl,-rpath,{}", libs.display()),
         "-ltype1".to_string(),
     ];
-    let bin = compile(&workspace().join("examples/c/library.c"), "library", &extra);
+    let bin = compile(
+        &common::workspace().join("examples/c/library.c"),
+        "library",
+        &extra,
+    );
     let out = run(&bin, &[], &[]);
     assert!(out.contains("locked pages after two maps: 512"), "{out}");
     assert!(out.contains("unmap-all unmapped 2097152 bytes"), "{out}");
