@@ -21,6 +21,8 @@
 //!   plain machine word, which the x86_64 and aarch64 Linux calling conventions pass in the same
 //!   register either way (the value is only used where the C caller passed one).
 
+pub mod record;
+
 #[path = "../../capi/src/runtime.rs"]
 #[allow(dead_code)]
 mod runtime;
@@ -49,6 +51,12 @@ enum Served {
     },
     /// The module parameter `dma_entry_limit`: what is written is read back at close.
     EntryLimit,
+    /// Record mode: a real /dev/vfio descriptor (`group`: its number; `None`: a container),
+    /// and for a container the groups set on it.
+    Recorded {
+        group: Option<String>,
+        groups: Vec<String>,
+    },
 }
 
 /// The module parameter's file: the kernel copies its value into each container at SET_IOMMU.
@@ -134,6 +142,8 @@ enum Target {
     Group(String),
     EntryLimit,
     Status,
+    /// Record mode: open the real file, watch its ioctls.
+    Record(Option<String>),
 }
 
 /// # Safety
@@ -144,6 +154,17 @@ unsafe fn target(path: *const c_char) -> Option<Target> {
     }
     // SAFETY: the caller passes a NUL-terminated path.
     let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+    if recorder().is_some() {
+        let rest = p.strip_prefix(b"/dev/vfio/")?;
+        let name = std::str::from_utf8(rest).ok()?;
+        return match name {
+            "vfio" => Some(Target::Record(None)),
+            n if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(Target::Record(Some(n.to_string())))
+            }
+            _ => None,
+        };
+    }
     if groups().is_empty() {
         return None;
     }
@@ -237,6 +258,7 @@ fn status_text() -> Vec<u8> {
 fn serve(t: Target, flags: c_int) -> c_int {
     let served = match t {
         Target::Status => return memfd_with(&status_text(), flags),
+        Target::Record(_) => return -1,
         Target::EntryLimit => {
             let now = match ENTRY_LIMIT.load(Ordering::Relaxed) {
                 0 => options().map_or(u32::from(u16::MAX), |o| o.cfg.dma_entry_limit),
@@ -285,12 +307,20 @@ fn serve(t: Target, flags: c_int) -> c_int {
 /// As `open(2)`.
 unsafe fn do_open(path: *const c_char, flags: c_int, mode: c_ulong) -> c_int {
     // SAFETY: forwarded from the caller.
-    if let Some(t) = unsafe { target(path) } {
-        return serve(t, flags);
-    }
+    let t = unsafe { target(path) };
+    let t = match t {
+        Some(Target::Record(g)) => Some(Target::Record(g)),
+        Some(other) => return serve(other, flags),
+        None => None,
+    };
     match real!(c"open", OpenFn) {
         // SAFETY: the C library's open with the caller's arguments.
-        Some(f) => unsafe { f(path, flags, mode) },
+        Some(f) => {
+            // SAFETY: as above.
+            let fd = unsafe { f(path, flags, mode) };
+            watch(fd, t);
+            fd
+        }
         None => {
             set_errno(libc::ENOSYS);
             -1
@@ -302,12 +332,20 @@ unsafe fn do_open(path: *const c_char, flags: c_int, mode: c_ulong) -> c_int {
 /// As `openat(2)`.
 unsafe fn do_openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_ulong) -> c_int {
     // SAFETY: forwarded from the caller (an absolute path ignores dirfd).
-    if let Some(t) = unsafe { target(path) } {
-        return serve(t, flags);
-    }
+    let t = unsafe { target(path) };
+    let t = match t {
+        Some(Target::Record(g)) => Some(Target::Record(g)),
+        Some(other) => return serve(other, flags),
+        None => None,
+    };
     match real!(c"openat", OpenatFn) {
         // SAFETY: the C library's openat with the caller's arguments.
-        Some(f) => unsafe { f(dirfd, path, flags, mode) },
+        Some(f) => {
+            // SAFETY: as above.
+            let fd = unsafe { f(dirfd, path, flags, mode) };
+            watch(fd, t);
+            fd
+        }
         None => {
             set_errno(libc::ENOSYS);
             -1
@@ -395,8 +433,154 @@ fn lookup(fd: c_int) -> Option<Lookup> {
     match table().get(&fd)? {
         Served::Container(c) => Some(Lookup::Container(c.clone())),
         Served::Group { name, container } => Some(Lookup::Group(name.clone(), container.clone())),
-        Served::EntryLimit => None,
+        Served::EntryLimit | Served::Recorded { .. } => None,
     }
+}
+
+/// Record mode (`TYPE1_RECORD=FILE`): the trace being written and its file.
+fn recorder() -> Option<&'static Mutex<(record::Recorder, std::path::PathBuf)>> {
+    static R: OnceLock<Option<Mutex<(record::Recorder, std::path::PathBuf)>>> = OnceLock::new();
+    R.get_or_init(|| {
+        let path = std::env::var_os("TYPE1_RECORD").filter(|p| !p.is_empty())?;
+        Some(Mutex::new((record::Recorder::new(), path.into())))
+    })
+    .as_ref()
+}
+
+/// Record mode: remember a real /dev/vfio descriptor just opened.
+fn watch(fd: c_int, t: Option<Target>) {
+    if let (true, Some(Target::Record(group))) = (fd >= 0, t) {
+        table().insert(
+            fd,
+            Served::Recorded {
+                group,
+                groups: Vec::new(),
+            },
+        );
+    }
+}
+
+/// `VmLck` in pages, from the real `/proc/self/status`.
+fn vmlck_pages() -> Option<i64> {
+    let text = String::from_utf8_lossy(&read_real(c"/proc/self/status")).into_owned();
+    let kb: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 4)
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// Record mode: pass the ioctl to the kernel untouched, and write what it saw.
+fn record_ioctl(fd: c_int, group: Option<String>, request: c_ulong, arg: c_ulong) -> c_int {
+    use type1::uapi::dispatch as d;
+    let Some(f) = real!(c"ioctl", IoctlFn) else {
+        set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let cmd = request as u32;
+    let mut mem = ProcMem;
+    let mut before = [0u8; 48];
+    let want = match cmd {
+        d::VFIO_IOMMU_MAP_DMA => 32,
+        d::VFIO_IOMMU_UNMAP_DMA => 24,
+        d::VFIO_IOMMU_GET_INFO => 4,
+        d::VFIO_IOMMU_DIRTY_PAGES => 48,
+        d::VFIO_GROUP_SET_CONTAINER => 4,
+        _ => 0,
+    };
+    let readable = group.is_some() && cmd != d::VFIO_GROUP_SET_CONTAINER
+        || mem.read(arg, &mut before[..want]).is_ok()
+        || (cmd == d::VFIO_IOMMU_DIRTY_PAGES && mem.read(arg, &mut before[..8]).is_ok());
+    let counted = matches!(cmd, d::VFIO_IOMMU_MAP_DMA | d::VFIO_IOMMU_UNMAP_DMA);
+    let locked_before = if counted { vmlck_pages() } else { None };
+    // SAFETY: the C library's ioctl with the caller's arguments, untouched.
+    let r = unsafe { f(fd, request, arg) };
+    let result: Result<i64, i32> = if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(i64::from(r))
+    };
+    let locked = match (locked_before, if counted { vmlck_pages() } else { None }) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    if let Some(g) = &group {
+        if cmd == d::VFIO_GROUP_SET_CONTAINER && result.is_ok() && readable {
+            let cfd = c_int::from_le_bytes(before[..4].try_into().expect("4 bytes"));
+            if let Some(Served::Recorded { groups, .. }) = table().get_mut(&cfd) {
+                groups.push(g.clone());
+            }
+        }
+        if let Err(e) = result {
+            set_errno(e);
+        }
+        return r;
+    }
+    let Some(rec) = recorder() else { return r };
+    let groups = match table().get(&fd) {
+        Some(Served::Recorded { groups, .. }) => groups.clone(),
+        _ => Vec::new(),
+    };
+    {
+        let mut g = rec.lock().unwrap_or_else(|p| p.into_inner());
+        let (rec, path) = &mut *g;
+        match cmd {
+            _ if !readable => rec.comment(&format!(
+                "ioctl {cmd:#x} with an unreadable argument at {arg:#x} -> {result:?}"
+            )),
+            d::VFIO_SET_IOMMU => rec.set_iommu(arg, &groups, result),
+            d::VFIO_IOMMU_MAP_DMA => {
+                let b = &before;
+                let maps =
+                    record::parse_maps(&String::from_utf8_lossy(&read_real(c"/proc/self/maps")));
+                let req = (
+                    u32_at(b, 0),
+                    u32_at(b, 4),
+                    u64_at(b, 8),
+                    u64_at(b, 16),
+                    u64_at(b, 24),
+                );
+                rec.map(req, &maps, result, locked);
+            }
+            d::VFIO_IOMMU_UNMAP_DMA => {
+                let b = &before;
+                let mut after = [0u8; 8];
+                let out = if mem.read(arg.wrapping_add(16), &mut after).is_ok() {
+                    u64::from_le_bytes(after)
+                } else {
+                    0
+                };
+                let req = (u32_at(b, 0), u32_at(b, 4), u64_at(b, 8), u64_at(b, 16));
+                rec.unmap(req, out, result, locked);
+            }
+            d::VFIO_IOMMU_GET_INFO => rec.info(u32_at(&before, 0), result),
+            d::VFIO_IOMMU_DIRTY_PAGES => {
+                let (argsz, flags) = (u32_at(&before, 0), u32_at(&before, 4));
+                let get = (flags == 4)
+                    .then(|| (u64_at(&before, 8), u64_at(&before, 16), u64_at(&before, 24)));
+                rec.dirty(argsz, flags, get, result);
+            }
+            d::VFIO_GET_API_VERSION | d::VFIO_CHECK_EXTENSION => {}
+            _ => rec.comment(&format!("ioctl {cmd:#x} on the container -> {result:?}")),
+        }
+        let _ = std::fs::write(&*path, rec.text());
+    }
+    if let Err(e) = result {
+        set_errno(e);
+    }
+    r
 }
 
 /// Runs `f` on the container and adds what it changed in locked pages to `CHARGED`.
@@ -480,6 +664,15 @@ fn group_ioctl(
 /// As `ioctl(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> c_int {
+    if recorder().is_some() {
+        let watched = match table().get(&fd) {
+            Some(Served::Recorded { group, .. }) => Some(group.clone()),
+            _ => None,
+        };
+        if let Some(group) = watched {
+            return record_ioctl(fd, group, request, arg);
+        }
+    }
     let r = match lookup(fd) {
         None => {
             return match real!(c"ioctl", IoctlFn) {
