@@ -995,8 +995,8 @@ impl Step {
         }
     }
 
-    /// A rough cost in ns on simulated memory (per 4K page costs from this project's
-    /// measurements, times the runs), for the estimate of the time left. Only ratios matter:
+    /// A rough cost in ns (map + unmap per 4 KiB page on simulated memory, as measured on a
+    /// 2-core Xeon, times the runs), for the estimate of the time left. Only ratios matter:
     /// the estimate scales them by the time the finished steps really took.
     fn weight(&self, host: bool) -> f64 {
         let pages = |size: u64| (size / K4) as f64;
@@ -1009,21 +1009,22 @@ impl Step {
                 ..
             } => {
                 let ns = match (strategy, backing, layout) {
-                    (Strategy::PerPage, _, _) => 300.0,
-                    (_, _, Layout::Scattered) => 300.0,
-                    (_, Backing::Page4k, _) => 20.0,
-                    (Strategy::Contiguous, _, _) => 4.0,
+                    // 450 ns at 1G, up to 1000 ns at 64G.
+                    (Strategy::PerPage, _, _) => 600.0,
+                    (_, _, Layout::Scattered) => 1250.0,
+                    (_, Backing::Page4k, _) => 25.0,
+                    (Strategy::Contiguous, _, _) => 8.0,
                     _ => 0.1,
                 };
                 // Real memory is populated (written) and its floor measured in every run.
                 let populate = if host { 400.0 } else { 0.0 };
                 reps_for(size) as f64 * (pages(size) * (ns + populate) + 2e5)
             }
-            Step::HugeGuest(Strategy::Contiguous) => 3.0 * 1.2e9,
+            Step::HugeGuest(Strategy::Contiguous) => 3.0 * 2.5e9,
             Step::HugeGuest(_) => 3.0 * 2e6,
-            Step::SmallMaps => 3.0 * pages(G1) * 600.0,
-            Step::Pagetable(i) => 200.0 * 1000.0 * if i == 3 { 300.0 } else { 80.0 },
-            Step::Threads(size) => 3.0 * pages(size) * (2.0 * 4.0 + 40.0) + 1e6,
+            Step::SmallMaps => 3.0 * pages(G1) * 1650.0,
+            Step::Pagetable(i) => 201.0 * 1000.0 * if i == 3 { 300.0 } else { 60.0 },
+            Step::Threads(size) => 3.0 * pages(size) * (3.5 + 30.0 + 5.0) + 1e6,
         }
     }
 
@@ -1383,6 +1384,16 @@ pub fn linearity(ms: &[Measurement]) -> Vec<(String, String, u64, u64, f64, f64)
     out
 }
 
+/// A size for the table: exact where short (`64M`, `5M`, `640K`), else rounded (`~1023G`).
+fn size_cell(b: u64) -> String {
+    let h = human(b);
+    if h.len() <= 6 {
+        h
+    } else {
+        format!("~{}", human_approx(b))
+    }
+}
+
 /// What each ratio among the notes divides.
 const RATIOS: [(&str, &str); 5] = [
     (
@@ -1441,7 +1452,7 @@ pub fn table(ms: &[Measurement]) -> String {
                 m.backing.clone(),
                 m.memory.to_string(),
                 m.strategy.clone(),
-                human(m.size),
+                size_cell(m.size),
                 m.runs().map_or_else(|| "-".to_string(), |n| n.to_string()),
                 cell(m.map_ns_per_page),
                 cell(m.unmap_ns_per_page),
