@@ -39,7 +39,8 @@ fn map_unmap_measures_every_backing_and_strategy_with_the_right_leaves() {
         ] {
             assert!(j.get(k).is_some(), "{k} missing in {j}");
         }
-        assert!(m.map_ns_per_page > 0.0 && m.unmap_ns_per_page > 0.0, "{j}");
+        let (map, unmap) = (m.map_ns_per_page.unwrap(), m.unmap_ns_per_page.unwrap());
+        assert!(map.median > 0.0 && unmap.median > 0.0, "{j}");
         assert!(
             j.get("floor_map_ns_per_page").is_none(),
             "sim has no floor: {j}"
@@ -110,9 +111,15 @@ fn table_aligns_figures_right_under_a_rule() {
             memory: "sim",
             strategy: "contiguous".into(),
             size,
-            map_ns_per_page: map,
-            unmap_ns_per_page: map / 2.0,
+            map_ns_per_page: Some(bench::Stat {
+                median: map,
+                min: map * 0.9,
+                max: map * 1.2,
+                runs: 5,
+            }),
+            unmap_ns_per_page: Some(bench::Stat::once(map / 2.0)),
             leaves: leaves.iter().copied().collect(),
+            stats: Default::default(),
             extra: Default::default(),
         };
     let mut small = m("small-maps", "4k", 1 << 30, 123.456, &[(4096, 262144)]);
@@ -128,10 +135,11 @@ fn table_aligns_figures_right_under_a_rule() {
         small,
     ];
     let want = "\
-workload    backing  memory  strategy    size  map ns/page  unmap ns/page  map GB/s  leaves     notes
-----------------------------------------------------------------------------------------------------------------
-map-unmap   thp      sim     contiguous  16M         1.500       0.750000    2730.7  2M×8
-small-maps  4k       sim     contiguous  1G        123.456         61.728      33.2  4K×262144  map_calls=262144
+Figures: the median of the runs (min–max), in ns per 4 KiB page; map GB/s from the median; - where a figure does not apply.
+workload    backing  memory  strategy    size  runs       map ns/page  unmap ns/page  map GB/s  leaves     notes
+---------------------------------------------------------------------------------------------------------------------------
+map-unmap   thp      sim     contiguous  16M      5  1.50 (1.35–1.80)          0.750      2731  2M×8
+small-maps  4k       sim     contiguous  1G       5     123 (111–148)           61.7      33.2  4K×262144  map_calls=262144
 ";
     assert_eq!(bench::table(&ms), want);
 }
