@@ -3,7 +3,7 @@
 //! `type1 kernel-check`.
 //!
 //! Compared, when both sides have the field: `ok`, `errno`, `locked`, `avail`; for `unmap` the
-//! returned `size`; for `info` `iova_pgsizes`, `iova_ranges`, `dma_avail`; for `check` the
+//! returned `size` and, with `flags=dirty`, the `bitmap`; for `dirty get` the `bitmap`; for `info` `iova_pgsizes`, `iova_ranges`, `dma_avail`; for `check` the
 //! leaves by page size of each domain. Not compared: statements the kernel could not run
 //! (`cannot`, listed apart), `dmas` and `pinned` (the kernel does not show them), the engine's
 //! final `summary` object.
@@ -127,7 +127,8 @@ fn compare_one(c: &mut Comparison, line: usize, e: &Value, k: &Value) {
     };
     let mut fields: Vec<&str> = vec!["ok", "errno", "locked", "avail"];
     match op {
-        "unmap" => fields.push("size"),
+        "unmap" => fields.extend(["size", "bitmap"]),
+        "dirty" => fields.push("bitmap"),
         "info" => fields.extend(["iova_pgsizes", "iova_ranges", "dma_avail"]),
         _ => {}
     }

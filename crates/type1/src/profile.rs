@@ -71,6 +71,11 @@ impl KernelProfile {
     pub(crate) fn unmap_to_end_is_empty(self) -> bool {
         self < KernelProfile::V7_2
     }
+    /// Before that series DIRTY_PAGES GET_BITMAP refused a range ending exactly at 2^64 - 1
+    /// (`range.iova + range.size < range.iova`, the sum being 0): EINVAL.
+    pub(crate) fn dirty_range_to_end_wraps(self) -> bool {
+        self < KernelProfile::V7_2
+    }
     /// 6.1 did not pad capabilities to 8 bytes (GET_INFO needs 116 bytes, not 120).
     pub(crate) fn pads_caps(self) -> bool {
         self > KernelProfile::V6_1

@@ -74,7 +74,7 @@ pub struct UnmapOutcome {
 pub struct VfioContainer {
     container: File,
     /// Kept open: closing the group detaches it from the container.
-    _group: File,
+    group_file: File,
     /// The OS (the kernel; a fake in unit tests).
     sys: Box<dyn VfioSys>,
     /// The group number (`/dev/vfio/GROUP`).
@@ -164,11 +164,17 @@ impl VfioContainer {
         }
         Ok(VfioContainer {
             container,
-            _group: grp,
+            group_file: grp,
             sys,
             group,
             v2,
         })
+    }
+
+    /// VFIO_GROUP_GET_DEVICE_FD: the group's device `name` (`DDDD:BB:DD.F`), opened (the group
+    /// has its container and IOMMU set, as the kernel requires).
+    pub fn open_device(&self, name: &str) -> Result<File, Errno> {
+        sys::group_get_device_fd(&self.group_file, name)
     }
 
     /// VFIO_CHECK_EXTENSION on the container.

@@ -115,7 +115,12 @@ pub struct Replayer {
     domain: Option<String>,
     /// Name → (start, size).
     regions: BTreeMap<String, (u64, u64)>,
+    /// The device's fd, opened at the first `backing=pfnmap` (its BAR0 is mmap'd from it).
+    device: Option<std::fs::File>,
 }
+
+/// The guest's device (the `edu` device bound to vfio-pci; kernel/init.sh binds it).
+pub const DEVICE: &str = "0000:00:01.0";
 
 impl Replayer {
     /// `group`: the IOMMU group number of the guest's device (/dev/vfio/N).
@@ -126,7 +131,44 @@ impl Replayer {
             container: None,
             domain: None,
             regions: BTreeMap::new(),
+            device: None,
         }
+    }
+
+    /// `backing=pfnmap`: BAR0 of the device, mmap'd shared from the device fd as VMMs map
+    /// BARs (a `VM_PFNMAP` vma of MMIO pfns). Needs the container (the kernel hands out a
+    /// device fd only once the group's container and IOMMU are set).
+    fn mmap_bar(&mut self, size: u64, writable: bool, at: Option<u64>) -> Result<u64, String> {
+        if at.is_some() {
+            return Err("cannot: a BAR mmap is placed by the kernel (at= is not possible)".into());
+        }
+        let Some(c) = &self.container else {
+            return Err(
+                "cannot: a BAR is mmap'd from the device fd, which needs the container: \
+                        put `mmap ... backing=pfnmap` after `domain`"
+                    .into(),
+            );
+        };
+        if self.device.is_none() {
+            let d = c
+                .open_device(DEVICE)
+                .map_err(|e| format!("cannot: VFIO_GROUP_GET_DEVICE_FD {DEVICE}: {e}"))?;
+            self.device = Some(d);
+        }
+        let dev = self.device.as_ref().expect("opened above");
+        let bar = sys::device_region_info(dev, 0)
+            .map_err(|e| format!("cannot: VFIO_DEVICE_GET_REGION_INFO of BAR0: {e}"))?;
+        if bar.flags & sys::REGION_INFO_FLAG_MMAP == 0 {
+            return Err(format!("cannot: BAR0 of {DEVICE} cannot be mmap'd"));
+        }
+        if size > bar.size {
+            return Err(format!(
+                "cannot: the guest's BAR0 has {:#x} bytes, {size:#x} asked",
+                bar.size
+            ));
+        }
+        sys::mmap_device(dev, bar.offset, size, writable)
+            .map_err(|e| format!("cannot: mmap of BAR0 failed: {e}"))
     }
 
     /// Runs one statement.
@@ -230,9 +272,12 @@ impl Verbs for Step<'_> {
             Backing::Hugetlb2m => MmapKind::Hugetlb2m,
             Backing::Hugetlb1g => MmapKind::Hugetlb1g,
             Backing::Pfnmap => {
-                return self.r.cannot(
-                    "cannot: a pfnmap needs a device BAR mapped through the device fd (not done)",
-                );
+                return match self.rp.mmap_bar(spec.size, spec.writable, spec.at) {
+                    Ok(a) => {
+                        self.rp.regions.insert(spec.name, (a, spec.size));
+                    }
+                    Err(why) => self.r.cannot(why),
+                };
             }
         };
         match sys::mmap_anon(spec.size, spec.writable, kind, spec.at) {

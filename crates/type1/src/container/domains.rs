@@ -19,10 +19,13 @@ impl<M: PageSource> Container<M> {
         self.iova_list.is_empty() || self.iova_list.iter().any(|r| r.covers(range))
     }
 
-    /// The valid IOVA ranges of `domains`: every aperture, minus every reserved region.
+    /// The valid IOVA ranges of `domains` after a detach: every aperture, minus every reserved
+    /// region. With no domain left it is the whole space, not an empty list: the kernel's
+    /// `vfio_iommu_aper_expand` widens the list to `[0, ~0]` and `vfio_iommu_resv_refresh`
+    /// rebuilds it as that one range (an empty list is only a container never attached).
     fn build_iova_list(domains: &[AttachedDomain]) -> Vec<IovaRange> {
         if domains.is_empty() {
-            return Vec::new();
+            return vec![IovaRange::FULL];
         }
         domains.iter().fold(vec![IovaRange::FULL], |list, d| {
             clip_iova_list(&list, aperture(&d.domain), &d.reserved)

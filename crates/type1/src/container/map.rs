@@ -72,6 +72,13 @@ impl<M: PageSource> Container<M> {
             self.pin_map_dma(&mut dma, size)?;
         }
         self.dmas.link_dma(dma);
+        if self.dirty_tracking {
+            // After pinning and mapping, as the kernel: a refused bitmap unmaps it again.
+            if let Err(e) = self.vfio_dma_bitmap_alloc(iova, size) {
+                self.remove_dma(iova);
+                return Err(e);
+            }
+        }
         Ok(())
     }
 

@@ -140,6 +140,8 @@ pub struct Container<M: PageSource> {
     mm: M,
     faults: Arc<FaultInjector>,
     dirty_tracking: bool,
+    /// While tracking: each mapping's dirty bitmap, by IOVA (`vfio_dma.bitmap`).
+    dma_bitmaps: std::collections::BTreeMap<u64, dirty::DmaBitmap>,
     vaddr_invalid_count: u32,
     violations: Vec<String>,
     stats: EngineStats,
@@ -163,6 +165,7 @@ impl<M: PageSource> Container<M> {
             mm,
             faults: FaultInjector::new(),
             dirty_tracking: false,
+            dma_bitmaps: std::collections::BTreeMap::new(),
             vaddr_invalid_count: 0,
             violations: Vec::new(),
             stats: EngineStats::default(),

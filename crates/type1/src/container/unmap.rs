@@ -7,7 +7,6 @@
 
 use iommu::{Gather, IovaRange};
 
-use super::dirty::mark_dirty;
 use super::{Container, Dma};
 use crate::error::Error;
 use crate::mm::PageSource;
@@ -119,10 +118,11 @@ impl<M: PageSource> Container<M> {
     }
 
     /// `vfio_remove_dma`.
-    fn remove_dma(&mut self, key: u64) {
+    pub(super) fn remove_dma(&mut self, key: u64) {
         let Some(mut dma) = self.dmas.unlink_dma(key) else {
             return;
         };
+        self.dma_bitmaps.remove(&key);
         self.unmap_unpin(&mut dma, true);
         if dma.vaddr_invalid {
             self.vaddr_invalid_count -= 1;
@@ -199,10 +199,12 @@ impl<M: PageSource> Container<M> {
                 invalidated.push(key);
                 continue;
             }
-            if let Some(words) = bitmap.as_mut() {
-                mark_dirty(words, iova, d, pgsize);
-            }
             unmapped += d.size;
+            if let Some(mut words) = bitmap.take() {
+                let d = d.clone();
+                self.update_user_bitmap(&mut words, &d, iova);
+                bitmap = Some(words);
+            }
             self.remove_dma(key);
         }
         Ok(UnmapReply {

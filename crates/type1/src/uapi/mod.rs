@@ -397,6 +397,14 @@ impl DirtyRequest {
             return Err(Error::ZeroSize);
         }
         let range = checked_range("iova", iova, size, kernel)?;
+        if kernel.dirty_range_to_end_wraps() && range.last() == u64::MAX {
+            return Err(Error::Wraps {
+                what: "iova",
+                start: iova,
+                size,
+                errno: kernel.wrap_errno(),
+            });
+        }
         bitmap.verify(size)?;
         if bitmap.pgsize != pgsize {
             return Err(Error::Dirty("bitmap page size must be the IOMMU page size"));

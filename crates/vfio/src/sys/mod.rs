@@ -45,6 +45,12 @@ const VFIO_IOMMU_GET_INFO: libc::c_ulong = vfio_io(12);
 const VFIO_IOMMU_MAP_DMA: libc::c_ulong = vfio_io(13);
 const VFIO_IOMMU_UNMAP_DMA: libc::c_ulong = vfio_io(14);
 const VFIO_IOMMU_DIRTY_PAGES: libc::c_ulong = vfio_io(17);
+const VFIO_GROUP_GET_DEVICE_FD: libc::c_ulong = vfio_io(6);
+const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = vfio_io(8);
+/// `sizeof(struct vfio_region_info)`: argsz, flags, index, cap_offset, size, offset.
+const REGION_INFO_SZ: usize = 32;
+/// `VFIO_REGION_INFO_FLAG_MMAP`: the region may be mmap'd from the device fd.
+pub(crate) const REGION_INFO_FLAG_MMAP: u32 = 1 << 2;
 
 /// `sizeof(struct vfio_iommu_type1_dma_map)`.
 const MAP_SZ: usize = 32;
@@ -586,6 +592,69 @@ pub(crate) fn munmap(addr: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// VFIO_GROUP_GET_DEVICE_FD: the device `name` (`DDDD:BB:DD.F`) of `group`, opened.
+pub(crate) fn group_get_device_fd(group: &File, name: &str) -> Result<File, Errno> {
+    use std::os::fd::FromRawFd;
+    let c = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the kernel reads a NUL-terminated string at the pointer, which `c` owns and
+    // keeps alive until the call returns.
+    let fd = unsafe { ioctl_ptr(group, VFIO_GROUP_GET_DEVICE_FD, c.as_ptr() as *mut _) }?;
+    // SAFETY: a new fd the kernel just returned to us; nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// A device region (`struct vfio_region_info`): size, offset in the device fd, flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RegionInfo {
+    /// Bytes.
+    pub size: u64,
+    /// Where it starts in the device fd (for mmap).
+    pub offset: u64,
+    /// `VFIO_REGION_INFO_FLAG_*`.
+    pub flags: u32,
+}
+
+/// VFIO_DEVICE_GET_REGION_INFO of region `index` (0 = BAR0).
+pub(crate) fn device_region_info(device: &File, index: u32) -> Result<RegionInfo, Errno> {
+    let mut buf = [0u8; REGION_INFO_SZ];
+    buf[0..4].copy_from_slice(&(REGION_INFO_SZ as u32).to_ne_bytes());
+    buf[8..12].copy_from_slice(&index.to_ne_bytes());
+    // SAFETY: the kernel writes at most argsz (REGION_INFO_SZ) bytes into `buf`, which is that
+    // long and lives until the call returns.
+    unsafe { ioctl_ptr(device, VFIO_DEVICE_GET_REGION_INFO, buf.as_mut_ptr().cast()) }?;
+    let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
+    Ok(RegionInfo {
+        flags: u32::from_ne_bytes(buf[4..8].try_into().expect("4 bytes")),
+        size: u64_at(16),
+        offset: u64_at(24),
+    })
+}
+
+/// Maps `len` bytes of a device region shared, from `offset` of the device fd (a `VM_PFNMAP`
+/// vma, as VMMs map BARs). Returns the address.
+pub(crate) fn mmap_device(device: &File, offset: u64, len: u64, writable: bool) -> io::Result<u64> {
+    let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+    let len = usize::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a fresh shared mapping at an address the kernel chooses; nothing existing is
+    // touched and no Rust value refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            device.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as u64)
+}
+
 /// CAP_IPC_LOCK's number.
 const CAP_IPC_LOCK: u32 = 14;
 
@@ -596,6 +665,9 @@ mod tests {
     #[test]
     fn ioctl_numbers_are_the_kernels() {
         assert_eq!(VFIO_GET_API_VERSION, 0x3b64);
+        assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
+        assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
+        assert_eq!(REGION_INFO_SZ, std::mem::size_of::<b::vfio_region_info>());
         assert_eq!(VFIO_CHECK_EXTENSION, 0x3b65);
         assert_eq!(VFIO_SET_IOMMU, 0x3b66);
         assert_eq!(VFIO_GROUP_GET_STATUS, 0x3b67);
