@@ -20,6 +20,9 @@ impl<M: PageSource> Container<M> {
         flags: u32,
         get: Option<(u64, u64, BitmapArg)>,
     ) -> Result<Option<Vec<u64>>, Error> {
+        if self.cfg.kernel.is_3_11() {
+            return Err(crate::container::v3_11::no_dirty_pages());
+        }
         if !self.cfg.v2 {
             return Err(Error::DirtyV1);
         }
@@ -34,10 +37,12 @@ impl<M: PageSource> Container<M> {
     ) -> Result<Option<Vec<u64>>, Error> {
         match *req {
             DirtyRequest::Start => {
+                self.external_dirty_start();
                 self.dirty_tracking = true;
                 Ok(None)
             }
             DirtyRequest::Stop => {
+                self.external_dirty_stop();
                 self.dirty_tracking = false;
                 Ok(None)
             }
@@ -49,7 +54,7 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_iova_dirty_bitmap`: the dirty pages of `range`, which must not bisect a mapping.
     fn vfio_iova_dirty_bitmap(
-        &self,
+        &mut self,
         range: IovaRange,
         bitmap: BitmapArg,
     ) -> Result<Vec<u64>, Error> {
@@ -69,7 +74,7 @@ impl<M: PageSource> Container<M> {
         let pgsize = self.min_pgsize();
         let mut words = bitmap.words();
         for key in self.dmas.overlapping(range) {
-            mark_dirty(&mut words, range.start(), &self.dmas[key], pgsize);
+            self.report_dirty(&mut words, range.start(), key, pgsize, true);
         }
         Ok(words)
     }

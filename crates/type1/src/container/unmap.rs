@@ -7,7 +7,6 @@
 
 use iommu::{Gather, IovaRange};
 
-use super::dirty::mark_dirty;
 use super::{Container, Dma};
 use crate::error::Error;
 use crate::mm::PageSource;
@@ -120,6 +119,7 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_remove_dma`.
     fn remove_dma(&mut self, key: u64) {
+        self.drop_external_pins(key);
         let Some(mut dma) = self.dmas.unlink_dma(key) else {
             return;
         };
@@ -131,6 +131,9 @@ impl<M: PageSource> Container<M> {
 
     /// Remove every mapping (container release, last domain detached).
     pub fn unmap_unpin_all(&mut self) {
+        if self.cfg.kernel.is_3_11() {
+            return self.release_3_11();
+        }
         for k in self.dmas.iovas() {
             self.remove_dma(k);
         }
@@ -138,6 +141,10 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_IOMMU_UNMAP_DMA`: decode the request, then `vfio_dma_do_unmap`.
     pub fn unmap_dma(&mut self, req: &UnmapDma) -> Result<UnmapReply, Error> {
+        if self.cfg.kernel.is_3_11() {
+            let size = self.unmap_dma_3_11(req)?;
+            return Ok(UnmapReply { size, bitmap: None });
+        }
         let req = UnmapRequest::decode(req, self.min_pgsize(), self.cfg.kernel)?;
         self.vfio_dma_do_unmap(&req)
     }
@@ -199,10 +206,12 @@ impl<M: PageSource> Container<M> {
                 invalidated.push(key);
                 continue;
             }
+            self.vfio_notify_dma_unmap(key);
+            let size = self.dmas[key].size;
             if let Some(words) = bitmap.as_mut() {
-                mark_dirty(words, iova, d, pgsize);
+                self.report_dirty(words, iova, key, pgsize, false);
             }
-            unmapped += d.size;
+            unmapped += size;
             self.remove_dma(key);
         }
         Ok(UnmapReply {
