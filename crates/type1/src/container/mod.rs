@@ -159,16 +159,14 @@ const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
 impl<M: PageSource> Container<M> {
     /// `VFIO_SET_IOMMU`: a new container over the memory `mm`.
-    pub fn new(cfg: Config, mut mm: M) -> Self {
+    pub fn new(mut cfg: Config, mut mm: M) -> Self {
         mm.set_kernel_profile(cfg.kernel);
-        // 3.11 had no entry limit.
-        let limit = if cfg.kernel.is_3_11() {
-            u32::MAX
-        } else {
-            cfg.dma_entry_limit
-        };
+        if cfg.kernel.is_3_11() {
+            // 3.11 had no entry limit.
+            cfg.dma_entry_limit = u32::MAX;
+        }
         Container {
-            dmas: DmaTree::new(limit),
+            dmas: DmaTree::new(cfg.dma_entry_limit),
             account: LockedAccount::new(cfg.memlock),
             cfg,
             domains: Vec::new(),
