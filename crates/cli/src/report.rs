@@ -87,6 +87,7 @@ fn pgsizes(bitmap: u64) -> String {
 
 fn kernel_name(k: KernelProfile) -> &'static str {
     match k {
+        KernelProfile::V3_11 => "3.11",
         KernelProfile::V6_1 => "6.1",
         KernelProfile::V6_12 => "6.12",
         KernelProfile::V7_2 => "7.2",

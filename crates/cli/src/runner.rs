@@ -14,6 +14,7 @@
 //! Defaults the trace language leaves to the runner (`argsz=`, bitmap buffers) are documented
 //! on [`replay`].
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use iommu::{Domain, DomainConfig, Format};
@@ -25,7 +26,7 @@ use type1::{
     BitmapArg, Config, Container, Errno, Error, KernelProfile, MapDma, Strategy, UnmapDma,
 };
 
-use crate::trace::record::{self, Dma, InfoFields, Record};
+use crate::trace::record::{self, Dma, InfoFields, Notified, Record};
 use crate::trace::verbs::{ContainerArgs, DomainArgs, MapArgs};
 use crate::trace::{
     defaults, dispatch, expect, Memlock, Stmt, Trace, Verbs, UNMAP_ALL, UNMAP_DIRTY,
@@ -233,6 +234,8 @@ pub enum Detail {
         size: Option<u64>,
         /// The dirty bitmap, with `flags=dirty`.
         bitmap: Option<Vec<u64>>,
+        /// The devices told before mappings with external pins were removed.
+        notified: Vec<Notified>,
     },
     /// What GET_INFO delivered into the user's buffer; `None` when the call failed.
     Info(Option<InfoFields>),
@@ -326,9 +329,15 @@ impl Step {
         r.warnings = self.warnings.clone();
         match &self.detail {
             Detail::None | Detail::Map { .. } => {}
-            Detail::Unmap { size, bitmap, .. } => {
+            Detail::Unmap {
+                size,
+                bitmap,
+                notified,
+                ..
+            } => {
                 r.size = *size;
                 r.bitmap = bitmap.clone();
+                r.notified = notified.clone();
             }
             Detail::Info(info) => r.info = info.clone(),
             Detail::DirtyGet { bitmap } => {
@@ -430,6 +439,8 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
         c: None,
         opts: *opts,
         entries_warned: false,
+        refused: None,
+        bound: HashMap::new(),
     };
     let mut records = Vec::new();
     let mut error = None;
@@ -445,7 +456,11 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
                 });
                 break;
             }
-            Ok(done) => {
+            Ok(mut done) => {
+                // The engine's named warnings (a kernel WARN_ON reached, what 3.11 broke).
+                if let Some(c) = run.c.as_mut() {
+                    done.warnings.extend(c.take_warnings());
+                }
                 let (locked, avail) = run
                     .c
                     .as_ref()
@@ -495,6 +510,11 @@ struct Run {
     c: Option<Container<AnyMemory>>,
     opts: Options,
     entries_warned: bool,
+    /// Why `container` made no container (3.11 had no type1v2).
+    refused: Option<String>,
+    /// Every region name and the address it was last mapped at: a name stays bound after
+    /// `munmap`, so a later `map vaddr=NAME` reaches unmapped memory (EFAULT, as the kernel).
+    bound: HashMap<String, u64>,
 }
 
 struct Done {
@@ -540,9 +560,22 @@ fn outcome_of<T>(r: &Result<T, Error>) -> Outcome {
 
 impl Run {
     fn container(&mut self) -> Result<&mut Container<AnyMemory>, String> {
-        self.c
-            .as_mut()
-            .ok_or_else(|| "no container: `container` must be the first statement".to_string())
+        let refused = &self.refused;
+        self.c.as_mut().ok_or_else(|| match refused {
+            Some(why) => format!("no container: {why}"),
+            None => "no container: `container` must be the first statement".to_string(),
+        })
+    }
+
+    /// The trace error for a request 3.11 did not have at all.
+    fn not_in_3_11(&mut self, what: &str) -> Result<(), String> {
+        if self.container()?.config().kernel.is_3_11() {
+            return Err(format!(
+                "{what}: kernel=3.11 had no such request (external pins came with mdev in 4.10); \
+                 use kernel=7.2"
+            ));
+        }
+        Ok(())
     }
 
     /// Runs one statement: the verb's function (see [`Verbs`]).
@@ -575,7 +608,21 @@ impl Verbs for Run {
     fn new_container(&mut self, a: ContainerArgs<'_>) -> Result<Done, String> {
         let kernel_word = a.kernel.unwrap_or(defaults::KERNEL);
         let kernel = KernelProfile::parse(kernel_word)
-            .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12 or 6.1)"))?;
+            .ok_or_else(|| format!("unknown kernel={kernel_word} (use 7.2, 6.12, 6.1 or 3.11)"))?;
+        if let Err(e) = kernel.set_iommu(a.v2) {
+            self.c = None;
+            self.refused = Some(e.to_string());
+            return Ok(Done {
+                outcome: Outcome::from_error(&e),
+                ..Done::ok()
+            });
+        }
+        let mut warnings = Vec::new();
+        if kernel.is_3_11() && a.dma_entry_limit.is_some() {
+            warnings.push(
+                "kernel=3.11 had no dma_entry_limit (no entry limit at all): ignored".to_string(),
+            );
+        }
         let cfg = Config {
             v2: a.v2,
             dma_entry_limit: a.dma_entry_limit.unwrap_or(defaults::DMA_ENTRY_LIMIT),
@@ -596,13 +643,23 @@ impl Verbs for Run {
             AnyMemory::Sim(SimMm::new())
         };
         self.c = Some(Container::new(cfg, mm));
-        Ok(Done::ok())
+        Ok(Done {
+            warnings,
+            ..Done::ok()
+        })
     }
 
     /// `domain`: a new IOMMU domain attached to the container.
     fn domain(&mut self, a: DomainArgs<'_>) -> Result<Done, String> {
         let name = a.name;
         let c = self.container()?;
+        if let Some(first) = c.domains().first().filter(|_| c.config().kernel.is_3_11()) {
+            return Err(format!(
+                "domain {name}: kernel=3.11 had one IOMMU domain per container, which every group \
+                 joined (here {:?}); a second domain with its own page tables cannot be modelled",
+                first.name
+            ));
+        }
         let fmt_word = a.format.unwrap_or("x86_64");
         let fmt =
             Format::parse(fmt_word).map_err(|e| format!("domain {name}: {e}; change format="))?;
@@ -646,11 +703,13 @@ impl Verbs for Run {
     /// `mmap`: a new region in the process.
     fn mmap(&mut self, spec: MmapSpec) -> Result<Done, String> {
         let c = self.container()?;
-        c.mm_mut()
+        let vaddr = c
+            .mm_mut()
             .mmap(&spec)
             .map_err(|e| format!("mmap {}: {e}", spec.name))?;
         // What real memory could not honour (`layout`, `phys`: the kernel places pages).
         let notes = c.mm_mut().notes();
+        self.bound.insert(spec.name.clone(), vaddr);
         Ok(Done {
             warnings: notes,
             ..Done::ok()
@@ -670,8 +729,11 @@ impl Verbs for Run {
     fn map(&mut self, a: MapArgs<'_>) -> Result<Done, String> {
         let (iova, size) = (a.iova, a.size);
         let strategy = self.opts.strategy;
-        let c = self.container()?;
-        let vaddr = defaults::resolve_vaddr(a.vaddr, |n| c.mm().region_vaddr(n))?;
+        self.container()?;
+        let (c, bound) = (self.c.as_mut().expect("checked above"), &self.bound);
+        let vaddr = defaults::resolve_vaddr(a.vaddr, |n| {
+            c.mm().region_vaddr(n).or_else(|| bound.get(n).copied())
+        })?;
         let req = MapDma {
             argsz: defaults::map_argsz(a.argsz),
             flags: a.flags,
@@ -725,10 +787,32 @@ impl Verbs for Run {
         };
         let (r, elapsed) = timed(|| c.unmap_dma(&req));
         let mut warnings = Vec::new();
+        let notified: Vec<Notified> = c
+            .take_unmap_notices()
+            .into_iter()
+            .map(|n| {
+                warnings.push(format!(
+                    "unmap notified device(s) {} of the mapping at iova {:#x} ({}): they \
+                     unpinned {} page pin(s) first",
+                    n.devices.join(", "),
+                    n.iova,
+                    units::bytes_exact(n.size),
+                    n.unpinned
+                ));
+                Notified {
+                    iova: n.iova,
+                    size: n.size,
+                    devices: n.devices,
+                    unpinned: n.unpinned,
+                }
+            })
+            .collect();
         if let Ok(reply) = &r {
             if !all && reply.size != size {
                 let how = if reply.size < size {
                     "less than asked: part of the range was not mapped"
+                } else if c.config().kernel.is_3_11() {
+                    "more than asked: the IOMMU removed whole large leaves"
                 } else {
                     "more than asked: whole mappings were removed"
                 };
@@ -752,6 +836,7 @@ impl Verbs for Run {
                 all,
                 size: removed,
                 bitmap,
+                notified,
             },
             elapsed,
             warnings,
@@ -816,6 +901,29 @@ impl Verbs for Run {
         })
     }
 
+    /// `pin`: the device of a group pins pages through the container (`vfio_pin_pages`).
+    fn pin(&mut self, iova: u64, npage: u64, group: Option<&str>) -> Result<Done, String> {
+        self.not_in_3_11("pin")?;
+        let group = self.pinning_group("pin", group)?;
+        let c = self.container()?;
+        Ok(Done::timed(|| c.pin_pages(&group, iova, npage)))
+    }
+
+    /// `unpin`: a device unpins pages (`vfio_unpin_pages`; the kernel returns nothing, its
+    /// `WARN_ON`s are warnings).
+    fn unpin(&mut self, iova: u64, npage: u64) -> Result<Done, String> {
+        self.not_in_3_11("unpin")?;
+        let c = self.container()?;
+        Ok(Done::timed(|| c.unpin_pages(iova, npage)))
+    }
+
+    /// `dma_rw`: a device reads or writes process memory through the container.
+    fn dma_rw(&mut self, iova: u64, size: u64, write: bool) -> Result<Done, String> {
+        self.not_in_3_11("dma_rw")?;
+        let c = self.container()?;
+        Ok(Done::timed(|| c.dma_rw(iova, size, write)))
+    }
+
     /// `check`: the engine's invariants, and the state to hold expectations to.
     fn check(&mut self) -> Result<Done, String> {
         let c = self.container()?;
@@ -830,6 +938,25 @@ impl Verbs for Run {
             elapsed,
             warnings: Vec::new(),
         })
+    }
+}
+
+impl Run {
+    /// The group whose device pins: `group=` if attached, else the first attached.
+    fn pinning_group(&mut self, verb: &str, group: Option<&str>) -> Result<String, String> {
+        let c = self.container()?;
+        match group {
+            Some(g) if c.domain(g).is_some() => Ok(g.to_string()),
+            Some(g) => Err(format!(
+                "{verb} group={g}: no domain named {g:?} is attached"
+            )),
+            // No group at all: the kernel's empty device_list (EINVAL).
+            None => Ok(c
+                .domains()
+                .last()
+                .map(|d| d.name.clone())
+                .unwrap_or_default()),
+        }
     }
 }
 

@@ -37,6 +37,7 @@ errnos! {
     ENOENT = 2,
     ESRCH = 3,
     EINTR = 4,
+    E2BIG = 7,
     ENOMEM = 12,
     EACCES = 13,
     EFAULT = 14,

@@ -140,6 +140,32 @@ pub enum StmtKind {
     },
     /// `check`
     Check,
+    /// Additive: `pin iova=IOVA npage=N [group=NAME]`: the device of group NAME (default: the
+    /// first attached) pins `npage` pages for reads and writes (`vfio_pin_pages`).
+    Pin {
+        /// The first IOVA.
+        iova: u64,
+        /// Pages.
+        npage: u64,
+        /// The group whose device pins.
+        group: Option<String>,
+    },
+    /// Additive: `unpin iova=IOVA npage=N` (`vfio_unpin_pages`).
+    Unpin {
+        /// The first IOVA.
+        iova: u64,
+        /// Pages.
+        npage: u64,
+    },
+    /// Additive: `dma_rw iova=IOVA size=BYTES write=yes|no` (`vfio_dma_rw`).
+    DmaRw {
+        /// The first IOVA.
+        iova: u64,
+        /// Bytes.
+        size: u64,
+        /// A write into the process's memory (else a read).
+        write: bool,
+    },
 }
 
 impl StmtKind {
@@ -184,6 +210,9 @@ impl StmtKind {
             StmtKind::Info { .. } => "info",
             StmtKind::DirtyStart | StmtKind::DirtyStop | StmtKind::DirtyGet { .. } => "dirty",
             StmtKind::Check => "check",
+            StmtKind::Pin { .. } => "pin",
+            StmtKind::Unpin { .. } => "unpin",
+            StmtKind::DmaRw { .. } => "dma_rw",
         }
     }
 }

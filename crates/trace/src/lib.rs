@@ -40,5 +40,5 @@ pub use parse::{
     parse, parse_number, ParseError, ERRNOS, FORMATS, KERNELS, MAP_READ, MAP_VADDR, MAP_WRITE,
     UNMAP_ALL, UNMAP_DIRTY, UNMAP_VADDR,
 };
-pub use record::{bitmap_hex, Backend, Dma, InfoFields, Record, State};
+pub use record::{bitmap_hex, Backend, Dma, InfoFields, Notified, Record, State};
 pub use verbs::{dispatch, Verbs};

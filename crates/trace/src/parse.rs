@@ -71,6 +71,7 @@ pub const ERRNOS: &[&str] = &[
     "ESRCH",
     "EINTR",
     "ERANGE",
+    "E2BIG",
 ];
 
 /// The IOMMU page-table formats `domain format=` accepts (`x86_64-3level` and `x86_64-5level`
@@ -86,7 +87,7 @@ pub const FORMATS: &[&str] = &[
 ];
 
 /// The kernel versions `container kernel=` accepts (additive).
-pub const KERNELS: &[&str] = &["7.2", "6.12", "6.1"];
+pub const KERNELS: &[&str] = &["7.2", "6.12", "6.1", "3.11"];
 
 /// `VFIO_DMA_MAP_FLAG_READ`
 pub const MAP_READ: u32 = 1;
@@ -247,13 +248,16 @@ const VERBS: &[&str] = &[
     "info",
     "dirty",
     "check",
+    "pin",
+    "unpin",
+    "dma_rw",
 ];
 
 const CONTAINER_KEYS: &[Key] = &[
     ("dma_entry_limit", "N"),
     ("memlock", "BYTES|unlimited"),
     ("cap_ipc_lock", "yes|no"),
-    ("kernel", "7.2|6.12|6.1"),
+    ("kernel", "7.2|6.12|6.1|3.11"),
 ];
 const DOMAIN_KEYS: &[Key] = &[
     ("format", "F"),
@@ -286,6 +290,9 @@ const UNMAP_KEYS: &[Key] = &[
 ];
 const INFO_KEYS: &[Key] = &[("argsz", "N")];
 const DIRTY_KEYS: &[Key] = &[("iova", "IOVA"), ("size", "BYTES"), ("pgsize", "BYTES")];
+const PIN_KEYS: &[Key] = &[("iova", "IOVA"), ("npage", "N"), ("group", "NAME")];
+const UNPIN_KEYS: &[Key] = &[("iova", "IOVA"), ("npage", "N")];
+const DMA_RW_KEYS: &[Key] = &[("iova", "IOVA"), ("size", "BYTES"), ("write", "yes|no")];
 
 const ITEMS: &str = "size=, locked=, avail=, leaves.DOMAIN.SIZE=, dmas= or pinned=";
 
@@ -364,6 +371,8 @@ fn parse_line(code: &str, order: Order) -> R<(StmtKind, Option<Expect>)> {
         "info" => info(verb, args)?,
         "dirty" => dirty(verb, args)?,
         "check" => no_args(verb, args).map(|()| StmtKind::Check)?,
+        "pin" | "unpin" => pin(verb, args)?,
+        "dma_rw" => dma_rw(verb, args)?,
         _ => unreachable!("verb list and dispatch disagree"),
     };
     let expect = match arrow {
@@ -817,6 +826,71 @@ fn info(verb: Tok<'_>, args: &[Tok<'_>]) -> R<StmtKind> {
         None => None,
     };
     Ok(StmtKind::Info { argsz })
+}
+
+/// `pin iova=IOVA npage=N [group=NAME]` and `unpin iova=IOVA npage=N`.
+fn pin(verb: Tok<'_>, args: &[Tok<'_>]) -> R<StmtKind> {
+    let keys = if verb.s == "pin" {
+        PIN_KEYS
+    } else {
+        UNPIN_KEYS
+    };
+    let (pos, kvs) = split_args(verb, args, keys)?;
+    if let Some(w) = pos.first() {
+        return extra_word(verb.s, *w, keys, "takes only key=value arguments");
+    }
+    let (mut iova, mut npage, mut group) = (None, None, None);
+    for kv in &kvs {
+        match kv.key {
+            "iova" => iova = Some(number(kv.val, kv.voff)?),
+            "npage" => npage = Some(number(kv.val, kv.voff)?),
+            "group" => {
+                ident(kv.val, kv.voff)?;
+                group = Some(kv.val.to_string());
+            }
+            _ => unreachable!(),
+        }
+    }
+    require(verb, &keys[..2], &[iova.is_some(), npage.is_some()])?;
+    let (iova, npage) = (iova.unwrap_or_default(), npage.unwrap_or_default());
+    Ok(if verb.s == "pin" {
+        StmtKind::Pin { iova, npage, group }
+    } else {
+        StmtKind::Unpin { iova, npage }
+    })
+}
+
+/// `dma_rw iova=IOVA size=BYTES write=yes|no`.
+fn dma_rw(verb: Tok<'_>, args: &[Tok<'_>]) -> R<StmtKind> {
+    let (pos, kvs) = split_args(verb, args, DMA_RW_KEYS)?;
+    if let Some(w) = pos.first() {
+        return extra_word(verb.s, *w, DMA_RW_KEYS, "takes only key=value arguments");
+    }
+    let (mut iova, mut size, mut write) = (None, None, None);
+    for kv in &kvs {
+        match kv.key {
+            "iova" => iova = Some(number(kv.val, kv.voff)?),
+            "size" => size = Some(number(kv.val, kv.voff)?),
+            "write" => {
+                write = Some(match kv.val {
+                    "yes" => true,
+                    "no" => false,
+                    v => return perr(kv.voff, format!("bad write `{v}`: use yes or no")),
+                })
+            }
+            _ => unreachable!(),
+        }
+    }
+    require(
+        verb,
+        DMA_RW_KEYS,
+        &[iova.is_some(), size.is_some(), write.is_some()],
+    )?;
+    Ok(StmtKind::DmaRw {
+        iova: iova.unwrap_or_default(),
+        size: size.unwrap_or_default(),
+        write: write.unwrap_or_default(),
+    })
 }
 
 fn dirty(verb: Tok<'_>, args: &[Tok<'_>]) -> R<StmtKind> {

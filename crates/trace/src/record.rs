@@ -67,6 +67,23 @@ pub struct Record {
     pub dirty_get: bool,
     /// `check` and the summary: what the container holds.
     pub state: Option<State>,
+    /// Additive: `unmap`: the notifications sent to devices holding external pins
+    /// (`vfio_notify_dma_unmap`), one per mapping.
+    #[serde(default)]
+    pub notified: Vec<Notified>,
+}
+
+/// One unmap notification: the mapping, the devices told, and the pins they dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notified {
+    /// The mapping's first IOVA.
+    pub iova: u64,
+    /// The mapping's size.
+    pub size: u64,
+    /// The devices notified (by group name).
+    pub devices: Vec<String>,
+    /// The pins they dropped.
+    pub unpinned: u64,
 }
 
 /// GET_INFO's reply.
@@ -190,6 +207,17 @@ impl Record {
                 }
                 if let Some(b) = &self.bitmap {
                     o.insert("bitmap".into(), json!(bitmap_hex(b)));
+                }
+                if !self.notified.is_empty() {
+                    let n: Vec<Value> = self
+                        .notified
+                        .iter()
+                        .map(|n| {
+                            json!({"iova": n.iova, "size": n.size, "devices": n.devices,
+                                   "unpinned": n.unpinned})
+                        })
+                        .collect();
+                    o.insert("notified".into(), Value::Array(n));
                 }
             }
             "info" => self.info_fields(&mut o, kernel),

@@ -78,6 +78,12 @@ pub trait Verbs {
     fn dirty_get(&mut self, iova: u64, size: u64, pgsize: u64) -> Self::Out;
     /// `check`: the whole state.
     fn check(&mut self) -> Self::Out;
+    /// `pin`: a device pins pages (`vfio_pin_pages`); `group`: whose device.
+    fn pin(&mut self, iova: u64, npage: u64, group: Option<&str>) -> Self::Out;
+    /// `unpin`: a device unpins pages (`vfio_unpin_pages`).
+    fn unpin(&mut self, iova: u64, npage: u64) -> Self::Out;
+    /// `dma_rw`: a device reads or writes through the container (`vfio_dma_rw`).
+    fn dma_rw(&mut self, iova: u64, size: u64, write: bool) -> Self::Out;
 }
 
 /// Runs one statement on a backend: the verb's function with the statement's arguments.
@@ -136,5 +142,8 @@ pub fn dispatch<V: Verbs + ?Sized>(v: &mut V, kind: &StmtKind) -> V::Out {
         StmtKind::DirtyStop => v.dirty(defaults::DIRTY_STOP),
         StmtKind::DirtyGet { iova, size, pgsize } => v.dirty_get(*iova, *size, *pgsize),
         StmtKind::Check => v.check(),
+        StmtKind::Pin { iova, npage, group } => v.pin(*iova, *npage, group.as_deref()),
+        StmtKind::Unpin { iova, npage } => v.unpin(*iova, *npage),
+        StmtKind::DmaRw { iova, size, write } => v.dma_rw(*iova, *size, *write),
     }
 }

@@ -157,6 +157,22 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    #[error("kernel=3.11: {why}")]
+    /// What the 2013 driver (the `kernel=3.11` profile) refused, with the errno it gave.
+    V3_11 {
+        /// The errno 3.11 returned.
+        errno: Errno,
+        /// What 3.11 did not have or refused, and why.
+        why: String,
+    },
+    #[error("{why}")]
+    /// An external pin, unpin or dma_rw the driver refused (`vfio_iommu_type1_pin_pages`, ...).
+    Pin {
+        /// The errno the kernel returns.
+        errno: Errno,
+        /// Which check refused it.
+        why: String,
+    },
     #[error("no domain named {0:?} is attached")]
     /// A detach of a group that is not attached.
     NoSuchDomain(String),
@@ -167,6 +183,7 @@ impl Error {
     pub fn errno(&self) -> Errno {
         match self {
             Error::Wraps { errno, .. } => *errno,
+            Error::V3_11 { errno, .. } | Error::Pin { errno, .. } => *errno,
             Error::Exists { .. } => Errno::EEXIST,
             Error::NoEntries { .. } => Errno::ENOSPC,
             Error::Memlock { .. } | Error::InjectedCharge => Errno::ENOMEM,

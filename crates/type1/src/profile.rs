@@ -40,6 +40,9 @@ impl Strategy {
 /// Which kernel's behaviour to reproduce where kernels differ (shared/kernel-oracle/README.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KernelProfile {
+    /// Linux 3.11: the 2013 driver of "vfio: hugepage support for vfio_iommu_type1" (one IOMMU
+    /// domain, mappings merged and split, a 4K-step unmap walk; `container::v3_11`).
+    V3_11,
     /// Linux 6.1.
     V6_1,
     /// Linux 6.12.
@@ -49,14 +52,54 @@ pub enum KernelProfile {
 }
 
 impl KernelProfile {
-    /// The profile called `s` ("6.1", "6.12" or "7.2").
+    /// Every profile, oldest first.
+    pub const ALL: [KernelProfile; 4] = [
+        KernelProfile::V3_11,
+        KernelProfile::V6_1,
+        KernelProfile::V6_12,
+        KernelProfile::V7_2,
+    ];
+
+    /// The profile called `s` ("3.11", "6.1", "6.12" or "7.2").
     pub fn parse(s: &str) -> Option<KernelProfile> {
         match s {
+            "3.11" => Some(KernelProfile::V3_11),
             "6.1" => Some(KernelProfile::V6_1),
             "6.12" => Some(KernelProfile::V6_12),
             "7.2" => Some(KernelProfile::V7_2),
             _ => None,
         }
+    }
+    /// The profile's name, as `parse` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelProfile::V3_11 => "3.11",
+            KernelProfile::V6_1 => "6.1",
+            KernelProfile::V6_12 => "6.12",
+            KernelProfile::V7_2 => "7.2",
+        }
+    }
+    /// The 2013 driver: the engine runs `container::v3_11` instead of the modern paths.
+    pub fn is_3_11(self) -> bool {
+        self == KernelProfile::V3_11
+    }
+    /// A never-written page read through GUP is the shared zero page, which the driver takes for
+    /// a reserved pfn (`is_invalid_reserved_pfn`: PageReserved) on 3.11 and 6.1.
+    pub fn zero_page_reserved(self) -> bool {
+        matches!(self, KernelProfile::V3_11 | KernelProfile::V6_1)
+    }
+    /// `VFIO_SET_IOMMU` of a type1 (`v2` false) or type1v2 container: 3.11's core found no
+    /// driver for `VFIO_TYPE1v2_IOMMU` (it came in 3.12) and answered ENODEV.
+    pub fn set_iommu(self, v2: bool) -> Result<(), crate::Error> {
+        if v2 && self.is_3_11() {
+            return Err(crate::Error::V3_11 {
+                errno: Errno::ENODEV,
+                why: "VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU): no IOMMU driver claims the extension \
+                      (type1v2 came in 3.12), so the core answers ENODEV; use `container type1`"
+                    .into(),
+            });
+        }
+        Ok(())
     }
     /// IOVA/vaddr wrap-around: EOVERFLOW since the 2025 "addressable limit" series.
     pub(crate) fn wrap_errno(self) -> Errno {

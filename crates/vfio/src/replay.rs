@@ -372,6 +372,20 @@ impl Verbs for Step<'_> {
 
     /// `check`: the guest pauses so the host can read the IOMMU's tables; the host fills in
     /// the leaves (the kernel lists neither mappings nor pins: `dmas`, `pinned` stay unknown).
+    /// `pin`, `unpin`, `dma_rw`: in-kernel interfaces of mdev-style drivers; no ioctl asks them.
+    fn pin(&mut self, _iova: u64, _npage: u64, _group: Option<&str>) {
+        self.r
+            .cannot("cannot: vfio_pin_pages is an in-kernel interface (no ioctl reaches it)");
+    }
+    fn unpin(&mut self, _iova: u64, _npage: u64) {
+        self.r
+            .cannot("cannot: vfio_unpin_pages is an in-kernel interface (no ioctl reaches it)");
+    }
+    fn dma_rw(&mut self, _iova: u64, _size: u64, _write: bool) {
+        self.r
+            .cannot("cannot: vfio_dma_rw is an in-kernel interface (no ioctl reaches it)");
+    }
+
     fn check(&mut self) {
         self.cp.pause(self.r.line);
         self.r.state = Some(State {

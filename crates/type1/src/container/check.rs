@@ -133,6 +133,11 @@ impl<M: PageSource> Container<M> {
                 }
             }
         }
+        let (ext_v, ext_pins) = self.check_external();
+        v.extend(ext_v);
+        for (pfn, n) in ext_pins {
+            expect_pins.add(pfn, n);
+        }
         if expect_pins.ranges() != self.mm.pin_ranges() {
             v.push(format!(
                 "pin counts differ from the translations: {} pages pinned, {} expected",

@@ -15,6 +15,8 @@
 //! past `nbits` stays, and every later report of that mapping copies it out again, past the
 //! mapping's last page (whole u64 words are copied: `DIRTY_BITMAP_BYTES`).
 
+use std::collections::BTreeSet;
+
 use iommu::IovaRange;
 
 use super::{Container, Dma};
@@ -28,8 +30,9 @@ pub const DIRTY_BITMAP_PAGES_MAX: u64 = i32::MAX as u64;
 /// What outlives a report of the kernel's per-mapping bitmap (`vfio_dma.bitmap`, allocated
 /// `DIRTY_BITMAP_BYTES(npages) + sizeof(u64)` bytes, zeroed): its bits at and above `nbits`,
 /// which sit in the words `nbits / 64` and, when `nbits` is not a multiple of 64, the one after
-/// (the allocation's last word). Bits below `nbits` are zero between reports (no external pins:
-/// `vfio_dma_populate_bitmap` sets none).
+/// (the allocation's last word). Bits below `nbits` between reports are the externally pinned
+/// pages (`vfio_dma_populate_bitmap`) and what `dma_rw` wrote; those live with the pins
+/// (`container::pins`) and are passed in at each report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DmaBitmap {
     /// Words `nbits / 64` and `nbits / 64 + 1`, bits below `nbits` zero.
@@ -42,8 +45,9 @@ impl DmaBitmap {
         nbits.div_ceil(64) + 1
     }
 
-    /// Word `i` of the whole bitmap: the first `nbits` bits `ones` (set or clear), then the tail.
-    fn word(&self, i: u64, nbits: u64, ones: bool) -> u64 {
+    /// Word `i` of the whole bitmap: the first `nbits` bits `ones` (set or clear) or'ed with
+    /// the `pinned` bits (below `nbits`), then the tail.
+    fn word(&self, i: u64, nbits: u64, ones: bool, pinned: &BTreeSet<u64>) -> u64 {
         let w0 = nbits / 64;
         let mut w = if i == w0 {
             self.tail[0]
@@ -56,13 +60,29 @@ impl DmaBitmap {
             let n = (nbits - i * 64).min(64);
             w |= low_bits(n);
         }
+        let lo = i.saturating_mul(64);
+        let hi = lo.saturating_add(64).min(nbits);
+        if lo < hi {
+            for b in pinned.range(lo..hi) {
+                w |= 1 << (b % 64);
+            }
+        }
         w
     }
 
     /// `update_user_bitmap` of a mapping of `nbits` pages whose first page is bit `bit_offset` of
     /// `user` (the caller's bitmap, u64 words), then the caller's `bitmap_clear` of its first
-    /// `nbits` bits. `dirty`: every page is dirty (`num_non_pinned_groups && iommu_mapped`).
-    fn report(&mut self, user: &mut [u64], nbits: u64, bit_offset: u64, dirty: bool) {
+    /// `nbits` bits. `dirty`: every page is dirty (`num_non_pinned_groups && iommu_mapped`);
+    /// `pinned`: the bits below `nbits` the mapping's bitmap holds (externally pinned or
+    /// written by `dma_rw` while tracking).
+    fn report(
+        &mut self,
+        user: &mut [u64],
+        nbits: u64,
+        bit_offset: u64,
+        dirty: bool,
+        pinned: &BTreeSet<u64>,
+    ) {
         let copy_offset = bit_offset / 64;
         let shift = bit_offset % 64;
         let cap = Self::words(nbits);
@@ -77,14 +97,14 @@ impl DmaBitmap {
         let leftover = user.get(copy_offset as usize).copied().unwrap_or(0);
         let after = |i: u64| -> u64 {
             if i >= lim {
-                return self.word(i, nbits, dirty);
+                return self.word(i, nbits, dirty, pinned);
             }
             let lower = if i > 0 {
-                self.word(i - 1, nbits, dirty) >> (64 - shift)
+                self.word(i - 1, nbits, dirty, pinned) >> (64 - shift)
             } else {
                 0
             };
-            let w = (self.word(i, nbits, dirty) << shift) | lower;
+            let w = (self.word(i, nbits, dirty, pinned) << shift) | lower;
             if i == 0 {
                 w | leftover
             } else {
@@ -127,6 +147,9 @@ impl<M: PageSource> Container<M> {
         flags: u32,
         get: Option<(u64, u64, BitmapArg)>,
     ) -> Result<Option<Vec<u64>>, Error> {
+        if self.cfg.kernel.is_3_11() {
+            return Err(crate::container::v3_11::no_dirty_pages());
+        }
         if !self.cfg.v2 {
             return Err(Error::DirtyV1);
         }
@@ -144,6 +167,8 @@ impl<M: PageSource> Container<M> {
                 // START while tracking keeps the bitmaps as they are.
                 if !self.dirty_tracking {
                     self.vfio_dma_bitmap_alloc_all()?;
+                    // `vfio_dma_populate_bitmap`: the externally pinned pages start dirty.
+                    self.external_dirty_start();
                     self.dirty_tracking = true;
                 }
                 Ok(None)
@@ -151,6 +176,7 @@ impl<M: PageSource> Container<M> {
             DirtyRequest::Stop => {
                 // `vfio_dma_bitmap_free_all`.
                 self.dma_bitmaps.clear();
+                self.external_dirty_stop();
                 self.dirty_tracking = false;
                 Ok(None)
             }
@@ -189,15 +215,30 @@ impl<M: PageSource> Container<M> {
     }
 
     /// `update_user_bitmap` of `d` into `user`, whose bit 0 is the page at `base`, at the
-    /// container's smallest page size.
-    pub(super) fn update_user_bitmap(&mut self, user: &mut [u64], d: &Dma, base: u64) {
+    /// container's smallest page size; then the mapping's bitmap is cleared and, if
+    /// `repopulate` (a GET_BITMAP report, not an unmap), refilled with its externally pinned
+    /// pages (`vfio_dma_populate_bitmap`).
+    pub(super) fn update_user_bitmap(
+        &mut self,
+        user: &mut [u64],
+        d: &Dma,
+        base: u64,
+        repopulate: bool,
+    ) {
         let pgshift = self.min_pgsize().trailing_zeros();
         let nbits = d.size >> pgshift;
         let bit_offset = (d.iova - base) >> pgshift;
-        // Every group is IOMMU-backed and never used pin_pages (`num_non_pinned_groups > 0`).
-        let dirty = d.iommu_mapped;
+        // `num_non_pinned_groups && iommu_mapped`: every page is dirty unless every group's
+        // device pins what it touches.
+        let dirty = d.iommu_mapped && !self.dirty_pin_scoped();
+        let pinned = self.external_dirty_bits(d.iova);
         let bm = self.dma_bitmaps.entry(d.iova).or_default();
-        bm.report(user, nbits, bit_offset, dirty);
+        bm.report(user, nbits, bit_offset, dirty, &pinned);
+        if repopulate {
+            self.external_dirty_repopulate(d.iova);
+        } else {
+            self.external_dirty_forget(d.iova);
+        }
     }
 
     /// `vfio_iova_dirty_bitmap`: the dirty pages of `range`, which must not bisect a mapping.
@@ -224,7 +265,7 @@ impl<M: PageSource> Container<M> {
             if d.iova < range.start() {
                 continue;
             }
-            self.update_user_bitmap(&mut words, &d, range.start());
+            self.update_user_bitmap(&mut words, &d, range.start(), true);
         }
         Ok(words)
     }
@@ -251,13 +292,13 @@ mod tests {
     fn a_shifted_report_leaves_bits_past_the_mapping() {
         let mut bm = DmaBitmap::default();
         let mut u = vec![0u64; 1];
-        bm.report(&mut u, 5, 2, true);
+        bm.report(&mut u, 5, 2, true, &BTreeSet::new());
         assert_eq!(u, bits(1, &[(2, 7)]), "first report: the mapping's pages");
         let mut u = vec![0u64; 1];
-        bm.report(&mut u, 5, 2, true);
+        bm.report(&mut u, 5, 2, true, &BTreeSet::new());
         assert_eq!(u, bits(1, &[(2, 9)]), "bits 5..7 stayed and shift again");
         let mut u = vec![0u64; 1];
-        bm.report(&mut u, 5, 0, true);
+        bm.report(&mut u, 5, 0, true, &BTreeSet::new());
         assert_eq!(
             u,
             bits(1, &[(0, 9)]),
@@ -272,14 +313,14 @@ mod tests {
         let mut bm = DmaBitmap::default();
         // a: 25 pages at bit 0 were reported before: the caller's word holds bits 0..25.
         let mut u = bits(1, &[(0, 25)]);
-        bm.report(&mut u, 10, 32, true);
+        bm.report(&mut u, 10, 32, true, &BTreeSet::new());
         assert_eq!(u, bits(1, &[(0, 25), (32, 42)]));
         // Bits 10..25 (from the caller's word) and 32..42 stay.
         let mut u = bits(1, &[(0, 25)]);
-        bm.report(&mut u, 10, 32, true);
+        bm.report(&mut u, 10, 32, true, &BTreeSet::new());
         assert_eq!(u, bits(1, &[(0, 25), (32, 57)]));
         let mut u = vec![0u64; 1];
-        bm.report(&mut u, 10, 0, true);
+        bm.report(&mut u, 10, 0, true, &BTreeSet::new());
         assert_eq!(u, bits(1, &[(0, 25), (32, 57)]));
     }
 
@@ -291,14 +332,14 @@ mod tests {
         let mut u = vec![0u64; 3];
         // 75 pages at bit 226: word 3 of the caller, shift 34.
         let mut big = vec![0u64; 6];
-        bm.report(&mut big, 75, 226, true);
+        bm.report(&mut big, 75, 226, true, &BTreeSet::new());
         assert_eq!(big, bits(6, &[(226, 301)]));
-        bm.report(&mut u, 75, 0, true);
+        bm.report(&mut u, 75, 0, true, &BTreeSet::new());
         // nbits 75: words 1 and 2 of the allocation hold bits 75..109 shifted out before.
         assert_eq!(u, bits(3, &[(0, 109)]));
         // A mapping never mapped into the IOMMU reports only what stayed.
         let mut z = vec![0u64; 3];
-        bm.report(&mut z, 75, 0, false);
+        bm.report(&mut z, 75, 0, false, &BTreeSet::new());
         assert_eq!(z, bits(3, &[(75, 109)]));
     }
 }

@@ -66,6 +66,9 @@ impl<M: PageSource> Container<M> {
         if self.vaddr_invalid_count > 0 {
             return Err(Error::VaddrBusy);
         }
+        if self.cfg.kernel.is_3_11() {
+            self.attach_3_11(&domain)?;
+        }
         let ap = aperture(&domain);
         let (ap_s, ap_e) = ap.pair();
         if let (Some(first), Some(last)) = (self.iova_list.first(), self.iova_list.last()) {
@@ -187,6 +190,7 @@ impl<M: PageSource> Container<M> {
         if self.domains.len() == 1 {
             self.unmap_unpin_all();
         }
+        self.external_group_detached(name);
         self.domains.remove(idx);
         self.iova_list = Self::build_iova_list(&self.domains);
         self.update_pgsize_bitmap();

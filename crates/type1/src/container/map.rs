@@ -23,6 +23,9 @@ struct Run {
 impl<M: PageSource> Container<M> {
     /// `VFIO_IOMMU_MAP_DMA`: decode the request, then `vfio_dma_do_map`.
     pub fn map_dma(&mut self, req: &MapDma) -> Result<(), Error> {
+        if self.cfg.kernel.is_3_11() {
+            return self.map_dma_3_11(req);
+        }
         let req = MapRequest::decode(req, self.min_pgsize(), self.cfg.kernel)?;
         self.vfio_dma_do_map(&req)
     }

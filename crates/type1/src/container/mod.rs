@@ -29,10 +29,13 @@ mod check;
 mod dirty;
 mod domains;
 mod map;
+mod pins;
 mod tree;
 mod unmap;
+mod v3_11;
 
 pub use account::LockedAccount;
+pub use pins::{ExternalPins, UnmapNotice, VfioPfn, VFIO_PIN_PAGES_MAX_ENTRIES};
 pub use tree::DmaTree;
 pub use unmap::TLB_SYNC_MAX;
 // The request structures and constants, where callers found them before `uapi` existed.
@@ -147,14 +150,23 @@ pub struct Container<M: PageSource> {
     stats: EngineStats,
     /// The pin batch's buffer, kept between calls (the kernel keeps a page for it).
     batch_buf: Vec<crate::mm::PfnRun>,
+    /// Named warnings of the last calls (a kernel `WARN_ON` reached, 3.11's unmap inside a large
+    /// leaf), until `take_warnings`.
+    warnings: Vec<String>,
+    /// External pins (`vfio_iommu_type1_pin_pages`) and the unmap notifications they caused.
+    ext: ExternalPins,
 }
 
 const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
 impl<M: PageSource> Container<M> {
     /// `VFIO_SET_IOMMU`: a new container over the memory `mm`.
-    pub fn new(cfg: Config, mut mm: M) -> Self {
+    pub fn new(mut cfg: Config, mut mm: M) -> Self {
         mm.set_kernel_profile(cfg.kernel);
+        if cfg.kernel.is_3_11() {
+            // 3.11 had no entry limit.
+            cfg.dma_entry_limit = u32::MAX;
+        }
         Container {
             dmas: DmaTree::new(cfg.dma_entry_limit),
             account: LockedAccount::new(cfg.memlock),
@@ -170,7 +182,15 @@ impl<M: PageSource> Container<M> {
             violations: Vec::new(),
             stats: EngineStats::default(),
             batch_buf: Vec::new(),
+            warnings: Vec::new(),
+            ext: ExternalPins::default(),
         }
+    }
+
+    /// The named warnings of the calls since the last `take_warnings`: a kernel `WARN_ON` a
+    /// request reached, or what the 3.11 profile did that breaks a modern invariant.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// The process that made the mappings exits while another holds the container (§8.4 row
@@ -255,6 +275,9 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_CHECK_EXTENSION` on the container.
     pub fn check_extension(&self, ext: u32) -> u32 {
+        if self.cfg.kernel.is_3_11() {
+            return v3_11::check_extension(ext);
+        }
         match ext {
             VFIO_TYPE1_IOMMU | VFIO_TYPE1V2_IOMMU | VFIO_UNMAP_ALL | VFIO_UPDATE_VADDR => 1,
             // No modelled domain enforces cache coherency (as QEMU's VT-d): 1 only vacuously.
@@ -265,6 +288,9 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_IOMMU_GET_INFO` with a user buffer of `argsz` bytes.
     pub fn get_info(&self, argsz: u32) -> Result<InfoReply, Error> {
+        if self.cfg.kernel.is_3_11() {
+            return self.get_info_3_11(argsz);
+        }
         let req = InfoRequest::decode(argsz)?;
         Ok(encode_info(
             req,

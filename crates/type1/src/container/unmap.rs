@@ -119,6 +119,7 @@ impl<M: PageSource> Container<M> {
 
     /// `vfio_remove_dma`.
     pub(super) fn remove_dma(&mut self, key: u64) {
+        self.drop_external_pins(key);
         let Some(mut dma) = self.dmas.unlink_dma(key) else {
             return;
         };
@@ -131,6 +132,9 @@ impl<M: PageSource> Container<M> {
 
     /// Remove every mapping (container release, last domain detached).
     pub fn unmap_unpin_all(&mut self) {
+        if self.cfg.kernel.is_3_11() {
+            return self.release_3_11();
+        }
         for k in self.dmas.iovas() {
             self.remove_dma(k);
         }
@@ -138,6 +142,10 @@ impl<M: PageSource> Container<M> {
 
     /// `VFIO_IOMMU_UNMAP_DMA`: decode the request, then `vfio_dma_do_unmap`.
     pub fn unmap_dma(&mut self, req: &UnmapDma) -> Result<UnmapReply, Error> {
+        if self.cfg.kernel.is_3_11() {
+            let size = self.unmap_dma_3_11(req)?;
+            return Ok(UnmapReply { size, bitmap: None });
+        }
         let req = UnmapRequest::decode(req, self.min_pgsize(), self.cfg.kernel)?;
         self.vfio_dma_do_unmap(&req)
     }
@@ -199,12 +207,14 @@ impl<M: PageSource> Container<M> {
                 invalidated.push(key);
                 continue;
             }
-            unmapped += d.size;
+            // The pinning devices are told first (they unpin), then the bitmap is reported.
+            self.vfio_notify_dma_unmap(key);
+            let d = self.dmas[key].clone();
             if let Some(mut words) = bitmap.take() {
-                let d = d.clone();
-                self.update_user_bitmap(&mut words, &d, iova);
+                self.update_user_bitmap(&mut words, &d, iova, false);
                 bitmap = Some(words);
             }
+            unmapped += d.size;
             self.remove_dma(key);
         }
         Ok(UnmapReply {

@@ -425,7 +425,7 @@ impl SimMm {
 
 impl PageSource for SimMm {
     fn set_kernel_profile(&mut self, profile: crate::KernelProfile) {
-        self.zero_page_reserved = profile == crate::KernelProfile::V6_1;
+        self.zero_page_reserved = profile.zero_page_reserved();
     }
 
     fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> PinResult {
