@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod compare;
 pub mod demo;
 pub mod inspect;
 pub mod iotlb;
