@@ -321,8 +321,14 @@ impl Human {
         if let Some(t) = detail_text(&r.detail) {
             Self::detail_lines(&mut out, r.op, &t);
         }
+        // The reason is on the line above: `expected ok, got ENOMEM`, not the reason again.
+        let reason = r.outcome.message().map(|m| format!(" ({m})"));
         for m in &r.mismatches {
-            Self::detail_lines(&mut out, "FAIL", m);
+            let m = match &reason {
+                Some(why) => m.replace(why.as_str(), ""),
+                None => m.clone(),
+            };
+            Self::detail_lines(&mut out, "FAIL", &m);
         }
         for w in &r.warnings {
             self.warn(r.line, w);
@@ -378,7 +384,12 @@ impl Human {
                 } else {
                     format!("×{} lines {}-{}", w.count, w.first, w.last)
                 };
-                let _ = writeln!(out, "  {at}: {}", w.text);
+                let head = format!("  {at}: ");
+                let pad = " ".repeat(head.chars().count());
+                let width = DETAIL_WIDTH.saturating_sub(head.chars().count()).max(40);
+                for (i, l) in wrap(&w.text, width).iter().enumerate() {
+                    let _ = writeln!(out, "{}{l}", if i == 0 { &head } else { &pad });
+                }
             }
             if self.warnings_dropped > 0 {
                 let _ = writeln!(

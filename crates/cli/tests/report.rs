@@ -517,7 +517,7 @@ fn a_full_disk_exits_3_with_one_line() {
     );
 }
 
-/// A reader that goes away (`| head -1`): status 141, nothing on stderr, no panic.
+/// A reader that goes away (`| head -1`): status 141, no panic and no error line.
 #[test]
 fn a_closed_pipe_ends_quietly_with_141() {
     for args in [
@@ -535,6 +535,11 @@ fn a_closed_pipe_ends_quietly_with_141() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(141), "{args:?}: {}", text(&o.stderr));
-        assert_eq!(text(&o.stderr), "", "{args:?}");
+        // Progress lines may precede it (inspect --demo's); no panic, no write-error line.
+        let err = text(&o.stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("cannot write"),
+            "{args:?}: {err}"
+        );
     }
 }
