@@ -75,7 +75,7 @@ Exit codes:
 const IOTLB_HELP: &str = concat!(
     "Examples:
   type1 iotlb examples/vm-boot.trace
-  type1 iotlb --pattern nic --compare-strategies examples/dpdk-hugepages.trace
+  type1 iotlb --pattern ring --compare-strategies examples/dpdk-hugepages.trace
   type1 iotlb --entries 64 --ways 4 --plot miss.svg examples/vm-boot.trace
 
 Exit codes:
@@ -511,7 +511,9 @@ impl FileRun<'_> {
             }
         };
         if let Some(k) = self.kernel {
-            type1_cli::kernel_check::set_kernel(&mut t, k);
+            for (line, was) in type1_cli::kernel_check::set_kernel(&mut t, k) {
+                errln!("{name}:{line}: note: kernel={was} replaced by --kernel {k}")?;
+            }
         }
         if self.opts.host_memory {
             if let Some(line) = runner::pfnmap_line(&t) {

@@ -125,13 +125,10 @@ fn pgsizes(bitmap: u64) -> String {
         .join(",")
 }
 
-/// The `kernel=` word of a profile.
-pub fn kernel_name(k: KernelProfile) -> &'static str {
-    match k {
-        KernelProfile::V6_1 => "6.1",
-        KernelProfile::V6_12 => "6.12",
-        KernelProfile::V7_2 => "7.2",
-    }
+/// The `kernel=` word of a profile (`V6_12` → `6.12`): derived from the variant's name, so a
+/// profile added to the engine is named without a change here.
+pub fn kernel_name(k: KernelProfile) -> String {
+    format!("{k:?}").trim_start_matches('V').replace('_', ".")
 }
 
 fn leaves_text(leaves: &[(u64, u64)]) -> String {
@@ -639,6 +636,13 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("DMA entries    1 now, peak 1 of 65535"), "{s}");
+    }
+
+    #[test]
+    fn kernel_names_are_the_trace_words() {
+        for w in ["6.1", "6.12", "7.2"] {
+            assert_eq!(kernel_name(KernelProfile::parse(w).unwrap()), w);
+        }
     }
 
     #[test]

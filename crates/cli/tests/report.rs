@@ -305,10 +305,11 @@ fn kernel_overrides_the_trace_and_compares() {
     assert_eq!(type1(&["replay", &file]).status.code(), Some(0));
     let o = type1(&["replay", "--kernel", "7.2", &file]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(err.contains("expected locked=+0, got locked=+4"), "{err}");
     assert!(
-        text(&o.stderr).contains("expected locked=+0, got locked=+4"),
-        "{}",
-        text(&o.stderr)
+        err.contains(":4: note: kernel=6.1 replaced by --kernel 7.2"),
+        "{err}"
     );
     assert!(text(&o.stdout).contains("kernel 7.2"));
     let o = type1(&["replay", "--compare", "kernel=6.1,7.2", &file]);
