@@ -619,8 +619,8 @@ impl FileRun<'_> {
 /// `replay --backend vfio`: the statements against this machine's kernel through
 /// /dev/vfio/GROUP; the same JSON objects as the engine's (`check` leaves are unknown: the
 /// IOMMU's tables cannot be read from user space).
-fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> output::Result<i32> {
-    let name = path.display().to_string();
+fn replay_vfio(path: &Path, as_json: bool, group: u32) -> output::Result<i32> {
+    let name = display_name(path);
     let dev = std::path::Path::new("/dev/vfio").join(group.to_string());
     if !dev.exists() {
         errln!(
@@ -632,7 +632,7 @@ fn replay_vfio(path: &PathBuf, as_json: bool, group: u32) -> output::Result<i32>
         )?;
         return Ok(2);
     }
-    let t = match std::fs::read_to_string(path)
+    let t = match read_trace(path)
         .map_err(|e| e.to_string())
         .and_then(|s| trace::parse(&s).map_err(|e| format!("{}:{}: {}", e.line, e.col, e.msg)))
     {

@@ -426,6 +426,22 @@ fn host_memory_with_a_pfnmap_region_is_refused_up_front() {
 }
 
 #[test]
+fn a_bad_compare_is_refused_before_anything_runs() {
+    let file = examples("vm-boot.trace");
+    for (arg, says) in [
+        ("strategy=per-page", "at least two different values"),
+        ("strategy=per-page,fast", "unknown strategy \"fast\""),
+        ("memory=sim,host", "\"memory\" cannot vary"),
+        ("kernel=6.1,5.4", "unknown kernel \"5.4\""),
+    ] {
+        let o = type1(&["replay", "--compare", arg, &file]);
+        assert_eq!(o.status.code(), Some(2), "{arg}");
+        assert!(o.stdout.is_empty(), "{arg}");
+        assert!(text(&o.stderr).contains(says), "{arg}: {}", text(&o.stderr));
+    }
+}
+
+#[test]
 fn completions_and_the_man_page_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
         let o = type1(&["completions", shell]);
