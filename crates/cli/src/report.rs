@@ -79,7 +79,7 @@ const INDENT: usize = W_LINE + 2;
 const DETAIL_WIDTH: usize = 100;
 /// A single word longer than this is shown as its start and its length: a statement is
 /// never cut inside an argument, except one nobody could read anyway.
-const LONG_WORD: usize = 120;
+const LONG_WORD: usize = 400;
 /// Distinct warnings kept for the aggregated list; further distinct ones are only counted.
 const MAX_DISTINCT_WARNINGS: usize = 1000;
 
@@ -93,7 +93,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     for w in text.split_whitespace() {
         let n = w.chars().count();
         let (word, n) = if n > LONG_WORD {
-            let head: String = w.chars().take(LONG_WORD / 2).collect();
+            let head: String = w.chars().take(60).collect();
             let shown = format!("{head}…[{n} characters]");
             let len = shown.chars().count();
             (shown, len)
@@ -397,6 +397,17 @@ impl Human {
                 );
             }
         }
+        let t = &replay.tally;
+        let _ = writeln!(
+            out,
+            "\n{} statements run: {}",
+            t.statements,
+            match t.failed {
+                0 if replay.error.is_none() => "all expectations met, the invariants hold".into(),
+                0 => "all expectations met up to the trace error".to_string(),
+                n => format!("{n} with a failed expectation or a broken invariant"),
+            }
+        );
         let Some(c) = &replay.container else {
             return out;
         };
