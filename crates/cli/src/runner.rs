@@ -875,10 +875,11 @@ impl Verbs for Run {
             Vec::new()
         };
         let mut outcome = outcome_of(&r);
-        if let (Err(Error::Memlock { limit, locked, .. }), Outcome::Errno { message, .. }) =
+        if let (Err(Error::Memlock { limit, .. }), Outcome::Errno { message, .. }) =
             (&r, &mut outcome)
         {
-            message.push_str(&memlock_need(c.mm(), vaddr, size, *limit, *locked));
+            // The failed map was unwound: what is locked now is what was before it.
+            message.push_str(&memlock_need(c.mm(), vaddr, size, *limit, c.locked_pages()));
         }
         Ok(Done {
             outcome,

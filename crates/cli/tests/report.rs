@@ -125,13 +125,19 @@ fn three_hundred_identical_warnings_print_once_with_their_count() {
 fn enomem_shows_the_pages_the_whole_map_needed() {
     let (code, out, _) = replay(
         "enomem",
-        "container memlock=1M\ndomain d0 format=mock\nmmap b size=4M\n\
+        "container memlock=1M\ndomain d0 format=mock\nmmap b size=4M layout=scattered\n\
          map vaddr=b iova=0 size=512K => ok locked=+128\n\
          map vaddr=b+1M iova=1M size=2M => ENOMEM locked=+0\n",
         &[],
     );
     assert_eq!(code, 0, "{out}");
     let f = flat(&out);
+    // Scattered pages pin one at a time: the limit is hit at the 129th page of the second map,
+    // and the engine's error names only that page.
+    assert!(
+        f.contains("ENOMEM: RLIMIT_MEMLOCK (256 pages) exceeded: 256 locked, 1 more needed"),
+        "{out}"
+    );
     assert!(
         f.contains(
             "the whole map needs 512 pages (2M) locked, 640 pages (2.5M) with what is locked \
