@@ -11,6 +11,7 @@ pub mod args;
 pub mod bench;
 pub mod compare;
 pub mod demo;
+pub mod help;
 pub mod inspect;
 pub mod iotlb;
 pub mod kernel_check;

@@ -3,7 +3,7 @@
 //! Exit codes: 0 all good, 1 a failed expectation or a broken invariant, 2 a malformed trace,
 //! a trace error (the trace asks for something the model cannot do) or a bad command line,
 //! 3 the output could not be written, 141 the output's reader went away. Each subcommand's
-//! `--help` ends with its examples and exit codes (the `*_HELP` texts below).
+//! `--help` ends with its examples and exit codes (`help.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -16,134 +16,14 @@ use type1::Strategy;
 use type1_cli::args::{MemoryArg, StrategyArg};
 use type1_cli::output::{self, exit_code};
 use type1_cli::runner::{self, Options, Outcome, Step};
-use type1_cli::{compare, demo, errln, out, outln, report, trace};
-
-/// The exit codes every subcommand shares, after its own.
-macro_rules! common_exits {
-    () => {
-        "  3    the output could not be written (a full disk, > /dev/full); one line on stderr\n  \
-         141  the output's reader went away (a closed pipe, as in `| head`); nothing more printed"
-    };
-}
-
-const REPLAY_HELP: &str = concat!(
-    "Examples:
-  type1 replay examples/vm-boot.trace
-  type1 replay --json tests/traces/*.trace
-  type1 replay --strategy per-page --no-expect examples/vm-boot.trace
-  type1 replay --compare strategy=per-page,contiguous,folio examples/vm-boot.trace
-  type1 replay --compare kernel=6.1,7.2 tests/traces/profile-7.2-zero-page.trace
-  type1 replay --kernel 6.1 examples/dpdk-hugepages.trace
-  type1 demo --print | type1 replay -
-
-Exit codes:
-  0    every statement met its expectation and the invariants hold
-  1    a failed expectation or a broken invariant (each named on stderr)
-  2    a malformed trace, a trace error (the trace asks for something the model cannot do),
-       an unreadable file or a bad command line
-",
-    common_exits!()
-);
-
-const KERNEL_CHECK_HELP: &str = concat!(
-    "Examples:
-  type1 kernel-check tests/kernel/*.trace
-  type1 kernel-check --kernel 6.1,7.2 --json examples/vm-boot.trace
-
-Exit codes:
-  0    the engine and the kernel agree on every compared statement
-  1    they differ somewhere (each difference on its own line)
-  2    a harness error (no QEMU, no kernel image, a trace that cannot be read)
-",
-    common_exits!()
-);
-
-const INSPECT_HELP: &str = concat!(
-    "Examples:
-  type1 inspect --demo
-  sudo type1 inspect --pid $(pidof qemu-system-x86_64) --name [anon] --min-size 1G
-  sudo type1 inspect --pid 1234 --range 7f0000000000+2G --iova 0 --json
-
-Exit codes:
-  0    the report was printed
-  2    no --pid or --demo, a process that cannot be read (gone, a kernel thread, /proc denied),
-       or a bad argument
-",
-    common_exits!()
-);
-
-const IOTLB_HELP: &str = concat!(
-    "Examples:
-  type1 iotlb examples/vm-boot.trace
-  type1 iotlb --pattern ring --compare-strategies examples/dpdk-hugepages.trace
-  type1 iotlb --entries 64 --ways 4 --plot miss.svg examples/vm-boot.trace
-
-Exit codes:
-  0    the report was printed
-  2    an unreadable or malformed trace, a trace error, or a bad argument
-",
-    common_exits!()
-);
-
-const PLAN_HELP: &str = concat!(
-    "Examples:
-  type1 plan --ram 16G
-  type1 plan --ram 64G --backing hugetlb-1g --devices 2 --memlock 64G
-  type1 plan --ram 16G --viommu --registrations 2M --json
-
-Exit codes:
-  0    the VM fits (locked memory, DMA entries, address width)
-  1    it does not fit: what to change is printed
-  2    a bad argument
-",
-    common_exits!()
-);
-
-const DEMO_HELP: &str = concat!(
-    "Examples:
-  type1 demo
-  type1 demo --json
-  type1 demo --print > vm.trace && type1 replay vm.trace
-
-Exit codes:
-  0    both designs replayed as the built-in trace expects
-  1    a failed expectation or a broken invariant
-",
-    common_exits!()
-);
-
-const COMPLETIONS_HELP: &str = concat!(
-    "Examples:
-  type1 completions bash > ~/.local/share/bash-completion/completions/type1
-  type1 completions zsh > ~/.zfunc/_type1        # with fpath+=(~/.zfunc) in ~/.zshrc
-  type1 completions fish > ~/.config/fish/completions/type1.fish
-
-Exit codes:
-  0    the script was printed
-  2    an unknown shell
-",
-    common_exits!()
-);
-
-const MAN_HELP: &str = concat!(
-    "Examples:
-  type1 man > ~/.local/share/man/man1/type1.1 && man type1
-
-Exit codes:
-  0    the page was printed
-",
-    common_exits!()
-);
+use type1_cli::{compare, demo, errln, help, out, outln, report, trace};
 
 #[derive(Parser)]
 #[command(
     name = "type1",
     version,
     about = "A userspace model of the Linux VFIO type1 IOMMU backend: replay DMA-mapping traces.",
-    after_help = concat!(
-        "Each subcommand's --help has examples and its exit codes. Every subcommand exits with\n",
-        common_exits!()
-    )
+    after_help = help::TOP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -154,7 +34,7 @@ struct Cli {
 enum Cmd {
     /// Replay trace files and report each statement's result. The trace language and the
     /// JSON fields are described in crates/trace/README.md.
-    #[command(after_help = REPLAY_HELP)]
+    #[command(after_help = help::REPLAY)]
     Replay {
         /// One JSON object per statement as it finishes, then a summary object, per file.
         #[arg(long)]
@@ -192,7 +72,7 @@ enum Cmd {
     /// Replay traces against a real kernel in a QEMU guest (emulated VT-d, the `edu` device on
     /// vfio-pci) and against the engine with the same kernel profile, and compare them
     /// statement by statement.
-    #[command(after_help = KERNEL_CHECK_HELP)]
+    #[command(after_help = help::KERNEL_CHECK)]
     KernelCheck {
         /// The kernels to boot, each with its engine profile: 7.2, 6.12, 6.1 or a full Debian
         /// version (7.2.12+deb13-cloud-amd64); a comma-separated list and/or repeated, one boot
@@ -210,7 +90,7 @@ enum Cmd {
     /// What a type1 map of a process's memory would give the IOMMU and cost: per mapping,
     /// resident pages, physically contiguous runs, leaves by page size, locked memory, a verdict.
     /// Give --pid PID (a running process) or --demo.
-    #[command(after_help = INSPECT_HELP)]
+    #[command(after_help = help::INSPECT)]
     Inspect {
         /// The process to read (needs CAP_SYS_ADMIN for pfns).
         #[arg(long, conflicts_with = "demo")]
@@ -246,14 +126,14 @@ enum Cmd {
     },
     /// What a trace's layout buys a device's IOTLB: reach, misses and miss rate per domain for
     /// a DMA pattern, per strategy; --plot draws miss rate against window size.
-    #[command(after_help = IOTLB_HELP)]
+    #[command(after_help = help::IOTLB)]
     Iotlb(type1_cli::iotlb::Args),
     /// A VM's DMA-mapping needs before launch: locked memory, DMA entries, leaves and address
     /// width, run on the engine, with advice.
-    #[command(after_help = PLAN_HELP)]
+    #[command(after_help = help::PLAN)]
     Plan(type1_cli::plan::Args),
     /// Map a 16 GiB VM with the 2013 design and with the per-page engine, and compare.
-    #[command(after_help = DEMO_HELP)]
+    #[command(after_help = help::DEMO)]
     Demo {
         /// Print the built-in trace instead of running it.
         #[arg(long)]
@@ -266,13 +146,13 @@ enum Cmd {
     /// huge-guest, small-maps, fragmented, pagetable, threads, growth).
     Bench(type1_cli::bench::Args),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
-    #[command(after_help = COMPLETIONS_HELP)]
+    #[command(after_help = help::COMPLETIONS)]
     Completions {
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
     /// Print the manual page (roff), generated from this command line.
-    #[command(after_help = MAN_HELP)]
+    #[command(after_help = help::MAN)]
     Man,
 }
 
