@@ -7,9 +7,9 @@ use type1::Strategy;
 /// Memory to pin: the deterministic model or this process's real memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MemoryArg {
-    /// The deterministic model (mm::sim).
+    /// The deterministic model of a process's memory.
     Sim,
-    /// This process's real memory (mm::host; Linux, needs CAP_SYS_ADMIN for pfns).
+    /// This process's real memory (Linux; needs CAP_SYS_ADMIN to read pfns).
     Host,
 }
 

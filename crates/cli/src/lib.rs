@@ -9,7 +9,9 @@
 
 pub mod args;
 pub mod bench;
+pub mod compare;
 pub mod demo;
+pub mod help;
 pub mod inspect;
 pub mod iotlb;
 pub mod kernel_check;

@@ -15,6 +15,7 @@
 //! on [`replay`].
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use iommu::{Domain, DomainConfig, Format};
@@ -46,6 +47,8 @@ pub struct Options {
     pub check_unpin_order: bool,
     /// Run on the process's real memory (`--memory host`) instead of the model.
     pub host_memory: bool,
+    /// Run the statements without holding them to their expectations (`--no-expect`).
+    pub no_expect: bool,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             strategy: Strategy::Contiguous,
             check_unpin_order: true,
             host_memory: false,
+            no_expect: false,
         }
     }
 }
@@ -241,6 +245,8 @@ pub enum Detail {
     Info(Option<InfoFields>),
     /// `dirty get`.
     DirtyGet {
+        /// The range asked for: IOVA, bytes, bytes per bit.
+        range: (u64, u64, u64),
         /// The bitmap; `None` when the call failed.
         bitmap: Option<Vec<u64>>,
     },
@@ -300,11 +306,77 @@ pub struct Summary {
     pub violations: Vec<String>,
 }
 
+/// What the run went through, not only where it ended: high-water marks after each statement
+/// and the IOMMU calls of every domain, detached ones included. Constant size, whatever the
+/// number of statements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// The most pages locked after any statement.
+    pub peak_locked: u64,
+    /// The most DMA entries in use after any statement.
+    pub peak_entries: u64,
+    /// The most leaves (all domains, all sizes) after any statement.
+    pub peak_leaves: u64,
+    /// `(page size, leaves)` summed over the domains when [`Tally::peak_leaves`] was reached,
+    /// smallest size first.
+    pub peak_leaves_by_size: Vec<(u64, u64)>,
+    /// `iommu_map` calls of every domain.
+    pub map_calls: u64,
+    /// `iommu_unmap` calls of every domain.
+    pub unmap_calls: u64,
+    /// IOTLB flushes of every domain.
+    pub iotlb_flushes: u64,
+    /// Engine time in `map` statements.
+    pub map_time: Duration,
+    /// Engine time in `unmap` statements.
+    pub unmap_time: Duration,
+    /// Statements with a failed expectation or a broken invariant (the summary counts as one).
+    pub failed: usize,
+    /// Statements run.
+    pub statements: usize,
+}
+
+impl Tally {
+    /// Adds the calls of domains detached so far and those still attached.
+    fn calls(&self, c: &Container<AnyMemory>) -> (u64, u64, u64) {
+        c.domains().iter().fold(
+            (self.map_calls, self.unmap_calls, self.iotlb_flushes),
+            |(m, u, f), ad| {
+                let st = ad.domain.stats();
+                (m + st.map_calls, u + st.unmap_calls, f + st.iotlb_flushes)
+            },
+        )
+    }
+
+    /// Raises the high-water marks to the container's state.
+    fn observe(&mut self, c: &Container<AnyMemory>) {
+        self.peak_locked = self.peak_locked.max(c.locked_pages());
+        let limit = u64::from(c.config().dma_entry_limit);
+        self.peak_entries = self
+            .peak_entries
+            .max(limit.saturating_sub(u64::from(c.dma_avail())));
+        let leaves: u64 = c.domains().iter().map(|d| d.domain.total_leaves()).sum();
+        if leaves > self.peak_leaves || self.peak_leaves_by_size.is_empty() && leaves > 0 {
+            self.peak_leaves = leaves;
+            let mut by: std::collections::BTreeMap<u64, u64> = Default::default();
+            for ad in c.domains() {
+                for (s, n) in ad.domain.leaves_by_size() {
+                    *by.entry(s).or_default() += n;
+                }
+            }
+            self.peak_leaves_by_size = by.into_iter().filter(|&(_, n)| n > 0).collect();
+        }
+    }
+}
+
 /// A whole replay.
 #[derive(Debug)]
 pub struct Replay {
-    /// One per statement run, in order.
+    /// One per statement run, in order (empty when the steps were handed to a callback, see
+    /// [`replay_each`]).
     pub records: Vec<Step>,
+    /// High-water marks and totals over the whole run.
+    pub tally: Tally,
     /// `None` when the trace has no container or stopped with a trace error.
     pub summary: Option<Summary>,
     /// The trace error that stopped the run, if any.
@@ -340,7 +412,7 @@ impl Step {
                 r.notified = notified.clone();
             }
             Detail::Info(info) => r.info = info.clone(),
-            Detail::DirtyGet { bitmap } => {
+            Detail::DirtyGet { bitmap, .. } => {
                 r.dirty_get = true;
                 r.bitmap = bitmap.clone();
             }
@@ -381,7 +453,7 @@ impl Replay {
     pub fn exit_code(&self) -> i32 {
         if self.error.is_some() {
             2
-        } else if self.failures().is_empty() {
+        } else if self.tally.failed == 0 {
             0
         } else {
             1
@@ -435,14 +507,43 @@ impl Replay {
 ///   of `max(8, ceil(size / pgsize / 64) * 8)` bytes;
 /// * `domain`: the format's reserved regions (the MSI window) unless `reserved=` is given.
 pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) -> Replay {
+    let mut records = Vec::new();
+    let mut r = run_trace(trace, opts, progress, &mut |s| {
+        records.push(s.clone());
+        ControlFlow::Continue(())
+    });
+    r.records = records;
+    r
+}
+
+/// Replays `trace` as [`replay`] does, handing each statement's [`Step`] to `on_step` as soon
+/// as it finished and keeping none: what the result holds does not grow with the number of
+/// statements (`records` stays empty; [`Replay::tally`] has the totals). `on_step` returning
+/// `Break` ends the run there (its reader went away); the summary is then left out.
+pub fn replay_each(
+    trace: &Trace,
+    opts: &Options,
+    on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
+) -> Replay {
+    run_trace(trace, opts, &mut |_| {}, on_step)
+}
+
+fn run_trace(
+    trace: &Trace,
+    opts: &Options,
+    progress: &mut dyn FnMut(&Stmt),
+    on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
+) -> Replay {
+    let mut broke = false;
     let mut run = Run {
         c: None,
         opts: *opts,
         entries_warned: false,
         refused: None,
         bound: HashMap::new(),
+        memlock_warned: false,
+        tally: Tally::default(),
     };
-    let mut records = Vec::new();
     let mut error = None;
     for stmt in &trace.stmts {
         progress(stmt);
@@ -481,15 +582,34 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
                 if let Some(w) = run.entries_warning() {
                     rec.warnings.push(w);
                 }
-                if let Some(exp) = &stmt.expect {
+                if let Some(w) = run.memlock_warning() {
+                    rec.warnings.push(w);
+                }
+                if let (Some(exp), false) = (&stmt.expect, opts.no_expect) {
                     rec.mismatches = expect::evaluate(exp, &rec.record(), rec.locked_before);
                 }
-                records.push(rec);
+                let t = &mut run.tally;
+                t.statements += 1;
+                if !rec.mismatches.is_empty() || matches!(rec.outcome, Outcome::Invariants(_)) {
+                    t.failed += 1;
+                }
+                match rec.op {
+                    "map" => t.map_time += rec.elapsed,
+                    "unmap" => t.unmap_time += rec.elapsed,
+                    _ => {}
+                }
+                if let Some(c) = &run.c {
+                    t.observe(c);
+                }
+                if on_step(&rec).is_break() {
+                    broke = true;
+                    break;
+                }
             }
         }
     }
     let summary = match (&run.c, &error) {
-        (Some(c), None) => Some(Summary {
+        (Some(c), None) if !broke => Some(Summary {
             line: trace.stmts.last().map_or(0, |s| s.line + 1),
             state: State::of(c),
             avail: c.dma_avail(),
@@ -497,13 +617,43 @@ pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) ->
         }),
         _ => None,
     };
+    let mut tally = run.tally;
+    if let Some(c) = &run.c {
+        (tally.map_calls, tally.unmap_calls, tally.iotlb_flushes) = tally.calls(c);
+    }
+    if summary.as_ref().is_some_and(|s| !s.violations.is_empty()) {
+        tally.failed += 1;
+    }
     Replay {
-        records,
+        records: Vec::new(),
+        tally,
         summary,
         error,
         container: run.c,
         strategy: opts.strategy,
     }
+}
+
+/// The profile word `--kernel VERSION` stands for (a short name, or a full Debian version as
+/// `kernel-check` takes it; any other word is passed on for the engine's profiles to judge),
+/// or why it is refused.
+pub fn kernel_word(k: &str) -> Result<String, String> {
+    let w = crate::kernel_check::profile_of(k).map_or_else(|| k.trim().to_string(), str::to_string);
+    KernelProfile::parse(&w).map(|_| w).ok_or_else(|| {
+        format!("unknown kernel {k:?} (use 7.2, 6.12 or 6.1, or a full Debian version)")
+    })
+}
+
+/// The line of the trace's first `pfnmap` region: real memory cannot back one, so a run on
+/// `--memory host` is refused before anything is allocated.
+pub fn pfnmap_line(t: &Trace) -> Option<usize> {
+    t.stmts.iter().find_map(|s| match &s.kind {
+        crate::trace::StmtKind::Mmap {
+            backing: type1::mm::Backing::Pfnmap,
+            ..
+        } => Some(s.line),
+        _ => None,
+    })
 }
 
 struct Run {
@@ -515,6 +665,9 @@ struct Run {
     /// Every region name and the address it was last mapped at: a name stays bound after
     /// `munmap`, so a later `map vaddr=NAME` reaches unmapped memory (EFAULT, as the kernel).
     bound: HashMap<String, u64>,
+    memlock_warned: bool,
+    /// Peaks so far, and the IOMMU calls of the domains detached so far.
+    tally: Tally,
 }
 
 struct Done {
@@ -595,6 +748,27 @@ impl Run {
             format!(
                 "{used} of {limit} DMA entries in use (above 90% of dma_entry_limit): \
                  map fewer, larger regions or raise the limit"
+            )
+        })
+    }
+
+    /// A warning each time locked memory rises above 90% of RLIMIT_MEMLOCK (when the limit is
+    /// enforced: not with CAP_IPC_LOCK).
+    fn memlock_warning(&mut self) -> Option<String> {
+        let c = self.c.as_ref()?;
+        let cfg = c.config();
+        let limit = cfg.memlock.filter(|_| !cfg.cap_ipc_lock)? / SZ_4K;
+        let locked = c.locked_pages();
+        let high = u128::from(locked) * 10 > u128::from(limit) * 9;
+        let first = high && !self.memlock_warned;
+        self.memlock_warned = high;
+        first.then(|| {
+            format!(
+                "locked memory {} of the {} memlock limit ({}): the next map may fail with \
+                 ENOMEM; raise memlock= (ulimit -l) or map less",
+                units::pages(locked),
+                units::pages(limit),
+                units::percent_of(locked, limit)
             )
         })
     }
@@ -697,7 +871,17 @@ impl Verbs for Run {
                 }
             ));
         }
-        Ok(Done::timed(|| c.detach(name)))
+        let st = c
+            .domain(name)
+            .map(|d| d.stats().clone())
+            .unwrap_or_default();
+        let done = Done::timed(|| c.detach(name));
+        if done.outcome.is_ok() {
+            self.tally.map_calls += st.map_calls;
+            self.tally.unmap_calls += st.unmap_calls;
+            self.tally.iotlb_flushes += st.iotlb_flushes;
+        }
+        Ok(done)
     }
 
     /// `mmap`: a new region in the process.
@@ -752,8 +936,15 @@ impl Verbs for Run {
         } else {
             Vec::new()
         };
+        let mut outcome = outcome_of(&r);
+        if let (Err(Error::Memlock { limit, .. }), Outcome::Errno { message, .. }) =
+            (&r, &mut outcome)
+        {
+            // The failed map was unwound: what is locked now is what was before it.
+            message.push_str(&memlock_need(c.mm(), vaddr, size, *limit, c.locked_pages()));
+        }
         Ok(Done {
-            outcome: outcome_of(&r),
+            outcome,
             detail: Detail::Map { vaddr, iova, size },
             elapsed,
             warnings,
@@ -894,6 +1085,7 @@ impl Verbs for Run {
         Ok(Done {
             outcome: outcome_of(&r),
             detail: Detail::DirtyGet {
+                range: (iova, size, pgsize),
                 bitmap: r.ok().flatten(),
             },
             elapsed,
@@ -958,6 +1150,26 @@ impl Run {
                 .unwrap_or_default()),
         }
     }
+}
+
+/// What a map refused by RLIMIT_MEMLOCK needed as a whole (the error names only the batch
+/// that failed): every page of the range not backed by reserved pfns (`pfnmap`) is charged.
+fn memlock_need(mm: &AnyMemory, vaddr: u64, size: u64, limit: u64, locked: u64) -> String {
+    let pages = size / SZ_4K;
+    // Reserved pfns are mapped but never charged; without a reserved first page the range is
+    // ordinary memory (a region is one backing).
+    let charged = match mm.vaddr_to_phys(vaddr) {
+        Some(pa) if mm.is_reserved(pa >> 12) => 0,
+        _ => pages,
+    };
+    let need = locked.saturating_add(charged);
+    format!(
+        "; the whole map needs {} locked, {} with what is locked already, against a limit \
+         of {}",
+        units::pages(charged),
+        units::pages(need),
+        units::pages(limit)
+    )
 }
 
 fn align_up(x: u128, a: u128) -> u128 {

@@ -46,12 +46,35 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-/// A page count with its size in bytes: `1024 (4M)` (just `0` for none).
+/// A count of 4K pages, labelled, with its size in bytes: `1024 pages (4M)`, `1 page (4K)`,
+/// `0 pages`.
 pub fn pages(n: u64) -> String {
-    if n == 0 {
-        return "0".into();
+    match n {
+        0 => "0 pages".into(),
+        1 => "1 page (4K)".into(),
+        _ => format!("{n} pages ({})", bytes(n.saturating_mul(4096))),
     }
-    format!("{n} ({})", bytes(n.saturating_mul(4096)))
+}
+
+/// Two byte counts compared with each other (a value and its limit): both in [`bytes`] when
+/// that tells them apart, else both exact (`4G+4K` and `4G`, never `4G` and `4G`).
+pub fn bytes_pair(a: u64, b: u64) -> (String, String) {
+    let (x, y) = (bytes(a), bytes(b));
+    if a != b && x == y {
+        (bytes_exact(a), bytes_exact(b))
+    } else {
+        (x, y)
+    }
+}
+
+/// `part` as a percentage of `whole`, one decimal, truncated so that anything short of the
+/// whole never reads `100.0%` (`-` when `whole` is 0).
+pub fn percent_of(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    let tenths = u128::from(part) * 1000 / u128::from(whole);
+    format!("{}.{}%", tenths / 10, tenths % 10)
 }
 
 #[cfg(test)]
@@ -80,6 +103,21 @@ mod tests {
             crate::trace::parse_number(&bytes_exact((1 << 30) + (2 << 20))).unwrap(),
             (1 << 30) + (2 << 20)
         );
+    }
+
+    #[test]
+    fn pages_are_labelled_and_pairs_stay_apart() {
+        assert_eq!(pages(0), "0 pages");
+        assert_eq!(pages(1), "1 page (4K)");
+        assert_eq!(pages(1024), "1024 pages (4M)");
+        assert_eq!(
+            bytes_pair((4 << 30) + 4096, 4 << 30),
+            ("4G+4K".to_string(), "4G".to_string())
+        );
+        assert_eq!(bytes_pair(2 << 20, 4 << 30), ("2M".into(), "4G".into()));
+        assert_eq!(percent_of(999, 1000), "99.9%");
+        assert_eq!(percent_of(9999, 10000), "99.9%");
+        assert_eq!(percent_of(1, 0), "-");
     }
 
     #[test]

@@ -39,7 +39,24 @@ fn a_malformed_trace_exits_2_with_line_and_column_and_runs_nothing() {
     let (out, path, err) = exits(2, "malformed", src, &["replay", "--json"]);
     assert!(err.contains(&format!("{path}:3:23: ")), "{err}");
     assert!(err.contains("3 | map vaddr=ram iova=1G sise=4M"), "{err}");
-    assert!(out.stdout.is_empty(), "nothing runs");
+    // Nothing runs: the only object on stdout is the error (issue 13: a malformed trace in
+    // --json mode is a JSON object too).
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["op"], "error");
+    assert_eq!(v["error"], "malformed");
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["line"], 3);
+    assert_eq!(v["col"], 23);
+    assert_eq!(v["file"], path.as_str());
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `size=`"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -72,10 +89,22 @@ fn a_trace_error_exits_2_and_stops_the_run() {
         "{err}"
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "only the container ran: {stdout}"
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "only the container ran: {stdout}");
+    assert_eq!(lines[0]["op"], "container");
+    assert_eq!(lines[1]["op"], "error");
+    assert_eq!(lines[1]["error"], "trace");
+    assert_eq!(lines[1]["line"], 2);
+    assert!(
+        lines[1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("vaddr=ram: no region named"),
+        "{}",
+        lines[1]
     );
 }
 

@@ -254,3 +254,127 @@ fn filters_change_the_totals_and_the_report_gives_verdicts_and_memlock() {
         "{err}"
     );
 }
+
+/// The first kernel thread visible in /proc (PF_KTHREAD, 0x00200000, in the stat flags).
+fn a_kernel_thread() -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')')? + 1..];
+        let flags: u64 = after.split_whitespace().nth(6)?.parse().ok()?;
+        if flags & 0x0020_0000 != 0 {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Issue 14: a kernel thread has no user memory; the error says so instead of guessing.
+#[test]
+fn inspect_of_a_kernel_thread_says_it_is_one() {
+    let Some(pid) = a_kernel_thread() else {
+        eprintln!("no kernel thread visible here (a pid namespace): nothing to test");
+        return;
+    };
+    let o = type1()
+        .args(["inspect", "--pid", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("pid {pid} ("))
+            && err.contains(") is a kernel thread: it has no user address space"),
+        "{err}"
+    );
+}
+
+/// A zombie has no address space left: the error names it.
+#[test]
+fn inspect_of_a_zombie_says_it_is_one() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    // Not reaped yet: wait until the kernel shows it as a zombie (state Z).
+    let zombie = (0..2000).any(|_| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let z = s
+            .rfind(')')
+            .is_some_and(|i| s[i + 1..].trim_start().starts_with('Z'));
+        if !z {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        z
+    });
+    let o = type1()
+        .args(["inspect", "--pid", &pid.to_string()])
+        .output()
+        .unwrap();
+    child.wait().unwrap();
+    assert!(zombie, "the child never became a zombie");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "pid {pid} (true) has no address space left (a zombie"
+        )),
+        "{err}"
+    );
+}
+
+/// Issue 14: a refused /proc read names the real cause: another user's process, or the
+/// root-only /proc/kpageflags. Runs the command as `nobody` (needs root and setpriv).
+#[test]
+fn a_denied_proc_names_the_real_cause() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    if !root || setpriv.is_err() {
+        eprintln!("needs root and setpriv to run as another user: nothing to test");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_type1");
+    let as_nobody = |script: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+                "sh",
+                bin,
+            ])
+            .output()
+            .unwrap()
+    };
+    // The binary must be reachable by nobody (it is not under a private home).
+    let probe = as_nobody("test -x \"$1\"");
+    if probe.status.code() != Some(0) {
+        eprintln!("nobody cannot run {bin}: nothing to test");
+        return;
+    }
+    let o = as_nobody("exec \"$1\" inspect --pid 1");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/proc/1/maps: Permission denied")
+            && err.contains("belongs to uid 0 and this runs as uid 65534"),
+        "{err}"
+    );
+    // Its own process: the maps and pagemap open, /proc/kpageflags does not.
+    let o = as_nobody("exec \"$1\" inspect --pid $$");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/proc/kpageflags: Permission denied")
+            && err.contains("readable by root only (mode 0400)"),
+        "{err}"
+    );
+}

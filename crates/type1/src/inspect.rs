@@ -43,6 +43,38 @@ pub enum Error {
         /// The pid asked.
         pid: u32,
     },
+    /// `/proc/PID` is not there, and `/proc` hides other users' processes.
+    #[error(
+        "no process with pid {pid} is visible: /proc is mounted with {option}, which hides \
+         other users' processes; run as root or as the process's user"
+    )]
+    Hidden {
+        /// The pid asked.
+        pid: u32,
+        /// The mount option (`hidepid=2`, `hidepid=invisible`, ...).
+        option: String,
+    },
+    /// The pid is a kernel thread: it has no user memory to map.
+    #[error(
+        "pid {pid} ({comm}) is a kernel thread: it has no user address space, so there is no \
+         memory a VFIO map could take from it; give the pid of a user process (e.g. QEMU's)"
+    )]
+    KernelThread {
+        /// The pid asked.
+        pid: u32,
+        /// Its name.
+        comm: String,
+    },
+    /// A user process without an address space (a zombie, or one exiting).
+    #[error("pid {pid} ({comm}) has no address space left ({why}): nothing to inspect")]
+    NoAddressSpace {
+        /// The pid asked.
+        pid: u32,
+        /// Its name.
+        comm: String,
+        /// `a zombie: it exited and its parent has not reaped it` or `it is exiting`.
+        why: String,
+    },
     /// A `/proc` file could not be read.
     #[error("{path}: {msg}")]
     Io {
@@ -86,14 +118,113 @@ pub enum Error {
 }
 
 fn io_err(path: &str, e: io::Error) -> Error {
-    let msg = if e.kind() == io::ErrorKind::PermissionDenied {
-        format!("{e} (reading another process's pagemap and /proc/kpageflags needs root with CAP_SYS_ADMIN)")
+    Error::Io {
+        path: path.to_string(),
+        msg: e.to_string(),
+    }
+}
+
+/// `PF_KTHREAD` in the flags field of `/proc/PID/stat` (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// What `/proc/PID/stat` says of a process: its name, state letter and flags (`None` when it
+/// cannot be read).
+fn proc_stat(pid: u32) -> Option<(String, String, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name is between the first '(' and the last ')' (it may hold both).
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let comm = stat.get(open + 1..close)?.to_string();
+    let f: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // After the name: state, ppid, pgrp, session, tty_nr, tpgid, flags.
+    Some((comm, f.first()?.to_string(), f.get(6)?.parse().ok()?))
+}
+
+/// Why a process has no user memory to read: a kernel thread, a zombie, or one exiting.
+fn no_user_memory(pid: u32) -> Error {
+    match proc_stat(pid) {
+        Some((comm, _, flags)) if flags & PF_KTHREAD != 0 => Error::KernelThread { pid, comm },
+        Some((comm, state, _)) => Error::NoAddressSpace {
+            pid,
+            comm,
+            why: if state == "Z" {
+                "a zombie: it exited and its parent has not reaped it".into()
+            } else {
+                "it is exiting".into()
+            },
+        },
+        None => Error::NoProcess { pid },
+    }
+}
+
+/// `/proc`'s `hidepid=` option when it hides processes (`hidepid=1` only hides their files).
+fn proc_hidepid() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some("/proc"))
+        .flat_map(|l| l.split([' ', ',']).map(str::to_string).collect::<Vec<_>>())
+        .find(|o| matches!(o.as_str(), "hidepid=2" | "hidepid=invisible"))
+}
+
+/// The owner of `/proc/PID` (the process's effective uid) and this process's.
+fn owners(pid: u32) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+    let ours = std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((theirs, ours))
+}
+
+/// Why reading `path` of process `pid` was refused, as far as this process can tell.
+fn denied(pid: u32, path: &str, e: &io::Error) -> Error {
+    let msg = if path == "/proc/kpageflags" {
+        format!(
+            "{e}: /proc/kpageflags is readable by root only (mode 0400); without it no page \
+             can be told THP, hugetlb or reserved (run as root, e.g. `sudo type1 inspect --pid \
+             {pid}`)"
+        )
     } else {
-        e.to_string()
+        match owners(pid) {
+            Some((theirs, ours)) if ours != 0 && theirs != ours => format!(
+                "{e}: process {pid} belongs to uid {theirs} and this runs as uid {ours}; \
+                 reading another user's memory map needs root (run with sudo)"
+            ),
+            Some((_, 0)) => format!(
+                "{e}, even to root: a security module (SELinux, AppArmor) or a container's \
+                 restrictions on /proc refuse it"
+            ),
+            Some(_) => format!(
+                "{e}: process {pid} is yours but not dumpable (a setuid program, or one that \
+                 called prctl(PR_SET_DUMPABLE, 0)); only root can read its memory map"
+            ),
+            None => e.to_string(),
+        }
     };
     Error::Io {
         path: path.to_string(),
         msg,
+    }
+}
+
+/// The error for a failed open or read of a `/proc` file of `pid`: the real cause where it
+/// can be found (no such process, hidden, a kernel thread, a refusal and why).
+fn proc_err(pid: u32, path: &str, e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::NotFound if path.starts_with(&format!("/proc/{pid}/")) => {
+            match proc_hidepid() {
+                Some(option) => Error::Hidden { pid, option },
+                None => Error::NoProcess { pid },
+            }
+        }
+        io::ErrorKind::PermissionDenied => denied(pid, path, &e),
+        // ESRCH: the task has no mm (a kernel thread, or a process past exit_mm).
+        _ if e.raw_os_error() == Some(3) => no_user_memory(pid),
+        _ => io_err(path, e),
     }
 }
 
@@ -521,16 +652,14 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
         return Err(Error::BadPgsizes(pgsizes));
     }
     let maps_path = format!("/proc/{pid}/maps");
-    let text = std::fs::read_to_string(&maps_path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            Error::NoProcess { pid }
-        } else {
-            io_err(&maps_path, e)
-        }
-    })?;
+    let text = std::fs::read_to_string(&maps_path).map_err(|e| proc_err(pid, &maps_path, e))?;
+    if text.trim().is_empty() {
+        // No mappings at all: no user address space (a kernel thread's maps is empty).
+        return Err(no_user_memory(pid));
+    }
     let pm_path = format!("/proc/{pid}/pagemap");
-    let pm = File::open(&pm_path).map_err(|e| io_err(&pm_path, e))?;
-    let kf = File::open("/proc/kpageflags").map_err(|e| io_err("/proc/kpageflags", e))?;
+    let pm = File::open(&pm_path).map_err(|e| proc_err(pid, &pm_path, e))?;
+    let kf = File::open("/proc/kpageflags").map_err(|e| proc_err(pid, "/proc/kpageflags", e))?;
     let mut pieces: Vec<(MapsLine, u64, u64)> = Vec::new();
     for m in parse_maps(&text) {
         if ranges.is_empty() {
