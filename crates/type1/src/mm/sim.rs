@@ -444,7 +444,9 @@ impl SimMm {
         }
         let (start, end) = (r.vaddr + off, r.vaddr + end_off);
         cut_vmas(&mut self.vmas, idx, start, end);
-        if !self.vmas.values().any(|v| v.region == idx) {
+        // What is left of the region lies inside its original range: look only there.
+        let (rs, re) = (r.vaddr, r.vaddr + r.size);
+        if !self.vmas.range(rs..re).any(|(_, v)| v.region == idx) {
             self.names.remove(name);
         }
         Ok(())
