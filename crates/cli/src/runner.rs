@@ -1000,12 +1000,19 @@ impl Verbs for Run {
             .collect();
         if let Ok(reply) = &r {
             if !all && reply.size != size {
-                let how = if reply.size < size {
-                    "less than asked: part of the range was not mapped"
-                } else if c.config().kernel.is_3_11() {
-                    "more than asked: the IOMMU removed whole large leaves"
-                } else {
-                    "more than asked: whole mappings were removed"
+                let how = match c.dma_at(iova) {
+                    _ if reply.size > size && c.config().kernel.is_3_11() => {
+                        "more than asked: the IOMMU removed whole large leaves".into()
+                    }
+                    _ if reply.size > size => "more than asked: whole mappings were removed".into(),
+                    // v1's walk stops at a mapping that begins before `iova` (spec §1.4).
+                    Some(d) if !c.config().v2 && d.iova < iova => format!(
+                        "less than asked: the range starts inside the mapping at {:#x}, and \
+                         type1 (v1) removes only whole mappings from the first that starts \
+                         inside the range, stopping at one that starts before it",
+                        d.iova
+                    ),
+                    _ => "less than asked: part of the range was not mapped".into(),
                 };
                 warnings.push(format!(
                     "unmap of {} at iova {iova:#x} removed {} ({how})",

@@ -136,6 +136,13 @@ pub enum Error {
         requested: u64,
         supported: u64,
     },
+    /// A `mock` page size below [`MOCK_MIN_PGSIZE`].
+    #[error("page size {pgsize:#x} is below {min:#x} (2 KiB), the smallest page format {format} models: the smallest IOMMU page Linux has is the iommufd selftest mock's (PAGE_SIZE/2); use pgsizes= of 2K or more")]
+    PgsizeBelowMin {
+        format: String,
+        pgsize: u64,
+        min: u64,
+    },
     /// An empty aperture, or one beyond the format's input-address range.
     #[error("aperture [{start:#x}, {end:#x}] is empty or beyond what format {format} can translate (up to {max:#x})")]
     BadAperture {
@@ -156,6 +163,7 @@ impl Error {
             // BadProt as intel-iommu's __domain_mapping for a mapping without R and W.
             Error::Unaligned { .. }
             | Error::BadPgsizes { .. }
+            | Error::PgsizeBelowMin { .. }
             | Error::BadAperture { .. }
             | Error::UnknownFormat(_)
             | Error::BadProt { .. } => Errno::EINVAL,
@@ -166,6 +174,12 @@ impl Error {
         }
     }
 }
+
+/// The smallest page size a `mock` domain accepts: 2 KiB, the iommufd selftest mock's
+/// `MOCK_IO_PAGE_SIZE` (PAGE_SIZE/2), the smallest IOMMU page in Linux (hardware drivers start
+/// at 4K). The model keeps one entry per mock leaf, so a smaller page would cost memory by the
+/// byte mapped (1-byte pages: 16 Mi entries for 16 MiB).
+pub const MOCK_MIN_PGSIZE: u64 = 2048;
 
 /// What a domain is built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,6 +337,13 @@ impl Domain {
                         format: format.name(),
                         requested: b,
                         supported,
+                    });
+                }
+                if format == Format::Mock && b & (MOCK_MIN_PGSIZE - 1) != 0 {
+                    return Err(Error::PgsizeBelowMin {
+                        format: format.name(),
+                        pgsize: 1 << b.trailing_zeros(),
+                        min: MOCK_MIN_PGSIZE,
                     });
                 }
                 b

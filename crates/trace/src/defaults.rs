@@ -81,12 +81,24 @@ pub fn resolve_vaddr(v: &VaddrRef, region: impl Fn(&str) -> Option<u64>) -> Resu
             })?;
             let v = i128::from(base) + offset;
             u64::try_from(v).map_err(|_| {
+                let (off, addr) = (signed_hex(*offset), signed_hex(v));
+                let sign = if *offset < 0 { "" } else { "+" };
+                let why = if v < 0 { "below 0" } else { "above 2^64-1" };
                 format!(
-                    "vaddr={name}{offset:+}: the region starts at {base:#x}, so the address \
-                     {v:#x} is outside the 64-bit space"
+                    "vaddr={name}{sign}{off}: the region starts at {base:#x}, so the address \
+                     {addr} is {why}, outside the 64-bit space"
                 )
             })
         }
+    }
+}
+
+/// `v` in hex with its sign: `-0x1000`, not the two's complement of a 128-bit number.
+pub fn signed_hex(v: i128) -> String {
+    if v < 0 {
+        format!("-{:#x}", v.unsigned_abs())
+    } else {
+        format!("{v:#x}")
     }
 }
 
@@ -123,9 +135,17 @@ mod tests {
         };
         assert_eq!(resolve_vaddr(&VaddrRef::Abs(7), regions), Ok(7));
         assert_eq!(resolve_vaddr(&named(-4096), regions), Ok(0xf_f000));
-        assert!(resolve_vaddr(&named(-(1 << 21)), regions)
-            .unwrap_err()
-            .contains("outside the 64-bit space"));
+        // A negative offset and address are printed as negative numbers.
+        assert_eq!(
+            resolve_vaddr(&named(-(1 << 21)), regions).unwrap_err(),
+            "vaddr=ram-0x200000: the region starts at 0x100000, so the address -0x100000 \
+             is below 0, outside the 64-bit space"
+        );
+        assert_eq!(
+            resolve_vaddr(&named(i128::from(u64::MAX)), regions).unwrap_err(),
+            "vaddr=ram+0xffffffffffffffff: the region starts at 0x100000, so the address \
+             0x100000000000fffff is above 2^64-1, outside the 64-bit space"
+        );
         let e = resolve_vaddr(
             &VaddrRef::Named {
                 name: "nope".into(),

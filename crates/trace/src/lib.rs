@@ -11,7 +11,8 @@
 //!   `NAME±OFFSET` vaddrs) — both backends use it, or kernel-check would compare different
 //!   requests;
 //! * [`compare`]: two runs of one trace, record by record;
-//! * [`verbs`]: one function per verb, the trait both backends implement.
+//! * [`verbs`]: one function per verb, the trait both backends implement;
+//! * [`read`](mod@read): a trace's text from a file or stdin, size-capped, binary input refused.
 //!
 //! ```text
 //! container type1v2 memlock=4M
@@ -29,6 +30,7 @@ pub mod compare;
 pub mod defaults;
 pub mod expect;
 pub mod parse;
+pub mod read;
 pub mod record;
 pub mod verbs;
 
@@ -40,5 +42,6 @@ pub use parse::{
     parse, parse_number, ParseError, ERRNOS, FORMATS, KERNELS, MAP_READ, MAP_VADDR, MAP_WRITE,
     UNMAP_ALL, UNMAP_DIRTY, UNMAP_VADDR,
 };
+pub use read::{read_trace, ReadError, MAX_LINE_BYTES, MAX_TRACE_BYTES};
 pub use record::{bitmap_hex, Backend, Dma, InfoFields, Notified, Record, State};
 pub use verbs::{dispatch, Verbs};

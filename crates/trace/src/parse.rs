@@ -139,17 +139,45 @@ impl ParseError {
     ///   4 | map vaddr=ram iova=1G sise=4M
     ///     |                       ^
     /// ```
+    ///
+    /// Invisible characters are shown as `<U+XXXX>`, and a line longer than 100 characters is
+    /// shown as the 100 around the column, cut ends marked `…`.
     pub fn snippet(&self, src: &str) -> String {
+        const WIDTH: usize = 100;
         let src = src.strip_prefix('\u{feff}').unwrap_or(src);
         let text = src.lines().nth(self.line.saturating_sub(1)).unwrap_or("");
         let num = self.line.to_string();
-        let pad: String = text
-            .chars()
-            .take(self.col.saturating_sub(1))
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
+        let col = self.col.saturating_sub(1);
+        let len = text.chars().count();
+        let (from, to) = if len <= WIDTH {
+            (0, len)
+        } else {
+            let to = (col.saturating_sub(WIDTH / 2) + WIDTH).min(len);
+            (to - WIDTH, to)
+        };
+        let (mut line, mut pad) = (String::new(), String::new());
+        if from > 0 {
+            line.push('…');
+            pad.push(' ');
+        }
+        for (i, c) in text.chars().enumerate().skip(from).take(to - from) {
+            let piece = if is_invisible(c) {
+                format!("<U+{:04X}>", u32::from(c))
+            } else {
+                c.to_string()
+            };
+            if i < col {
+                for p in piece.chars() {
+                    pad.push(if p == '\t' { '\t' } else { ' ' });
+                }
+            }
+            line.push_str(&piece);
+        }
+        if to < len {
+            line.push('…');
+        }
         format!(
-            "{num} | {text}\n{blank} | {pad}^",
+            "{num} | {line}\n{blank} | {pad}^",
             blank = " ".repeat(num.len())
         )
     }
@@ -173,11 +201,13 @@ pub fn parse(src: &str) -> Result<Trace, ParseError> {
             first: stmts.is_empty(),
             container_line,
         };
-        let (kind, expect) = parse_line(code, order).map_err(|e| ParseError {
-            line,
-            col: raw[..e.off.min(raw.len())].chars().count() + 1,
-            msg: e.msg,
-        })?;
+        let (kind, expect) = invisible(code)
+            .and_then(|()| parse_line(code, order))
+            .map_err(|e| ParseError {
+                line,
+                col: raw[..e.off.min(raw.len())].chars().count() + 1,
+                msg: bounded(e.msg),
+            })?;
         if matches!(kind, StmtKind::Container { .. }) {
             container_line = Some(line);
         }
@@ -191,10 +221,86 @@ pub fn parse(src: &str) -> Result<Trace, ParseError> {
     Ok(Trace { stmts })
 }
 
+/// Longest piece of the input a message quotes; longer words are cut (see [`shown`]).
+pub const MAX_QUOTE: usize = 64;
+
+/// Whether `c` is a character a reader cannot see and that is not whitespace: control
+/// characters (NUL, ESC, ...), the byte-order mark U+FEFF, zero-width and direction marks.
+pub fn is_invisible(c: char) -> bool {
+    !c.is_whitespace()
+        && (c.is_control()
+            || matches!(
+                c,
+                '\u{00ad}'
+                    | '\u{034f}'
+                    | '\u{061c}'
+                    | '\u{115f}'
+                    | '\u{1160}'
+                    | '\u{17b4}'
+                    | '\u{17b5}'
+                    | '\u{180e}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'..='\u{206f}'
+                    | '\u{3164}'
+                    | '\u{fe00}'..='\u{fe0f}'
+                    | '\u{feff}'
+                    | '\u{ffa0}'
+                    | '\u{fff0}'..='\u{fff8}'
+            ))
+}
+
+/// `text` as a message quotes it: invisible characters (see [`is_invisible`]) written as
+/// `<U+XXXX>`, and at most [`MAX_QUOTE`] characters, a longer text cut with `…` and its length.
+pub fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX_QUOTE {
+            out.push_str(&format!("… ({} bytes)", text.len()));
+            break;
+        }
+        if is_invisible(c) {
+            out.push_str(&format!("<U+{:04X}>", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The name of an invisible character, for the message that points at it.
+fn invisible_name(c: char) -> &'static str {
+    match c {
+        '\0' => "a NUL byte",
+        '\u{feff}' => "a byte-order mark (only one, at the very start of the file, is allowed)",
+        '\u{200b}' => "a zero-width space",
+        '\u{00ad}' => "a soft hyphen",
+        '\u{1b}' => "an escape character",
+        c if c.is_control() => "a control character",
+        _ => "an invisible formatting character",
+    }
+}
+
+/// Refuses a statement with a character a reader cannot see: the word around it would be
+/// echoed as if it were fine (`unknown statement `check``).
+fn invisible(code: &str) -> R<()> {
+    match code.char_indices().find(|&(_, c)| is_invisible(c)) {
+        None => Ok(()),
+        Some((off, c)) => perr(
+            off,
+            format!(
+                "invisible character U+{:04X} ({}) in the statement: delete it",
+                u32::from(c),
+                invisible_name(c)
+            ),
+        ),
+    }
+}
+
 /// Evaluates a number expression (`4096`, `0x1000`, `2M`, `1G+4K`, `2G-4K`).
 /// The error says what is wrong, without a position.
 pub fn parse_number(s: &str) -> Result<u64, String> {
-    eval_unsigned(s).map_err(|(_, msg)| msg)
+    eval_unsigned(s).map_err(|(_, msg)| bounded(msg))
 }
 
 // ---------------------------------------------------------------------------
@@ -213,6 +319,38 @@ fn perr<T>(off: usize, msg: impl Into<String>) -> R<T> {
         off,
         msg: msg.into(),
     })
+}
+
+/// Longest message the parser gives (quotes are cut first, see [`bounded`]).
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `msg` with every backticked quote longer than [`MAX_QUOTE`] characters cut (see [`shown`]),
+/// and the whole cut to [`MAX_MESSAGE`] bytes if it is still longer: a 10 MB word is quoted by
+/// its first characters and its length, never whole.
+fn bounded(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE && !msg.split('`').any(|q| q.chars().nth(MAX_QUOTE).is_some()) {
+        return msg;
+    }
+    let mut out = String::new();
+    for (i, part) in msg.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 1 {
+            out.push_str(&shown(part));
+        } else {
+            out.push_str(part);
+        }
+    }
+    if out.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE - 3;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 #[derive(Clone, Copy)]
@@ -1287,6 +1425,16 @@ fn expectation(kind: &StmtKind, code: &str, arrow: usize) -> R<Expect> {
     if !first.s.contains('=') {
         result = Some(result_word(*first)?);
         rest = &words[1..];
+    } else if first.s.starts_with('=') {
+        let msg = if first.s.starts_with("=>") {
+            "only one `=>` per line".to_string()
+        } else {
+            format!(
+                "`{}` after `=>`: write `ok` or an errno name such as `EINVAL`, then items",
+                first.s
+            )
+        };
+        return perr(first.off, msg);
     } else if !is_check {
         return perr(
             first.off,
@@ -1297,7 +1445,7 @@ fn expectation(kind: &StmtKind, code: &str, arrow: usize) -> R<Expect> {
         );
     }
     let mut items = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for w in rest {
         if w.s.starts_with("=>") {
             return perr(w.off, "only one `=>` per line");
@@ -1319,10 +1467,9 @@ fn expectation(kind: &StmtKind, code: &str, arrow: usize) -> R<Expect> {
             return perr(w.off, format!("`{key}=` needs a value"));
         }
         let (item, canon) = exp_item(kind, result.as_ref(), key, val, w.off, voff)?;
-        if seen.contains(&canon) {
+        if !seen.insert(canon) {
             return perr(w.off, format!("`{key}=` is expected twice: keep one"));
         }
-        seen.push(canon);
         items.push(item);
     }
     Ok(Expect { result, items })
@@ -1468,15 +1615,27 @@ fn exp_item(
 // Suggestions
 
 /// The closest candidate, if close enough to be a likely typo.
+///
+/// The edit distance is at least the difference in length, so a candidate whose length is
+/// further from the word's than the limit is skipped without computing it: a 10 MB word costs
+/// one length comparison per candidate.
 fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
+    if word.chars().any(is_invisible) {
+        return None;
+    }
+    // Characters, counted up to a bound (candidates are short).
+    let len = word.chars().take(64).count();
+    let limit = if len <= 3 { 1 } else { 2 };
     for c in candidates {
+        if c == word || len.abs_diff(c.chars().count()) > limit {
+            continue;
+        }
         let d = if c.eq_ignore_ascii_case(word) {
             0
         } else {
             levenshtein(word, c)
         };
-        let limit = if word.chars().count() <= 3 { 1 } else { 2 };
         let better = match best {
             None => true,
             Some((bd, _)) => d < bd,

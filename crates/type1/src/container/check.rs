@@ -4,11 +4,11 @@
 //! Owns no state: every check derives what must hold from the DMA tree, the domains' page
 //! tables and the page source, and reports each difference as a sentence.
 
-use iommu::{Domain, IovaRange, Leaf};
+use iommu::IovaRange;
 
-use super::{Container, Snapshot};
+use super::{Container, Dma, Snapshot};
 use crate::mm::pincount::PinCounts;
-use crate::mm::PageSource;
+use crate::mm::{for_each_unreserved, normalize_ranges, PageSource};
 use crate::{PAGE_SHIFT, PAGE_SIZE};
 
 impl<M: PageSource> Container<M> {
@@ -53,40 +53,52 @@ impl<M: PageSource> Container<M> {
         }
         let mut expect_pins = PinCounts::new();
         if let Some(first) = self.domains.first() {
-            let reserved = self.mm.reserved_pfn_ranges();
-            for d in self.dmas.iter() {
+            let reserved = normalize_ranges(self.mm.reserved_pfn_ranges());
+            // One walk over the first domain's leaves, in IOVA order, beside the mappings in
+            // IOVA order: linear in leaves + mappings, and no leaf is kept.
+            let dmas: Vec<&Dma> = self.dmas.iter().collect();
+            let mut covered = vec![0u64; dmas.len()];
+            let mut charge = vec![0u64; dmas.len()];
+            let mut at = 0;
+            first.domain.for_each_leaf(&mut |leaf| {
+                while dmas.get(at).is_some_and(|d| d.last() < leaf.iova) {
+                    at += 1;
+                }
+                // A leaf outside every mapping is reported by the per-domain walk below.
+                match dmas.get(at) {
+                    Some(d) if d.iova <= leaf.iova => {}
+                    _ => return,
+                }
+                covered[at] = covered[at].saturating_add(leaf.size);
+                // Leaves below the page size (a 2K IOMMU page) share one pinned page: count it
+                // at the leaf that starts the page.
+                if leaf.size < PAGE_SIZE && leaf.iova % PAGE_SIZE != 0 {
+                    return;
+                }
+                let pfn = leaf.paddr >> PAGE_SHIFT;
+                let npages = (leaf.size >> PAGE_SHIFT).max(1);
+                for_each_unreserved(pfn, npages, &reserved, |s, n| {
+                    expect_pins.add(s, n);
+                    charge[at] += n;
+                });
+            });
+            for (i, d) in dmas.iter().enumerate() {
                 if !d.iommu_mapped {
                     v.push(format!(
                         "mapping at {:#x} is not mapped into the IOMMU",
                         d.iova
                     ));
                 }
-                let mut covered = 0;
-                let mut charge = 0;
-                for leaf in leaves_in(&first.domain, d.iova, d.size) {
-                    covered += leaf.size;
-                    // Leaves below the page size (a 2K IOMMU page) share one pinned page: count
-                    // it at the leaf that starts the page.
-                    if leaf.size < PAGE_SIZE && leaf.iova % PAGE_SIZE != 0 {
-                        continue;
-                    }
-                    let pfn = leaf.paddr >> PAGE_SHIFT;
-                    let npages = (leaf.size >> PAGE_SHIFT).max(1);
-                    for (s, n) in unreserved_pieces(pfn, npages, &reserved) {
-                        expect_pins.add(s, n);
-                        charge += n;
-                    }
-                }
-                if covered != d.size {
+                if covered[i] != d.size {
                     v.push(format!(
-                        "domain {} covers {covered:#x} of the mapping [{:#x}, +{:#x})",
-                        first.name, d.iova, d.size
+                        "domain {} covers {:#x} of the mapping [{:#x}, +{:#x})",
+                        first.name, covered[i], d.iova, d.size
                     ));
                 }
-                if charge != d.locked_vm {
+                if charge[i] != d.locked_vm {
                     v.push(format!(
-                        "mapping at {:#x} charged {} pages but pins {charge} non-reserved pages",
-                        d.iova, d.locked_vm
+                        "mapping at {:#x} charged {} pages but pins {} non-reserved pages",
+                        d.iova, d.locked_vm, charge[i]
                     ));
                 }
             }
@@ -150,64 +162,5 @@ impl<M: PageSource> Container<M> {
         } else {
             Err(v)
         }
-    }
-}
-
-/// The leaves of `domain` inside `[iova, +size)`.
-fn leaves_in(domain: &Domain, iova: u64, size: u64) -> Vec<Leaf> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < size {
-        match domain.translate(iova + pos) {
-            Some(l) => {
-                pos += l.size - (iova + pos - l.iova);
-                out.push(l);
-            }
-            None => pos += PAGE_SIZE,
-        }
-    }
-    out
-}
-
-/// `[pfn, +n)` minus the reserved pfn ranges (`(start, end)`, `end` exclusive), as
-/// `(start, pages)` pieces, lowest first.
-fn unreserved_pieces(pfn: u64, n: u64, reserved: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let end = pfn + n;
-    let mut holes: Vec<(u64, u64)> = reserved
-        .iter()
-        .map(|&(s, e)| (s.max(pfn), e.min(end)))
-        .filter(|&(s, e)| s < e)
-        .collect();
-    holes.sort_unstable();
-    let mut pieces = Vec::new();
-    let mut at = pfn;
-    for (s, e) in holes {
-        if s > at {
-            pieces.push((at, s - at));
-        }
-        at = at.max(e);
-    }
-    if at < end {
-        pieces.push((at, end - at));
-    }
-    pieces
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unreserved_pieces;
-
-    #[test]
-    fn unreserved_pieces_skip_every_reserved_range() {
-        assert_eq!(unreserved_pieces(0x100, 16, &[]), vec![(0x100, 16)]);
-        assert_eq!(
-            unreserved_pieces(0x100, 16, &[(0x108, 0x10a), (0x0, 0x102)]),
-            vec![(0x102, 6), (0x10a, 6)]
-        );
-        assert_eq!(unreserved_pieces(0x100, 16, &[(0x0, 0x200)]), vec![]);
-        assert_eq!(
-            unreserved_pieces(0x100, 16, &[(0x104, 0x108), (0x106, 0x10c), (0x110, 0x120)]),
-            vec![(0x100, 4), (0x10c, 4)]
-        );
     }
 }

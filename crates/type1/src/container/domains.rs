@@ -16,7 +16,10 @@ use crate::PAGE_SIZE;
 impl<M: PageSource> Container<M> {
     /// Whether `range` lies inside one valid IOVA range (any range, before the first domain).
     pub(super) fn iova_valid(&self, range: IovaRange) -> bool {
-        self.iova_list.is_empty() || self.iova_list.iter().any(|r| r.covers(range))
+        // The list is sorted and disjoint: the one range that can cover `range` is the first
+        // that ends at or after its start.
+        let i = self.iova_list.partition_point(|r| r.last() < range.start());
+        self.iova_list.is_empty() || self.iova_list.get(i).is_some_and(|r| r.covers(range))
     }
 
     /// The valid IOVA ranges of `domains` after a detach: every aperture, minus every reserved
@@ -91,7 +94,7 @@ impl<M: PageSource> Container<M> {
                     "reserved region [{rs:#x}, {re:#x}] ends before it starts"
                 ))
             })?;
-            if let Some(d) = self.dmas.iter().find(|d| d.range().overlaps(rsv)) {
+            if let Some(d) = self.dmas.first_overlapping(rsv) {
                 return Err(fail(format!(
                     "reserved region [{rs:#x}, {re:#x}] overlaps the mapping at {:#x}",
                     d.iova
@@ -210,26 +213,49 @@ fn clip_iova_list(
     aperture: IovaRange,
     reserved: &[IovaRange],
 ) -> Vec<IovaRange> {
-    let mut out: Vec<IovaRange> = list.iter().filter_map(|r| r.intersect(aperture)).collect();
-    for &rsv in reserved {
-        out = subtract(&out, rsv);
-    }
-    out
+    let out: Vec<IovaRange> = list.iter().filter_map(|r| r.intersect(aperture)).collect();
+    subtract_all(&out, reserved)
 }
 
 /// Sorted, disjoint ranges minus `rsv`.
+#[cfg(test)]
 fn subtract(list: &[IovaRange], rsv: IovaRange) -> Vec<IovaRange> {
-    let mut out = Vec::new();
+    subtract_all(list, &[rsv])
+}
+
+/// Sorted, disjoint ranges minus every range of `reserved` (any order, overlaps allowed), in
+/// one sweep after sorting: O((list + reserved) log reserved), not a pass per reserved range.
+fn subtract_all(list: &[IovaRange], reserved: &[IovaRange]) -> Vec<IovaRange> {
+    let mut rsv: Vec<(u64, u64)> = reserved.iter().map(|r| r.pair()).collect();
+    rsv.sort_unstable();
+    // Merge overlapping and touching ranges: sorted by start is then sorted by end too.
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(rsv.len());
+    for (s, e) in rsv {
+        match merged.last_mut() {
+            Some(last) if s <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let mut out = Vec::with_capacity(list.len());
+    let mut k = 0;
     for &r in list {
-        if !r.overlaps(rsv) {
-            out.push(r);
-            continue;
+        let (mut start, last) = r.pair();
+        while merged.get(k).is_some_and(|&(_, e)| e < start) {
+            k += 1;
         }
-        if r.start() < rsv.start() {
-            out.extend(IovaRange::new(r.start(), rsv.start() - 1));
+        let mut open = true;
+        for &(rs, re) in merged[k..].iter().take_while(|&&(rs, _)| rs <= last) {
+            if rs > start {
+                out.extend(IovaRange::new(start, rs - 1));
+            }
+            if re >= last {
+                open = false;
+                break;
+            }
+            start = start.max(re + 1);
         }
-        if rsv.last() < r.last() {
-            out.extend(IovaRange::new(rsv.last() + 1, r.last()));
+        if open {
+            out.extend(IovaRange::new(start, last));
         }
     }
     out

@@ -241,6 +241,10 @@ impl<M: PageSource> Container<M> {
     pub fn dmas(&self) -> impl Iterator<Item = &Dma> {
         self.dmas.iter()
     }
+    /// The mapping that contains `iova`, if any (`vfio_find_dma` of one byte).
+    pub fn dma_at(&self, iova: u64) -> Option<&Dma> {
+        self.dmas.find_dma(IovaRange::new(iova, iova)?)
+    }
     /// The attached groups, newest first.
     pub fn domains(&self) -> &[AttachedDomain] {
         &self.domains

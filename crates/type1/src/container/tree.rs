@@ -76,6 +76,22 @@ impl DmaTree {
             .filter(|d| d.last() >= range.start())
     }
 
+    /// The lowest mapping overlapping `range`, if any (two lookups, however many overlap).
+    pub fn first_overlapping(&self, range: IovaRange) -> Option<&Dma> {
+        let below = self
+            .map
+            .range(..range.start())
+            .next_back()
+            .map(|(_, d)| d)
+            .filter(|d| d.last() >= range.start());
+        below.or_else(|| {
+            self.map
+                .range(range.start()..=range.last())
+                .next()
+                .map(|(_, d)| d)
+        })
+    }
+
     /// The IOVAs of the mappings overlapping `range`, lowest first.
     pub fn overlapping(&self, range: IovaRange) -> Vec<u64> {
         let mut keys = Vec::new();

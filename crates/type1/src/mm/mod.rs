@@ -216,7 +216,8 @@ pub trait PageAudit {
         self.pin_counts().ranges()
     }
 
-    /// Reserved pfn ranges `[start, end)` (device MMIO).
+    /// Reserved pfn ranges `[start, end)` (device MMIO), normalized: sorted, disjoint, not
+    /// touching (see [`normalize_ranges`]).
     fn reserved_pfn_ranges(&self) -> Vec<(u64, u64)> {
         Vec::new()
     }
@@ -227,31 +228,65 @@ pub trait PageAudit {
     }
 }
 
-/// `[pfn, pfn + npages)` minus the `reserved` pfn ranges (`[start, end)` each), as
-/// `(first pfn, pages)` pieces in pfn order: what an unpin with `skip_reserved` drops, and what
-/// the invariant checker expects pinned.
-pub fn unreserved_pieces(pfn: u64, npages: u64, reserved: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut pieces = vec![(pfn, pfn + npages)];
-    for &(rs, re) in reserved {
-        pieces = pieces
-            .into_iter()
-            .flat_map(|(s, e)| {
-                if re <= s || rs >= e {
-                    vec![(s, e)]
-                } else {
-                    let mut v = Vec::new();
-                    if s < rs {
-                        v.push((s, rs));
-                    }
-                    if re < e {
-                        v.push((re, e));
-                    }
-                    v
-                }
-            })
-            .collect();
+/// `ranges` (`[start, end)` pfn ranges, any order, overlaps allowed) sorted by start with
+/// overlapping and touching ranges merged and empty ones dropped: the form
+/// [`unreserved_pieces`] and [`in_ranges`] search in O(log n).
+pub fn normalize_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.retain(|&(s, e)| s < e);
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
     }
-    pieces.into_iter().map(|(s, e)| (s, e - s)).collect()
+    out
+}
+
+/// Whether `pfn` lies in one of `ranges` (normalized, see [`normalize_ranges`]).
+pub fn in_ranges(pfn: u64, ranges: &[(u64, u64)]) -> bool {
+    let i = ranges.partition_point(|&(_, e)| e <= pfn);
+    ranges.get(i).is_some_and(|&(s, _)| s <= pfn)
+}
+
+/// Calls `f(first pfn, pages)` for each piece of `[pfn, pfn + npages)` outside the `reserved`
+/// ranges (normalized, see [`normalize_ranges`]), in pfn order: a binary search and then only
+/// the ranges that meet the span, so a check of many leaves against many device BARs costs
+/// O(log BARs) per leaf.
+pub fn for_each_unreserved(
+    pfn: u64,
+    npages: u64,
+    reserved: &[(u64, u64)],
+    mut f: impl FnMut(u64, u64),
+) {
+    let end = pfn.saturating_add(npages);
+    let mut at = pfn;
+    let first = reserved.partition_point(|&(_, e)| e <= pfn);
+    for &(rs, re) in &reserved[first..] {
+        if rs >= end {
+            break;
+        }
+        if rs > at {
+            f(at, rs - at);
+        }
+        at = at.max(re);
+        if at >= end {
+            return;
+        }
+    }
+    if at < end {
+        f(at, end - at);
+    }
+}
+
+/// `[pfn, pfn + npages)` minus the `reserved` pfn ranges (normalized, see
+/// [`normalize_ranges`]), as `(first pfn, pages)` pieces in pfn order: what an unpin with
+/// `skip_reserved` drops, and what the invariant checker expects pinned.
+pub fn unreserved_pieces(pfn: u64, npages: u64, reserved: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut v = Vec::new();
+    for_each_unreserved(pfn, npages, reserved, |s, n| v.push((s, n)));
+    v
 }
 
 /// The error for a missing CAP_SYS_ADMIN (pfn 0 from pagemap).
@@ -307,6 +342,38 @@ pub enum MemError {
         start: u64,
         /// Its end (exclusive).
         end: u64,
+    },
+    /// `phys=` asks for frames another region already has (RAM or a BAR).
+    #[error(
+        "phys={start:#x} of {name:?}: the physical range [{start:#x}, {end:#x}) overlaps region \
+         {other:?} at [{other_start:#x}, {other_end:#x}); choose another phys= or leave it out"
+    )]
+    PhysOverlap {
+        /// The region.
+        name: String,
+        /// Its first physical address.
+        start: u64,
+        /// Its physical end (exclusive).
+        end: u64,
+        /// The region whose frames it would alias.
+        other: String,
+        /// That region's physical span, first byte.
+        other_start: u64,
+        /// That region's physical span, end (exclusive).
+        other_end: u64,
+    },
+    /// Larger than the simulated memory supports.
+    #[error(
+        "size {size:#x} of {name:?} is above {max:#x} (128 TiB), the largest region the \
+         simulated memory holds"
+    )]
+    TooLarge {
+        /// The region.
+        name: String,
+        /// The size asked.
+        size: u64,
+        /// The largest size allowed.
+        max: u64,
     },
     /// A BAR cannot be scattered.
     #[error("{0:?}: a pfnmap region is one contiguous BAR; layout=scattered is not possible")]
@@ -448,5 +515,58 @@ pub trait Memory: PageSource {
     /// Notes for the user about what the model did not honour (e.g. `phys=` on real memory).
     fn notes(&mut self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{in_ranges, normalize_ranges, unreserved_pieces};
+
+    #[test]
+    fn ranges_normalize_to_sorted_disjoint_ranges() {
+        assert_eq!(
+            normalize_ranges(vec![(0x108, 0x10a), (0x0, 0x102), (0x102, 0x104), (5, 5)]),
+            vec![(0x0, 0x104), (0x108, 0x10a)]
+        );
+        let r = normalize_ranges(vec![(0x104, 0x108), (0x106, 0x10c), (0x110, 0x120)]);
+        assert_eq!(r, vec![(0x104, 0x10c), (0x110, 0x120)]);
+        assert!(!in_ranges(0x103, &r));
+        assert!(in_ranges(0x104, &r));
+        assert!(in_ranges(0x10b, &r));
+        assert!(!in_ranges(0x10c, &r));
+        assert!(in_ranges(0x11f, &r));
+        assert!(!in_ranges(0x120, &r));
+    }
+
+    #[test]
+    fn unreserved_pieces_skip_every_reserved_range() {
+        assert_eq!(unreserved_pieces(0x100, 16, &[]), vec![(0x100, 16)]);
+        let r = normalize_ranges(vec![(0x108, 0x10a), (0x0, 0x102)]);
+        assert_eq!(
+            unreserved_pieces(0x100, 16, &r),
+            vec![(0x102, 6), (0x10a, 6)]
+        );
+        assert_eq!(unreserved_pieces(0x100, 16, &[(0x0, 0x200)]), vec![]);
+        let r = normalize_ranges(vec![(0x104, 0x108), (0x106, 0x10c), (0x110, 0x120)]);
+        assert_eq!(
+            unreserved_pieces(0x100, 16, &r),
+            vec![(0x100, 4), (0x10c, 4)]
+        );
+        // At the top of the pfn space.
+        assert_eq!(
+            unreserved_pieces(u64::MAX - 4, 4, &[(u64::MAX - 2, u64::MAX)]),
+            vec![(u64::MAX - 4, 2)]
+        );
+    }
+
+    #[test]
+    fn a_leaf_among_many_bars_costs_a_search() {
+        // 100,000 one-page BARs, every other pfn: a 16-page span meets 8 of them.
+        let bars: Vec<(u64, u64)> = (0..100_000u64).map(|i| (2 * i + 1, 2 * i + 2)).collect();
+        let r = normalize_ranges(bars);
+        assert_eq!(r.len(), 100_000);
+        let pieces = unreserved_pieces(1000, 16, &r);
+        assert_eq!(pieces.len(), 8);
+        assert!(pieces.iter().all(|&(s, n)| s % 2 == 0 && n == 1));
     }
 }

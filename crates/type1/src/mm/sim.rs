@@ -16,8 +16,8 @@ use iommu::{FaultInjector, FaultPoint};
 
 use super::pincount::PinCounts;
 use super::{
-    cut_vmas, unreserved_pieces, vma_at, Backing, Batch, Layout, MemError, Memory, MmError,
-    MmapSpec, PageAudit, PageSource, PinMode, PinResult, Pinned, Vma, Vmas,
+    cut_vmas, in_ranges, unreserved_pieces, vma_at, Backing, Batch, Layout, MemError, Memory,
+    MmError, MmapSpec, PageAudit, PageSource, PinMode, PinResult, Pinned, Vma, Vmas,
 };
 use crate::PAGE_SIZE;
 use iommu::{SZ_1G, SZ_2M};
@@ -80,8 +80,11 @@ pub struct SimMm {
     names: HashMap<String, usize>,
     vmas: Vmas,
     pins: PinCounts,
-    /// Reserved (MMIO) pfn ranges `[start, end)`.
+    /// Reserved (MMIO) pfn ranges `[start, end)`, normalized (sorted, disjoint).
     mmio: Vec<(u64, u64)>,
+    /// Every region's physical span, `start → (end exclusive, region)`: no two overlap, so no
+    /// frame belongs to two regions (`phys=` is checked against it, the allocators skip it).
+    phys: BTreeMap<u64, (u64, usize)>,
     next_vaddr: u64,
     next_ram: u64,
     next_mmio: u64,
@@ -154,6 +157,10 @@ impl SimMm {
     pub const RAM_BASE: u64 = 0x1_0000_0000;
     /// Where device MMIO is placed (below 2^48, inside every format's output range).
     pub const MMIO_BASE: u64 = 0xe000_0000_0000;
+    /// The largest region: 128 TiB (2^47), the user half of a 48-bit virtual address space,
+    /// the most one process can map with four-level paging. Placement arithmetic stays far
+    /// from 2^64 below it; `mmap` refuses a larger size with [`MemError::TooLarge`].
+    pub const MAX_REGION: u64 = 1 << 47;
 
     /// An empty process.
     pub fn new() -> Self {
@@ -163,6 +170,7 @@ impl SimMm {
             vmas: BTreeMap::new(),
             pins: PinCounts::new(),
             mmio: Vec::new(),
+            phys: BTreeMap::new(),
             next_vaddr: Self::VADDR_BASE,
             next_ram: Self::RAM_BASE,
             next_mmio: Self::MMIO_BASE,
@@ -215,6 +223,57 @@ impl SimMm {
         vma_at(&self.vmas, vaddr)
     }
 
+    /// The first `align`-aligned vaddr from `next` where `size` bytes meet no mapped memory
+    /// (regions placed with `at=` included). Each step passes one vma, so a run of placements
+    /// passes each vma at most once.
+    fn free_vaddr(&self, mut next: u64, align: u64, size: u64) -> Option<u64> {
+        loop {
+            let v = align_up(next, align)?;
+            let end = v.checked_add(size)?;
+            match self.vmas.range(..end).next_back() {
+                Some((_, vma)) if vma.end > v => next = vma.end,
+                _ => return Some(v),
+            }
+        }
+    }
+
+    /// The region whose physical span meets `[start, end)`: `(its start, its end, index)`.
+    fn phys_overlap(&self, start: u64, end: u64) -> Option<(u64, u64, usize)> {
+        self.phys
+            .range(..end)
+            .next_back()
+            .filter(|(_, &(e, _))| e > start)
+            .map(|(&s, &(e, i))| (s, e, i))
+    }
+
+    /// The first physical base `b ≡ offset (mod align)`, `b ≥ next`, where `len` bytes meet no
+    /// region's frames (regions placed with `phys=` included).
+    fn free_phys(&self, mut next: u64, align: u64, offset: u64, len: u64) -> Option<u64> {
+        loop {
+            let b = align_up(next, align)?.checked_add(offset)?;
+            let end = b.checked_add(len)?;
+            match self.phys_overlap(b, end) {
+                Some((_, e, _)) => next = e,
+                None => return Some(b),
+            }
+        }
+    }
+
+    /// Adds the reserved pfn range `[start, end)`, keeping the list normalized.
+    fn add_mmio(&mut self, start: u64, end: u64) {
+        let i = self.mmio.partition_point(|&(s, _)| s < start);
+        self.mmio.insert(i, (start, end));
+        // Regions never share frames, so only touching neighbours merge.
+        if i + 1 < self.mmio.len() && self.mmio[i + 1].0 <= self.mmio[i].1 {
+            self.mmio[i].1 = self.mmio[i].1.max(self.mmio[i + 1].1);
+            self.mmio.remove(i + 1);
+        }
+        if i > 0 && self.mmio[i].0 <= self.mmio[i - 1].1 {
+            self.mmio[i - 1].1 = self.mmio[i - 1].1.max(self.mmio[i].1);
+            self.mmio.remove(i);
+        }
+    }
+
     /// Create a region; returns its vaddr.
     pub fn mmap(&mut self, spec: &MmapSpec) -> Result<u64, MemError> {
         let name = spec.name.clone();
@@ -230,6 +289,13 @@ impl SimMm {
                 size: spec.size,
                 unit: size_unit,
                 backing,
+            });
+        }
+        if spec.size > Self::MAX_REGION {
+            return Err(MemError::TooLarge {
+                name,
+                size: spec.size,
+                max: Self::MAX_REGION,
             });
         }
         if backing == Backing::Pfnmap && spec.layout == Layout::Scattered {
@@ -251,7 +317,9 @@ impl SimMm {
         };
         let vaddr = match spec.at {
             Some(at) => aligned(&name, "at", at, size_unit)?,
-            None => align_up(self.next_vaddr, valign).ok_or_else(no_space)?,
+            None => self
+                .free_vaddr(self.next_vaddr, valign, spec.size)
+                .ok_or_else(no_space)?,
         };
         let vend = vaddr.checked_add(spec.size).ok_or_else(no_space)?;
         let overlap = self
@@ -268,9 +336,10 @@ impl SimMm {
         }
         // Physical placement.
         let pspan = match spec.layout {
-            Layout::Contiguous => nunits * unit,
-            Layout::Scattered => 2 * nunits * unit,
-        };
+            Layout::Contiguous => nunits.checked_mul(unit),
+            Layout::Scattered => nunits.checked_mul(2 * unit),
+        }
+        .ok_or_else(no_space)?;
         let pbase = match spec.phys {
             Some(p) => {
                 let need = if backing == Backing::Pfnmap {
@@ -279,37 +348,53 @@ impl SimMm {
                     unit
                 };
                 aligned(&name, "phys", p, need)?;
-                p.checked_add(pspan).ok_or_else(no_space)?;
+                let end = p.checked_add(pspan).ok_or_else(no_space)?;
+                if let Some((os, oe, other)) = self.phys_overlap(p, end) {
+                    return Err(MemError::PhysOverlap {
+                        name,
+                        start: p,
+                        end,
+                        other: self.regions[other].name.clone(),
+                        other_start: os,
+                        other_end: oe,
+                    });
+                }
                 p
             }
             None if backing == Backing::Pfnmap => {
                 let a = spec.size.checked_next_power_of_two().ok_or_else(no_space)?;
-                let base = align_up(self.next_mmio, a).ok_or_else(no_space)?;
+                let base = self
+                    .free_phys(self.next_mmio, a, 0, pspan)
+                    .ok_or_else(no_space)?;
                 self.next_mmio = base.checked_add(pspan).ok_or_else(no_space)?;
                 base
             }
             None => {
                 // Aligned to the unit and no more, unless scattered (then the slots decide).
-                let base = match (spec.layout, unit) {
-                    (Layout::Scattered, u) => align_up(self.next_ram, u),
-                    (_, PAGE_SIZE) => align_up(self.next_ram, SZ_2M).map(|b| b + PAGE_SIZE),
-                    (_, SZ_2M) => align_up(self.next_ram, SZ_1G).map(|b| b + SZ_2M),
-                    (_, u) => align_up(self.next_ram, u),
-                }
-                .ok_or_else(no_space)?;
-                // One unit of gap so that regions never touch physically.
-                self.next_ram = base.checked_add(pspan + unit).ok_or_else(no_space)?;
+                let (align, offset) = match (spec.layout, unit) {
+                    (Layout::Scattered, u) => (u, 0),
+                    (_, PAGE_SIZE) => (SZ_2M, PAGE_SIZE),
+                    (_, SZ_2M) => (SZ_1G, SZ_2M),
+                    (_, u) => (u, 0),
+                };
+                // One unit of gap after it so that regions never touch physically.
+                let gap = pspan.checked_add(unit).ok_or_else(no_space)?;
+                let base = self
+                    .free_phys(self.next_ram, align, offset, gap)
+                    .ok_or_else(no_space)?;
+                self.next_ram = base.checked_add(gap).ok_or_else(no_space)?;
                 base
             }
         };
+        let pend = pbase.checked_add(pspan).ok_or_else(no_space)?;
         // A read-only region can never have been written: its pages are the zero page, which
         // 6.1 counts as reserved (`is_invalid_reserved_pfn`).
         let zero_reserved = self.zero_page_reserved && !spec.writable && backing != Backing::Pfnmap;
-        if backing == Backing::Pfnmap || zero_reserved {
-            self.mmio
-                .push((pbase / PAGE_SIZE, (pbase + pspan) / PAGE_SIZE));
-        }
         let idx = self.regions.len();
+        if backing == Backing::Pfnmap || zero_reserved {
+            self.add_mmio(pbase / PAGE_SIZE, pend.div_ceil(PAGE_SIZE));
+        }
+        self.phys.insert(pbase, (pend, idx));
         self.regions.push(Region {
             name: name.clone(),
             vaddr,
@@ -359,7 +444,9 @@ impl SimMm {
         }
         let (start, end) = (r.vaddr + off, r.vaddr + end_off);
         cut_vmas(&mut self.vmas, idx, start, end);
-        if !self.vmas.values().any(|v| v.region == idx) {
+        // What is left of the region lies inside its original range: look only there.
+        let (rs, re) = (r.vaddr, r.vaddr + r.size);
+        if !self.vmas.range(rs..re).any(|(_, v)| v.region == idx) {
             self.names.remove(name);
         }
         Ok(())
@@ -530,7 +617,7 @@ impl PageSource for SimMm {
     }
 
     fn is_reserved(&self, pfn: u64) -> bool {
-        self.mmio.iter().any(|&(s, e)| pfn >= s && pfn < e)
+        in_ranges(pfn, &self.mmio)
     }
 }
 

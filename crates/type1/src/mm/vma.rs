@@ -23,11 +23,16 @@ pub(crate) fn vma_at(vmas: &Vmas, vaddr: u64) -> Option<(u64, Vma)> {
 /// Cut `[start, end)` out of region `region`'s vmas, keeping what lies on either side; returns
 /// the pieces removed, as `[s, e)` ranges in address order.
 pub(crate) fn cut_vmas(vmas: &mut Vmas, region: usize, start: u64, end: u64) -> Vec<(u64, u64)> {
-    let hit: Vec<(u64, Vma)> = vmas
+    // Vmas are disjoint and sorted: walking down from `end`, the first one ending at or
+    // before `start` ends the search (O(log n + hits), not a scan of every vma).
+    let mut hit: Vec<(u64, Vma)> = vmas
         .range(..end)
+        .rev()
+        .take_while(|(_, v)| v.end > start)
         .filter(|(&s, v)| v.region == region && v.end > start && s < end)
         .map(|(&s, &v)| (s, v))
         .collect();
+    hit.reverse();
     let mut gone = Vec::with_capacity(hit.len());
     for (s, v) in hit {
         vmas.remove(&s);

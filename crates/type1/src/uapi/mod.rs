@@ -123,6 +123,13 @@ pub struct BitmapArg {
 impl BitmapArg {
     /// `verify_bitmap_size` for a range of `size` bytes.
     fn verify(self, size: u64) -> Result<(), Error> {
+        // Still EINVAL, as the kernel's pgsize check below would answer, but named for what
+        // it is: no size could match a page size that is not a power of two.
+        if self.pgsize != 0 && !self.pgsize.is_power_of_two() {
+            return Err(Error::Dirty(
+                "the bitmap's page size is not a power of two (it must be the IOMMU page size)",
+            ));
+        }
         if self.pgsize == 0 || !verify_bitmap_size(size >> self.pgsize.trailing_zeros(), self.size)
         {
             return Err(Error::Dirty("bitmap size does not match the range"));
