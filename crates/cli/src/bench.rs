@@ -15,7 +15,9 @@
 //! - only the named workloads run (none named = all), each size once per backing (a sweep
 //!   rounded up to a backing's page size is deduplicated);
 //! - progress is `[k/N]` over a plan made before the first measurement, with the time elapsed
-//!   and an estimate of the time left.
+//!   and an estimate of the time left;
+//! - `--plot FILE.svg` writes `FILE.svg` and `FILE-per-page.svg` before the report is printed,
+//!   so a report that cannot be written does not cost them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1663,6 +1665,28 @@ pub fn main(args: Args) -> crate::output::Result<i32> {
     let (ms, errs) = run(&opts, factory.as_ref(), &mut |p| {
         let _ = errln!("bench {p}");
     });
+    // The plots first, so that a report nobody reads (a closed pipe, a full disk) does not
+    // cost them; what became of them is told after the report.
+    let mut code = if errs.is_empty() { 0 } else { 1 };
+    let mut told = Vec::new();
+    if let Some([total, per_page]) = plots {
+        if growth_series(&ms).is_empty() {
+            told.push("bench: no growth measurement succeeded: no plot written".to_string());
+            total.discard();
+            per_page.discard();
+        } else {
+            for (file, svg) in [(total, self::plot(&ms)), (per_page, plot_per_page(&ms))] {
+                let path = file.path.clone();
+                match file.write(&svg) {
+                    Ok(()) => told.push(format!("bench: wrote {}", path.display())),
+                    Err(e) => {
+                        told.push(format!("bench: {e}"));
+                        code = i32::from(crate::output::WRITE_FAILED);
+                    }
+                }
+            }
+        }
+    }
     if as_json {
         for m in &ms {
             outln!("{}", m.to_json())?;
@@ -1674,24 +1698,8 @@ pub fn main(args: Args) -> crate::output::Result<i32> {
     for e in &errs {
         errln!("bench: a measurement failed: {e}")?;
     }
-    let mut code = if errs.is_empty() { 0 } else { 1 };
-    if let Some([total, per_page]) = plots {
-        if growth_series(&ms).is_empty() {
-            errln!("bench: no growth measurement succeeded: no plot written")?;
-            total.discard();
-            per_page.discard();
-        } else {
-            for (file, svg) in [(total, self::plot(&ms)), (per_page, plot_per_page(&ms))] {
-                let path = file.path.clone();
-                match file.write(&svg) {
-                    Ok(()) => errln!("bench: wrote {}", path.display())?,
-                    Err(e) => {
-                        errln!("bench: {e}")?;
-                        code = i32::from(crate::output::WRITE_FAILED);
-                    }
-                }
-            }
-        }
+    for t in &told {
+        errln!("{t}")?;
     }
     errln!("bench: done in {}", secs(started.elapsed().as_secs_f64()))?;
     Ok(code)

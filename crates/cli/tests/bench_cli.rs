@@ -443,3 +443,24 @@ fn plot_writes_the_time_plot_and_the_per_page_plot() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn the_plots_are_written_even_when_the_report_cannot_be() {
+    let d = scratch("full");
+    let g = d.join("g.svg");
+    let o = Command::new(env!("CARGO_BIN_EXE_type1"))
+        .args(["bench", "--workload", "growth", "--sweep", "4M"])
+        .arg("--plot")
+        .arg(&g)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("type1: cannot write to stdout: "), "{err}");
+    for p in [&g, &bench::per_page_path(&g)] {
+        let svg = std::fs::read_to_string(p).unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 12, "{}", p.display());
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
