@@ -222,4 +222,22 @@ mod tests {
         assert_eq!(c.not_run.len(), 1);
         assert_eq!(c.missing, vec![9]);
     }
+
+    #[test]
+    fn dirty_bitmaps_are_compared() {
+        let engine = vec![
+            json!({"line": 4, "op": "dirty", "ok": true, "errno": null, "bitmap": "ff03000000000000"}),
+            json!({"line": 5, "op": "unmap", "ok": true, "errno": null, "size": 4096, "bitmap": "0100000000000000"}),
+        ];
+        let mut get = Record::kernel(4, "dirty");
+        get.dirty_get = true;
+        get.bitmap = Some(vec![0x01ff_ffff_01ff_ffff]);
+        let mut unmap = Record::kernel(5, "unmap");
+        unmap.size = Some(4096);
+        unmap.bitmap = Some(vec![1]);
+        let c = compare(&engine, &json_of(&[get, unmap]));
+        assert_eq!(c.diffs.len(), 1, "{c:?}");
+        assert_eq!(c.diffs[0].field, "bitmap");
+        assert_eq!(c.diffs[0].kernel, "\"ffffff01ffffff01\"");
+    }
 }

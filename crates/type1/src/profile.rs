@@ -119,6 +119,11 @@ impl KernelProfile {
     pub(crate) fn dirty_range_to_end_wraps(self) -> bool {
         self < KernelProfile::V7_2
     }
+    /// Never-written read-only THP memory is pinned as 4K pages that are not physically
+    /// contiguous (4K IOMMU leaves, every page charged) before 7.2, which pins 2M folios.
+    pub(crate) fn ro_thp_pins_4k_pages(self) -> bool {
+        self < KernelProfile::V7_2
+    }
     /// 6.1 did not pad capabilities to 8 bytes (GET_INFO needs 116 bytes, not 120).
     pub(crate) fn pads_caps(self) -> bool {
         self > KernelProfile::V6_1

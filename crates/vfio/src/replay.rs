@@ -497,6 +497,12 @@ mod tests {
         let recs = replay(&stmts, 1, &mut NoPause, &mut |_| {});
         assert!(recs[1].ok && recs[2].ok, "{recs:?}");
         assert!(recs[3].cannot && recs[4].cannot);
+        // A BAR comes from the device fd, which needs the container.
+        let why = recs[4].message.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("put `mmap ... backing=pfnmap` after `domain`"),
+            "{why}"
+        );
         assert_eq!(recs[3].op, "map");
         assert!(recs[1].locked.is_some());
         assert_eq!(

@@ -92,6 +92,8 @@ pub struct SimMm {
     violations: Vec<String>,
     /// Kernel 6.1: the zero page behind never-written read-only memory is reserved.
     zero_page_reserved: bool,
+    /// Never-written read-only THP memory is pinned as separate 4K pages (6.12, 6.1).
+    ro_thp_4k: bool,
 }
 
 impl Default for SimMm {
@@ -177,6 +179,7 @@ impl SimMm {
             faults: None,
             violations: Vec::new(),
             zero_page_reserved: false,
+            ro_thp_4k: false,
         }
     }
 
@@ -280,7 +283,14 @@ impl SimMm {
         if self.names.contains_key(&name) {
             return Err(MemError::Exists(name));
         }
-        let backing = spec.backing;
+        // Read-only THP never written: 6.12 and 6.1 pin 4K pages that are not physically
+        // contiguous (tests/kernel/huge-readonly.trace), placed here as scattered 4K pages.
+        let ro_thp_4k = self.ro_thp_4k && !spec.writable && spec.backing == Backing::Thp;
+        let (backing, layout) = if ro_thp_4k {
+            (Backing::Page4k, Layout::Scattered)
+        } else {
+            (spec.backing, spec.layout)
+        };
         let unit = backing.unit();
         let size_unit = backing.granule();
         if spec.size == 0 || !spec.size.is_multiple_of(size_unit) {
@@ -298,7 +308,7 @@ impl SimMm {
                 max: Self::MAX_REGION,
             });
         }
-        if backing == Backing::Pfnmap && spec.layout == Layout::Scattered {
+        if backing == Backing::Pfnmap && layout == Layout::Scattered {
             return Err(MemError::ScatteredPfnmap(name));
         }
         let nunits = spec.size.div_ceil(unit);
@@ -335,7 +345,7 @@ impl SimMm {
             });
         }
         // Physical placement.
-        let pspan = match spec.layout {
+        let pspan = match layout {
             Layout::Contiguous => nunits.checked_mul(unit),
             Layout::Scattered => nunits.checked_mul(2 * unit),
         }
@@ -371,7 +381,7 @@ impl SimMm {
             }
             None => {
                 // Aligned to the unit and no more, unless scattered (then the slots decide).
-                let (align, offset) = match (spec.layout, unit) {
+                let (align, offset) = match (layout, unit) {
                     (Layout::Scattered, u) => (u, 0),
                     (_, PAGE_SIZE) => (SZ_2M, PAGE_SIZE),
                     (_, SZ_2M) => (SZ_1G, SZ_2M),
@@ -387,9 +397,11 @@ impl SimMm {
             }
         };
         let pend = pbase.checked_add(pspan).ok_or_else(no_space)?;
-        // A read-only region can never have been written: its pages are the zero page, which
-        // 6.1 counts as reserved (`is_invalid_reserved_pfn`).
-        let zero_reserved = self.zero_page_reserved && !spec.writable && backing != Backing::Pfnmap;
+        // A read-only region of 4K pages can never have been written: its pages are the zero
+        // page, which 6.1 counts as reserved (`is_invalid_reserved_pfn`). Huge pages are not:
+        // 6.1 charges read-only THP and hugetlb memory (tests/kernel/huge-readonly.trace).
+        let zero_reserved =
+            self.zero_page_reserved && !spec.writable && spec.backing == Backing::Page4k;
         let idx = self.regions.len();
         if backing == Backing::Pfnmap || zero_reserved {
             self.add_mmio(pbase / PAGE_SIZE, pend.div_ceil(PAGE_SIZE));
@@ -400,7 +412,7 @@ impl SimMm {
             vaddr,
             size: spec.size,
             backing,
-            layout: spec.layout,
+            layout,
             seed: spec.seed,
             pbase,
             writable: spec.writable,
@@ -513,6 +525,7 @@ impl SimMm {
 impl PageSource for SimMm {
     fn set_kernel_profile(&mut self, profile: crate::KernelProfile) {
         self.zero_page_reserved = profile.zero_page_reserved();
+        self.ro_thp_4k = profile.ro_thp_pins_4k_pages();
     }
 
     fn pin(&mut self, vaddr: u64, npages: u64, write: bool, batch: &mut Batch) -> PinResult {
