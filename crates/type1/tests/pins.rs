@@ -213,6 +213,23 @@ fn dirty_reports_become_pin_scoped_once_the_device_pins() {
     invariants(&c);
 }
 
+/// Pins taken before tracking starts are in the first report (`vfio_dma_bitmap_alloc_all`
+/// populates each bitmap with the pinned pages); stopping frees the bitmaps.
+#[test]
+fn pins_before_tracking_are_reported() {
+    let mut c = setup();
+    pin(&mut c, A + 7 * K4, 2).unwrap();
+    c.dirty_pages(8, DIRTY_FLAG_START, None).unwrap();
+    assert_eq!(dirty_get(&mut c, A, 16 * K4), vec![0b11 << 7]);
+    assert_eq!(dirty_get(&mut c, A, 16 * K4), vec![0b11 << 7]);
+    c.dirty_pages(8, type1::uapi::DIRTY_FLAG_STOP, None)
+        .unwrap();
+    rw(&mut c, A, 8, true).unwrap();
+    c.dirty_pages(8, DIRTY_FLAG_START, None).unwrap();
+    assert_eq!(dirty_get(&mut c, A, 16 * K4), vec![0b11 << 7]);
+    finish(&mut c);
+}
+
 /// A second group that never pinned keeps every page dirty (`num_non_pinned_groups > 0`).
 #[test]
 fn a_group_that_never_pinned_keeps_reports_whole() {

@@ -322,3 +322,181 @@ fn unmap_over_several_entries_and_release_leave_nothing() {
     assert_eq!((c.mm().pinned_pages(), c.locked_pages()), (0, 0));
     assert_eq!(c.dmas().count(), 0);
 }
+
+mod merge_split_model {
+    //! `vfio_dma_do_map`'s merges and `vfio_remove_dma_overlap`'s splits against a per-page
+    //! reference: on 4K leaves, 3.11's entries are always the maximal runs of pages contiguous
+    //! in IOVA and vaddr with equal permissions; a map overlapping any mapped page is EEXIST;
+    //! an unmap reports the mapped bytes of its range.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Map {
+            iova: u64,
+            vaddr: u64,
+            n: u64,
+            ro: bool,
+        },
+        Unmap {
+            iova: u64,
+            n: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..32, 0u64..40, 1u64..8, prop::bool::weighted(0.2))
+                .prop_map(|(iova, vaddr, n, ro)| Op::Map { iova, vaddr, n, ro }),
+            (0u64..40, 1u64..12).prop_map(|(iova, n)| Op::Unmap { iova, n }),
+        ]
+    }
+
+    /// The maximal runs of `pages` (iova page → (vaddr page, read-only)) as `(iova, size)`.
+    fn runs(pages: &BTreeMap<u64, (u64, bool)>) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64, u64, bool)> = Vec::new();
+        for (&i, &(v, ro)) in pages {
+            match out.last_mut() {
+                Some((s, n, sv, sro)) if *s + *n == i && *sv + *n == v && *sro == ro => *n += 1,
+                _ => out.push((i, 1, v, ro)),
+            }
+        }
+        out.into_iter()
+            .map(|(s, n, _, _)| (A + s * K4, n * K4))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        #[test]
+        fn entries_are_the_maximal_runs(ops in prop::collection::vec(op(), 1..40)) {
+            let mut c = Container::new(cfg(KernelProfile::V3_11, false), SimMm::new());
+            c.attach("d0", mock_domain(K4), vec![]).unwrap();
+            let base = mmap(&mut c, "m", 48 * K4, Backing::Page4k);
+            let mut pages: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Map { iova, vaddr, n, ro } => {
+                        let busy = (iova..iova + n).any(|p| pages.contains_key(&p));
+                        let r = c.map_dma(&MapDma {
+                            argsz: 32,
+                            flags: if ro { MAP_FLAG_READ } else { 3 },
+                            vaddr: base + vaddr * K4,
+                            iova: A + iova * K4,
+                            size: n * K4,
+                        });
+                        if busy {
+                            prop_assert_eq!(r.map_err(|e| e.errno()), Err(Errno::EEXIST));
+                        } else {
+                            prop_assert!(r.is_ok(), "{:?}", r);
+                            for k in 0..n {
+                                pages.insert(iova + k, (vaddr + k, ro));
+                            }
+                        }
+                    }
+                    Op::Unmap { iova, n } => {
+                        let gone: Vec<u64> = pages.range(iova..iova + n).map(|(&p, _)| p).collect();
+                        let r = c.unmap_dma(&UnmapDma::range(A + iova * K4, n * K4)).unwrap();
+                        prop_assert_eq!(r.size, gone.len() as u64 * K4);
+                        for p in gone {
+                            pages.remove(&p);
+                        }
+                    }
+                }
+                prop_assert_eq!(dmas(&c), runs(&pages));
+                prop_assert_eq!(c.mm().pinned_pages(), pages.len() as u64);
+                prop_assert_eq!(c.locked_pages(), pages.len() as u64);
+                prop_assert_eq!(c.check_invariants(), Ok(()));
+                prop_assert!(c.take_warnings().iter().all(|w| !w.starts_with("WARN")));
+            }
+        }
+    }
+}
+
+mod unwind {
+    //! `vfio_dma_do_map`'s `out_unpin:` / `out:` unwind under fault injection: fail the Nth pin
+    //! or IOMMU `map_pages` for N = 1, 2, … until none fires; after every failed map the
+    //! state equals the state before (an entry the map had merged into is cut back to its
+    //! old size), no pin leaks and the invariants hold.
+
+    use iommu::FaultPoint;
+
+    use super::*;
+
+    /// THP 4M, scattered 4K ×64, a 64K BAR, hugetlb 4M; two entries in place.
+    fn scenario() -> (C, [u64; 4]) {
+        let mut c = Container::new(cfg(KernelProfile::V3_11, false), SimMm::new());
+        let f = c.faults();
+        c.mm_mut().set_faults(Some(f));
+        let thp = mmap(&mut c, "thp", 4 << 20, Backing::Thp);
+        let sc = mmap_spec(&mut c, scattered("sc", 64 * K4, Backing::Page4k, 5));
+        let bar = mmap(&mut c, "bar", 64 << 10, Backing::Pfnmap);
+        let htlb = mmap(&mut c, "htlb", 4 << 20, Backing::Hugetlb2m);
+        let d = Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap();
+        c.attach("d0", d, vec![]).unwrap();
+        c.map_dma(&MapDma::rw(htlb, 0x8000_0000, 4 << 20)).unwrap();
+        c.map_dma(&MapDma::rw(sc, 0x9000_0000, 16 * K4)).unwrap();
+        (c, [thp, sc, bar, htlb])
+    }
+
+    fn release(c: &mut C) {
+        c.detach("d0").unwrap();
+        assert_eq!((c.mm().pinned_pages(), c.locked_pages()), (0, 0));
+    }
+
+    fn fail_nth(name: &str, op: impl Fn(&mut C, [u64; 4]) -> Result<(), type1::Error>) -> u64 {
+        for n in 1..10_000 {
+            let (mut c, v) = scenario();
+            let before = c.snapshot();
+            let pins = c.mm().pinned_pages();
+            c.faults().arm(n, &[FaultPoint::Pin, FaultPoint::IommuMap]);
+            let r = op(&mut c, v);
+            let fired = c.faults().fired();
+            c.faults().disarm();
+            if !fired {
+                assert!(r.is_ok(), "{name}: failed without an injected fault: {r:?}");
+                clean(&c);
+                release(&mut c);
+                return n - 1;
+            }
+            if r.is_ok() {
+                // A pin failing after a run's first page only ends the run (`vfio_pin_pages`:
+                // `if (ret) break;`); the next run pins it again.
+                clean(&c);
+                release(&mut c);
+                continue;
+            }
+            assert_eq!(
+                c.snapshot(),
+                before,
+                "{name}: N={n} changed the state ({r:?})"
+            );
+            assert_eq!(c.mm().pinned_pages(), pins, "{name}: N={n} leaked pins");
+            clean(&c);
+            release(&mut c);
+        }
+        panic!("{name}: still failing after 10000 points");
+    }
+
+    #[test]
+    fn every_failed_map_changes_nothing() {
+        let thp = fail_nth("thp", |c, v| {
+            c.map_dma(&MapDma::rw(v[0], 0x4000_0000, 4 << 20))
+        });
+        // Scattered pages: one run per page; the map merges into the entry below first.
+        let merged = fail_nth("merge below", |c, v| {
+            c.map_dma(&MapDma::rw(v[1] + 16 * K4, 0x9000_0000 + 16 * K4, 32 * K4))
+        });
+        let bar = fail_nth("bar", |c, v| {
+            c.map_dma(&MapDma::rw(v[2], 0xa000_0000, 64 << 10))
+        });
+        assert!(thp >= 2, "{thp}");
+        assert!(merged >= 32, "{merged}");
+        assert!(bar >= 16, "{bar}");
+    }
+}

@@ -272,7 +272,7 @@ fn container_errors() {
     assert!(e.msg.contains("yes or no"));
     let e = parse("container kernel=5.4").unwrap_err();
     assert_eq!(e.col, 18);
-    assert!(e.msg.contains("7.2, 6.12 or 6.1"), "{e}");
+    assert!(e.msg.contains("7.2, 6.12, 6.1 or 3.11"), "{e}");
 }
 
 #[test]
@@ -709,7 +709,8 @@ fn info_dirty_check() {
 fn verbs_and_op_names() {
     let t = parse(
         "container\ndomain d\ndetach d\nmmap m size=4K\nmunmap m\nmap vaddr=0 iova=0 size=4K\n\
-         unmap all\ninfo\ndirty start\ndirty get iova=0 size=4K pgsize=4K\ndirty stop\ncheck",
+         unmap all\ninfo\ndirty start\ndirty get iova=0 size=4K pgsize=4K\ndirty stop\ncheck\n\
+         pin iova=0 npage=1\nunpin iova=0 npage=1\ndma_rw iova=0 size=8 write=no",
     )
     .unwrap();
     let verbs: Vec<&str> = t.stmts.iter().map(|s| s.kind.verb()).collect();
@@ -717,9 +718,59 @@ fn verbs_and_op_names() {
     let dirty = VERBS.iter().position(|v| *v == "dirty").unwrap();
     let want = [&VERBS[..=dirty], &["dirty", "dirty"], &VERBS[dirty + 1..]].concat();
     assert_eq!(verbs, want);
-    assert_eq!(want.len(), 12);
+    assert_eq!(want.len(), 15);
     let lines: Vec<usize> = t.stmts.iter().map(|s| s.line).collect();
-    assert_eq!(lines, (1..=12).collect::<Vec<_>>());
+    assert_eq!(lines, (1..=15).collect::<Vec<_>>());
+}
+
+#[test]
+fn external_pin_statements() {
+    let t = parse(
+        "container\npin iova=1G npage=4 group=d1\npin iova=0 npage=0\nunpin iova=4K npage=2\n\
+         dma_rw iova=1G+4K size=100 write=yes => EPERM",
+    )
+    .unwrap();
+    assert_eq!(
+        t.stmts[1].kind,
+        StmtKind::Pin {
+            iova: 1 << 30,
+            npage: 4,
+            group: Some("d1".into())
+        }
+    );
+    assert_eq!(
+        t.stmts[2].kind,
+        StmtKind::Pin {
+            iova: 0,
+            npage: 0,
+            group: None
+        }
+    );
+    assert_eq!(
+        t.stmts[3].kind,
+        StmtKind::Unpin {
+            iova: 4096,
+            npage: 2
+        }
+    );
+    assert_eq!(
+        t.stmts[4].kind,
+        StmtKind::DmaRw {
+            iova: (1 << 30) + 4096,
+            size: 100,
+            write: true
+        }
+    );
+    let e = parse("container\npin iova=0").unwrap_err();
+    assert!(e.msg.contains("npage=N"), "{e}");
+    let e = parse("container\nunpin iova=0 npage=1 group=d0").unwrap_err();
+    assert!(e.msg.contains("unknown key `group=`"), "{e}");
+    let e = parse("container\ndma_rw iova=0 size=8 write=maybe").unwrap_err();
+    assert_eq!((e.line, e.col), (2, 28));
+    assert!(e.msg.contains("yes or no"), "{e}");
+    let e = parse("container\npin iova=0 npage=1 group=9x").unwrap_err();
+    assert!(e.msg.contains("not a valid name"), "{e}");
+    assert!(parse("container kernel=3.11").is_ok());
 }
 
 #[test]

@@ -385,7 +385,16 @@ impl<M: PageSource> Seed<'_, M> {
                 .map(iova, run.pfn << PAGE_SHIFT, bytes, prot)
             {
                 self.vfio_unpin_pages(run.pfn, run.npage, prot, true);
-                break Err(e.into());
+                break Err(match e {
+                    iommu::Error::OutOfAperture { .. } => Error::V3_11 {
+                        errno: Errno::EFAULT,
+                        why: format!(
+                            "iommu_map: {e}; 3.11's intel_iommu_map answered EFAULT for an \
+                             address beyond the domain's address width"
+                        ),
+                    },
+                    e => e.into(),
+                });
             }
             self.0.stats.pin_runs += 1;
             let (niova, nsize) = self.merge_run(&mut dma, iova, vaddr, bytes, prot, run);
@@ -813,6 +822,17 @@ impl<M: PageSource> Seed<'_, M> {
                 value: size,
                 pgsize,
             });
+        }
+        if iova.wrapping_add(size) == 0 {
+            self.0.warnings.push(format!(
+                "3.11 unmap ending at 2^64: vfio_find_dma computes start + size = 0 for \
+                 [{iova:#x}, +{size:#x}) and finds no entry, so nothing is unmapped"
+            ));
+        } else if iova.checked_add(size).is_none() {
+            self.0.warnings.push(format!(
+                "3.11 unmap past 2^64: no wrap check, so [{iova:#x}, +{size:#x}) is looked up \
+                 with a wrapped end and finds only an entry holding both ends"
+            ));
         }
         let mut unmapped = 0u64;
         while let Some(d) = self.vfio_find_dma(iova, size) {
