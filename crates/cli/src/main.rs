@@ -566,7 +566,10 @@ fn man() -> output::Result<i32> {
     let _ = clap_mangen::Man::new(cmd.clone()).render(&mut buf);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("type1-{}", sub.get_name());
-        let sub = sub.clone().display_name(name);
+        let sub = sub
+            .clone()
+            .bin_name(format!("type1 {}", sub.get_name()))
+            .display_name(name);
         let _ = clap_mangen::Man::new(sub).render(&mut buf);
     }
     out!("{}", String::from_utf8_lossy(&buf))?;

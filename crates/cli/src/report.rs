@@ -18,7 +18,7 @@ use crate::runner::{Detail, Outcome, Replay, Step};
 use crate::units;
 
 /// The widest the statement column gets (longer statements wrap).
-pub const STATEMENT_WIDTH: usize = 48;
+pub const STATEMENT_WIDTH: usize = 44;
 
 /// The statement without its expectation, cut to `width` characters (`...` marks a cut).
 pub fn short_statement(text: &str, width: usize) -> String {
@@ -72,7 +72,7 @@ const W_LINE: usize = 5;
 const W_RESULT: usize = 9;
 const W_UNMAPPED: usize = 9;
 const W_LOCKED: usize = 22;
-const W_ENTRIES: usize = 7;
+const W_ENTRIES: usize = 12;
 /// Where detail lines under a row start (under the statement).
 const INDENT: usize = W_LINE + 2;
 /// Detail lines wrap at this width (indent included).
@@ -241,7 +241,7 @@ impl Human {
             "RESULT",
             "UNMAPPED",
             "LOCKED",
-            "ENTRIES",
+            "ENTRIES LEFT",
             "",
         ));
         out
