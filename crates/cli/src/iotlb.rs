@@ -124,7 +124,7 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
 pub enum Error {
     /// The trace file could not be read.
     #[error("{0}: cannot read the trace: {1}")]
-    Read(String, std::io::Error),
+    Read(String, trace::ReadError),
     /// The trace does not parse.
     #[error("{0}:{1}: {2}")]
     Parse(String, usize, String),
@@ -551,7 +551,7 @@ pub fn run(a: Args) -> crate::output::Result<i32> {
 /// The work of [`run`]: an input error (outer), or the outcome of writing the report (inner).
 pub fn execute(a: Args) -> Result<crate::output::Result<()>, Error> {
     let file = a.file.display().to_string();
-    let src = std::fs::read_to_string(&a.file).map_err(|e| Error::Read(file.clone(), e))?;
+    let src = trace::read_trace(&a.file).map_err(|e| Error::Read(file.clone(), e))?;
     let t = trace::parse(&src).map_err(|e| Error::Parse(file.clone(), e.line, e.msg.clone()))?;
     let s = settings_of(&a)?;
     let strategies: Vec<Strategy> = if a.compare_strategies {

@@ -292,7 +292,7 @@ pub struct Prepared {
 /// trace's `kernel=` on both sides), else the trace's `kernel=`, else 7.2.
 pub fn prepare(path: &std::path::Path, kernel: Option<&str>) -> Result<Prepared, String> {
     let name = path.display();
-    let src = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+    let src = trace::read_trace(path).map_err(|e| format!("{name}: {e}"))?;
     let mut t =
         trace::parse(&src).map_err(|e| format!("{name}:{}:{}: {}", e.line, e.col, e.msg))?;
     let wanted = kernel

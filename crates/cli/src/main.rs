@@ -299,12 +299,17 @@ fn display_name(path: &Path) -> String {
     }
 }
 
-/// A trace's text: the file, or standard input for `-`.
-fn read_trace(path: &Path) -> std::io::Result<String> {
-    if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
+/// A trace's text: the file, or standard input for `-`, line by line within the trace
+/// language's size caps (binary input is refused at its first bad byte).
+fn read_trace(path: &Path) -> Result<String, trace::ReadError> {
+    trace::read_trace(path)
+}
+
+/// A read error without the path the caller already prints.
+fn read_reason(e: &trace::ReadError) -> String {
+    match e {
+        trace::ReadError::Io { error, .. } => error.to_string(),
+        e => e.to_string(),
     }
 }
 
@@ -365,8 +370,8 @@ impl FileRun<'_> {
                     name,
                     "unreadable",
                     (0, None),
-                    &format!("cannot read the trace: {e}"),
-                    format!("{name}: cannot read the trace: {e}"),
+                    &format!("cannot read the trace: {}", read_reason(&e)),
+                    format!("{name}: cannot read the trace: {}", read_reason(&e)),
                 )?;
                 return Ok(2);
             }
