@@ -324,7 +324,7 @@ fn perr<T>(off: usize, msg: impl Into<String>) -> R<T> {
     })
 }
 
-/// Longest message the parser gives (quotes are cut first, see [`bounded`]).
+/// Longest message the parser gives (quotes longer than [`MAX_QUOTE`] are cut first).
 pub const MAX_MESSAGE: usize = 1024;
 
 /// `msg` with every backticked quote longer than [`MAX_QUOTE`] characters cut (see [`shown`]),
