@@ -2,9 +2,6 @@
 //! runs (fuzz/src/targets.rs, included here), fed a few thousand inputs mutated
 //! deterministically from every trace of the repository, so CI exercises what the long
 //! libFuzzer runs exercise. A panic is a finding: the input is printed for a regression test.
-//!
-//! Also the regression inputs the long runs found (`fuzz_findings`), each replayed through
-//! both targets.
 
 #[path = "../../../fuzz/src/targets.rs"]
 #[allow(dead_code)]

@@ -47,6 +47,10 @@
 //! * `locked=+N` / `locked=-N` is a signed left-to-right sum (`-1-1` is -2,
 //!   `-1024+1024` is 0) that must stay within `i64`.
 //! * Missing required keys are reported at the verb's column.
+//! * A character a reader cannot see ([`is_invisible`]: control characters, a byte-order mark
+//!   after the first, zero-width and direction marks) is an error outside comments, named as
+//!   `U+XXXX`. Messages quote at most [`MAX_QUOTE`] characters of the input and are at most
+//!   [`MAX_MESSAGE`] bytes, so a 10 MB word costs a line of output.
 
 use std::fmt;
 
@@ -321,7 +325,7 @@ fn perr<T>(off: usize, msg: impl Into<String>) -> R<T> {
     })
 }
 
-/// Longest message the parser gives (quotes are cut first, see [`bounded`]).
+/// Longest message the parser gives (quotes longer than [`MAX_QUOTE`] are cut first).
 pub const MAX_MESSAGE: usize = 1024;
 
 /// `msg` with every backticked quote longer than [`MAX_QUOTE`] characters cut (see [`shown`]),
