@@ -62,6 +62,24 @@ Exit codes:
     common_exits!()
 );
 
+/// `type1 bench --help`.
+pub const BENCH: &str = concat!(
+    "Examples:
+  type1 bench                                   every workload on the model (a few minutes)
+  type1 bench --workload pagetable              one workload, in seconds
+  type1 bench --workload map-unmap --size 64M --json
+  type1 bench --workload growth --plot growth.svg   also writes growth-per-page.svg
+  sudo type1 bench --memory host --workload map-unmap --size 256M
+
+Exit codes:
+  0    every measurement was made and printed
+  1    a measurement failed (named on stderr); the others are printed
+  2    a bad argument, refused before anything runs: an unknown workload, a size that is 0, not
+       page-aligned or too large, a --plot name not ending in .svg or not writable
+",
+    common_exits!()
+);
+
 /// `type1 iotlb --help`.
 pub const IOTLB: &str = concat!(
     "Examples:
@@ -148,6 +166,7 @@ mod tests {
             REPLAY,
             KERNEL_CHECK,
             INSPECT,
+            BENCH,
             IOTLB,
             PLAN,
             DEMO,

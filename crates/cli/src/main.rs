@@ -144,6 +144,7 @@ enum Cmd {
     },
     /// Time the engine on the kernel's workload shapes (map-unmap per backing and strategy,
     /// huge-guest, small-maps, fragmented, pagetable, threads, growth).
+    #[command(after_help = help::BENCH)]
     Bench(type1_cli::bench::Args),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     #[command(after_help = help::COMPLETIONS)]
