@@ -205,16 +205,17 @@ pub fn line_chart_styled(c: &Chart, styles: &[Style]) -> String {
         let (colour, _, _) = style(i);
         let x = sx(m.x);
         // Right of the line in the plot's left half, left of it in the right half, so that
-        // the label stays clear of the legend.
-        let (tx, anchor) = if x < (LEFT + right) / 2.0 {
-            (x + 4.0, "start")
+        // the label stays clear of the legend; in the right half at mid-height, where a curve
+        // that rose on the left (a smaller reach) has already passed above.
+        let (tx, anchor, ty) = if x < (LEFT + right) / 2.0 {
+            (x + 4.0, "start", TOP + 14.0 + 14.0 * i as f64)
         } else {
-            (x - 4.0, "end")
+            (x - 4.0, "end", (TOP + base) / 2.0 + 14.0 * i as f64)
         };
         let _ = writeln!(
             s,
             "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{base}\" stroke=\"{colour}\" stroke-dasharray=\"4,4\"/>\n<text x=\"{tx:.1}\" y=\"{:.1}\" fill=\"{colour}\" text-anchor=\"{anchor}\">{}</text>",
-            TOP + 14.0 + 14.0 * i as f64,
+            ty,
             escape(&m.label)
         );
     }
