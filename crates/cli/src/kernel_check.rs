@@ -119,16 +119,24 @@ pub fn leaf_comparable(t: &Trace) -> BTreeMap<String, Result<(), String>> {
 /// Sets every `container`'s `kernel=` to `profile` (both sides then ask for the same kernel).
 /// Returns the lines whose `kernel=` named another one.
 pub fn set_kernel(t: &mut Trace, profile: &str) -> Vec<(usize, String)> {
-    let mut changed = Vec::new();
-    for s in &mut t.stmts {
-        if let StmtKind::Container { kernel, .. } = &mut s.kind {
-            if let Some(k) = kernel.as_deref().filter(|k| *k != profile) {
-                changed.push((s.line, k.to_string()));
-            }
-            *kernel = Some(profile.to_string());
-        }
-    }
-    changed
+    t.stmts
+        .iter_mut()
+        .filter_map(|s| set_kernel_stmt(s, profile).map(|k| (s.line, k)))
+        .collect()
+}
+
+/// [`set_kernel`] of one statement: a `container` gets `kernel=profile`; returns the
+/// `kernel=` it replaced, if it named another.
+pub fn set_kernel_stmt(s: &mut trace::Stmt, profile: &str) -> Option<String> {
+    let StmtKind::Container { kernel, .. } = &mut s.kind else {
+        return None;
+    };
+    let was = kernel
+        .as_deref()
+        .filter(|k| *k != profile)
+        .map(str::to_string);
+    *kernel = Some(profile.to_string());
+    was
 }
 
 /// The engine's `replay --json` objects for a trace.

@@ -378,32 +378,81 @@ impl FileRun<'_> {
                 return Ok(2);
             }
         };
-        let mut t = match trace::parse(&src) {
-            Ok(t) => t,
-            Err(e) => {
-                self.fail(
-                    name,
-                    "malformed",
-                    (e.line, Some(e.col)),
-                    &e.msg,
-                    format!(
-                        "{name}:{}:{}: {}\n{}\n{name}: malformed trace: nothing was replayed",
-                        e.line,
-                        e.col,
-                        e.msg,
-                        e.snippet(&src)
-                    ),
-                )?;
-                return Ok(2);
-            }
+        let malformed = |e: &trace::ParseError| {
+            self.fail(
+                name,
+                "malformed",
+                (e.line, Some(e.col)),
+                &e.msg,
+                format!(
+                    "{name}:{}:{}: {}\n{}\n{name}: malformed trace: nothing was replayed",
+                    e.line,
+                    e.col,
+                    e.msg,
+                    e.snippet(&src)
+                ),
+            )
         };
-        if let Some(k) = self.kernel {
-            for (line, was) in type1_cli::kernel_check::set_kernel(&mut t, k) {
-                errln!("{name}:{line}: note: kernel={was} replaced by --kernel {k}")?;
+        if let Some(axis) = self.axis {
+            // Several variants of the same statements: parsed once and kept.
+            let mut t = match trace::parse(&src) {
+                Ok(t) => t,
+                Err(e) => {
+                    malformed(&e)?;
+                    return Ok(2);
+                }
+            };
+            if let Some(k) = self.kernel {
+                type1_cli::kernel_check::set_kernel(&mut t, k);
+            }
+            if self.opts.host_memory {
+                if let Some(line) = runner::pfnmap_line(&t) {
+                    self.fail(
+                        name,
+                        "refused",
+                        (line, None),
+                        HOST_PFNMAP,
+                        format!("{name}:{line}: {HOST_PFNMAP}"),
+                    )?;
+                    return Ok(2);
+                }
+            }
+            let vs = compare::run(&t, axis, self.opts);
+            if self.as_json {
+                self.emit(name, compare::to_json(name, &vs))?;
+            } else {
+                out!("{}", compare::human(name, &vs))?;
+            }
+            return Ok(compare::exit_code(&vs));
+        }
+        // Two passes over the text: the whole trace must parse before anything runs (a
+        // malformed trace replays nothing), then the statements are parsed again as they are
+        // replayed. No statement is kept, so memory follows the engine's state, not the
+        // trace's length (the text itself is capped by the reader).
+        let mut pfnmap = None;
+        for stmt in trace::statements(&src) {
+            match stmt {
+                Err(e) => {
+                    malformed(&e)?;
+                    return Ok(2);
+                }
+                Ok(mut stmt) => {
+                    if let Some(k) = self.kernel {
+                        if let Some(was) = type1_cli::kernel_check::set_kernel_stmt(&mut stmt, k) {
+                            errln!(
+                                "{name}:{}: note: kernel={was} replaced by --kernel {k}",
+                                stmt.line
+                            )?;
+                        }
+                    }
+                    if pfnmap.is_none() && runner::is_pfnmap(&stmt) {
+                        pfnmap = Some(stmt.line);
+                    }
+                }
             }
         }
         if self.opts.host_memory {
-            if let Some(line) = runner::pfnmap_line(&t) {
+            if let Some(line) = pfnmap {
                 self.fail(
                     name,
                     "refused",
@@ -414,21 +463,19 @@ impl FileRun<'_> {
                 return Ok(2);
             }
         }
-        if let Some(axis) = self.axis {
-            let vs = compare::run(&t, axis, self.opts);
-            if self.as_json {
-                self.emit(name, compare::to_json(name, &vs))?;
-            } else {
-                out!("{}", compare::human(name, &vs))?;
+        let kernel = self.kernel;
+        let stmts = trace::statements(&src).map_while(Result::ok).map(|mut s| {
+            if let Some(k) = kernel {
+                type1_cli::kernel_check::set_kernel_stmt(&mut s, k);
             }
-            return Ok(compare::exit_code(&vs));
-        }
+            s
+        });
         let mut human = report::Human::new();
         if !self.as_json {
             out!("{}", report::Human::header(name, self.opts.strategy))?;
         }
         let mut written: output::Result<()> = Ok(());
-        let r = runner::replay_each(&t, self.opts, &mut |step| {
+        let r = runner::replay_stream(stmts, self.opts, &mut |step| {
             written = self.step(name, step, &mut human);
             if written.is_ok() {
                 ControlFlow::Continue(())

@@ -508,7 +508,7 @@ impl Replay {
 /// * `domain`: the format's reserved regions (the MSI window) unless `reserved=` is given.
 pub fn replay(trace: &Trace, opts: &Options, progress: &mut dyn FnMut(&Stmt)) -> Replay {
     let mut records = Vec::new();
-    let mut r = run_trace(trace, opts, progress, &mut |s| {
+    let mut r = run_trace(trace.stmts.iter(), opts, progress, &mut |s| {
         records.push(s.clone());
         ControlFlow::Continue(())
     });
@@ -525,11 +525,22 @@ pub fn replay_each(
     opts: &Options,
     on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
 ) -> Replay {
-    run_trace(trace, opts, &mut |_| {}, on_step)
+    run_trace(trace.stmts.iter(), opts, &mut |_| {}, on_step)
 }
 
-fn run_trace(
-    trace: &Trace,
+/// Replays statements as they come (e.g. [`crate::trace::statements`] of a trace already
+/// checked whole), handing each finished statement to `on_step` as [`replay_each`] does; no
+/// statement is kept, so memory follows the engine's state, not the trace's length.
+pub fn replay_stream<S: std::borrow::Borrow<Stmt>>(
+    stmts: impl Iterator<Item = S>,
+    opts: &Options,
+    on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
+) -> Replay {
+    run_trace(stmts, opts, &mut |_| {}, on_step)
+}
+
+fn run_trace<S: std::borrow::Borrow<Stmt>>(
+    stmts: impl Iterator<Item = S>,
     opts: &Options,
     progress: &mut dyn FnMut(&Stmt),
     on_step: &mut dyn FnMut(&Step) -> ControlFlow<()>,
@@ -545,7 +556,10 @@ fn run_trace(
         tally: Tally::default(),
     };
     let mut error = None;
-    for stmt in &trace.stmts {
+    let mut last_line = None;
+    for stmt in stmts {
+        let stmt: &Stmt = stmt.borrow();
+        last_line = Some(stmt.line);
         progress(stmt);
         let locked_before = run.c.as_ref().map_or(0, |c| c.locked_pages());
         match run.exec(stmt) {
@@ -610,7 +624,7 @@ fn run_trace(
     }
     let summary = match (&run.c, &error) {
         (Some(c), None) if !broke => Some(Summary {
-            line: trace.stmts.last().map_or(0, |s| s.line + 1),
+            line: last_line.map_or(0, |l| l + 1),
             state: State::of(c),
             avail: c.dma_avail(),
             violations: c.check_invariants().err().unwrap_or_default(),
@@ -647,13 +661,18 @@ pub fn kernel_word(k: &str) -> Result<String, String> {
 /// The line of the trace's first `pfnmap` region: real memory cannot back one, so a run on
 /// `--memory host` is refused before anything is allocated.
 pub fn pfnmap_line(t: &Trace) -> Option<usize> {
-    t.stmts.iter().find_map(|s| match &s.kind {
+    t.stmts.iter().find(|s| is_pfnmap(s)).map(|s| s.line)
+}
+
+/// Whether the statement is the `mmap` of a `pfnmap` region.
+pub fn is_pfnmap(s: &Stmt) -> bool {
+    matches!(
+        &s.kind,
         crate::trace::StmtKind::Mmap {
             backing: type1::mm::Backing::Pfnmap,
             ..
-        } => Some(s.line),
-        _ => None,
-    })
+        }
+    )
 }
 
 struct Run {

@@ -39,8 +39,8 @@ pub use compare::{compare, Comparison, Diff};
 /// The errno type expectations and records use.
 pub use iommu::Errno;
 pub use parse::{
-    parse, parse_number, ParseError, ERRNOS, FORMATS, KERNELS, MAP_READ, MAP_VADDR, MAP_WRITE,
-    UNMAP_ALL, UNMAP_DIRTY, UNMAP_VADDR,
+    parse, parse_number, statements, ParseError, Statements, ERRNOS, FORMATS, KERNELS, MAP_READ,
+    MAP_VADDR, MAP_WRITE, UNMAP_ALL, UNMAP_DIRTY, UNMAP_VADDR,
 };
 pub use read::{read_trace, ReadError, MAX_LINE_BYTES, MAX_TRACE_BYTES};
 pub use record::{bitmap_hex, Backend, Dma, InfoFields, Notified, Record, State};

@@ -189,40 +189,78 @@ impl ParseError {
 
 /// Parses a whole trace. The first error wins; on error nothing is returned.
 pub fn parse(src: &str) -> Result<Trace, ParseError> {
-    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let mut stmts: Vec<Stmt> = Vec::new();
-    let mut container_line: Option<usize> = None;
-    for (i, raw) in src.lines().enumerate() {
-        let line = i + 1;
-        let code = match raw.find('#') {
-            Some(p) => &raw[..p],
-            None => raw,
-        };
-        if code.trim().is_empty() {
-            continue;
-        }
-        let order = Order {
-            first: stmts.is_empty(),
-            container_line,
-        };
-        let (kind, expect) = invisible(code)
-            .and_then(|()| parse_line(code, order))
-            .map_err(|e| ParseError {
-                line,
-                col: raw[..e.off.min(raw.len())].chars().count() + 1,
-                msg: bounded(e.msg),
-            })?;
-        if matches!(kind, StmtKind::Container { .. }) {
-            container_line = Some(line);
-        }
-        stmts.push(Stmt {
-            line,
-            text: code.trim().to_string(),
-            kind,
-            expect,
-        });
-    }
+    let stmts = statements(src).collect::<Result<Vec<Stmt>, ParseError>>()?;
     Ok(Trace { stmts })
+}
+
+/// The statements of a trace one at a time, as [`parse`] reads them: a caller that checks
+/// the whole trace first and then replays it with a second pass keeps no statement alive, so
+/// its memory does not grow with the trace. After an error the iterator ends.
+pub fn statements(src: &str) -> Statements<'_> {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    Statements {
+        lines: src.lines().enumerate(),
+        first: true,
+        container_line: None,
+        failed: false,
+    }
+}
+
+/// The iterator of [`statements`].
+pub struct Statements<'a> {
+    lines: std::iter::Enumerate<std::str::Lines<'a>>,
+    first: bool,
+    container_line: Option<usize>,
+    failed: bool,
+}
+
+impl Iterator for Statements<'_> {
+    type Item = Result<Stmt, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        for (i, raw) in self.lines.by_ref() {
+            let line = i + 1;
+            let code = match raw.find('#') {
+                Some(p) => &raw[..p],
+                None => raw,
+            };
+            if code.trim().is_empty() {
+                continue;
+            }
+            let order = Order {
+                first: self.first,
+                container_line: self.container_line,
+            };
+            let parsed = invisible(code)
+                .and_then(|()| parse_line(code, order))
+                .map_err(|e| ParseError {
+                    line,
+                    col: raw[..e.off.min(raw.len())].chars().count() + 1,
+                    msg: bounded(e.msg),
+                });
+            let (kind, expect) = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            if matches!(kind, StmtKind::Container { .. }) {
+                self.container_line = Some(line);
+            }
+            self.first = false;
+            return Some(Ok(Stmt {
+                line,
+                text: code.trim().to_string(),
+                kind,
+                expect,
+            }));
+        }
+        None
+    }
 }
 
 /// Longest piece of the input a message quotes; longer words are cut (see [`shown`]).
