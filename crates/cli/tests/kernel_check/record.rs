@@ -3,6 +3,8 @@
 //! (7.2) under `libtype1_preload.so` with `TYPE1_RECORD`, against the real group of the `edu`
 //! device; the trace the shim wrote there — the kernel's answers as expectations — must replay
 //! on the engine with every expectation met. Without the variable the test says it skipped.
+//! A module of `tests/kernel_check.rs`, so `TYPE1_KERNEL_CHECK=1 cargo test -p type1-cli --test
+//! kernel_check` (what `.ci/run` runs) includes it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
