@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the type1 kernel-check guest (crates/vfio/src/qemu.rs builds the initramfs around it).
 # Loads VFIO, binds the edu device to vfio-pci, runs vfio-replay, prints its records between
-# markers and powers off. QEMU exits 0 even after a panic: the host waits for @@END / @@EXIT.
+# markers and powers off (or, when /record/run exists, records that program's VFIO stream).
+# QEMU exits 0 even after a panic: the host waits for @@END / @@EXIT.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -23,6 +24,16 @@ if [ ! -e "/dev/vfio/$GROUP" ]; then
     echo "@@ERROR no /dev/vfio/$GROUP (driver: $(readlink /sys/bus/pci/devices/$BDF/driver))"
 fi
 echo "@@INFO group=$GROUP hugepages_2m=$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)"
-/vfio-replay "$GROUP" /stmts.jsonl
-echo "@@EXIT $?"
+if [ -x /record/run ]; then
+    # Record mode (qemu::record_in_guest): a dynamically linked VFIO program under the LD_PRELOAD
+    # shim with TYPE1_RECORD, against the real group; the trace goes back one `@@T` line each.
+    LD_LIBRARY_PATH="$(cat /record/libpath)" TYPE1_RECORD=/tmp/rec.trace \
+        LD_PRELOAD=/record/libtype1_preload.so /record/run "$GROUP"
+    echo "@@RECORDED $?"
+    [ -e /tmp/rec.trace ] && sed 's/^/@@T /' /tmp/rec.trace
+    echo "@@EXIT 0"
+else
+    /vfio-replay "$GROUP" /stmts.jsonl
+    echo "@@EXIT $?"
+fi
 poweroff -f

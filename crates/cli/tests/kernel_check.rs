@@ -14,6 +14,9 @@ use type1_cli::kernel_check::{
 use type1_cli::trace::record::{Record, State};
 use type1_cli::trace::Errno;
 
+#[path = "kernel_check/record.rs"]
+mod record;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -12,6 +12,10 @@
 //!    tables through the monitor (`xp`), then send a newline to let the guest go on. Collect the
 //!    `@@R` records until `@@END`.
 //!
+//! [`record_in_guest`] boots the same guest to run a dynamically linked VFIO program under the
+//! LD_PRELOAD shim in record mode against the real group (its loader and libraries copied from
+//! this host) and brings the recorded trace back; no statements are replayed in that boot.
+//!
 //! Every trace given runs in ONE boot per kernel ([`run_traces_in_guest`]): the guest program
 //! runs each in a fresh process, container and group and the host takes each trace's answer as
 //! it comes; a trace that hangs or crashes the guest is that trace's error, and the guest boots
@@ -604,6 +608,19 @@ pub fn build_initramfs(
     replay_bin: &Path,
     traces: &[&[Stmt]],
 ) -> Result<PathBuf, HarnessError> {
+    build_initramfs_with(dir, kernel, Some(replay_bin), traces, &[])
+}
+
+/// [`build_initramfs`] (without `vfio-replay` when `replay_bin` is `None`) plus `extra` files:
+/// (host file, absolute path in the guest), copied with their symlinks followed and made
+/// executable.
+fn build_initramfs_with(
+    dir: &Path,
+    kernel: &KernelFiles,
+    replay_bin: Option<&Path>,
+    traces: &[&[Stmt]],
+    extra: &[(PathBuf, String)],
+) -> Result<PathBuf, HarnessError> {
     let io = |e: std::io::Error| HarnessError::Build(e.to_string());
     let stage = dir.join("stage");
     let _ = std::fs::remove_dir_all(&stage);
@@ -618,14 +635,28 @@ pub fn build_initramfs(
         list.push('\n');
     }
     std::fs::write(stage.join("modules.list"), list).map_err(io)?;
-    std::fs::copy(replay_bin, stage.join("vfio-replay"))
-        .map_err(|e| HarnessError::Build(format!("copying {}: {e}", replay_bin.display())))?;
+    if let Some(replay_bin) = replay_bin {
+        std::fs::copy(replay_bin, stage.join("vfio-replay"))
+            .map_err(|e| HarnessError::Build(format!("copying {}: {e}", replay_bin.display())))?;
+    }
     // Every trace in one file, each after a separator line: the guest runs them one by one.
     let all = crate::replay::join_traces(traces);
     std::fs::write(stage.join("stmts.jsonl"), all).map_err(io)?;
     std::fs::write(stage.join("init"), INIT_SCRIPT).map_err(io)?;
     use std::os::unix::fs::PermissionsExt;
+    for (src, dst) in extra {
+        let to = stage.join(dst.trim_start_matches('/'));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::copy(src, &to)
+            .map_err(|e| HarnessError::Build(format!("copying {}: {e}", src.display())))?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
     for f in ["init", "vfio-replay", "bin/busybox"] {
+        if f == "vfio-replay" && replay_bin.is_none() {
+            continue;
+        }
         std::fs::set_permissions(stage.join(f), std::fs::Permissions::from_mode(0o755))
             .map_err(io)?;
     }
@@ -853,6 +884,49 @@ pub fn run_traces_in_guest(
     Ok(timings)
 }
 
+/// The QEMU command line of a boot (serial console on stdio, monitor on `sock`).
+fn qemu_command(
+    opts: &GuestOptions,
+    iommu: &str,
+    big: bool,
+    kernel: &KernelFiles,
+    initrd: &Path,
+    append: &str,
+    sock: &Path,
+) -> Command {
+    let mut cmd = Command::new(&opts.qemu);
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-machine",
+        "q35",
+    ])
+    .args(["-smp", "1", "-m", if big { "6G" } else { "2G" }])
+    .args(["-device", iommu, "-device", "edu"])
+    .args([
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-monitor")
+    .arg(format!("unix:{},server=on,wait=off", sock.display()))
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(initrd)
+    .arg("-append")
+    .arg(append)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
+}
+
 /// One boot, from trace `first` on. Returns the index to boot again at (the trace after the one
 /// that hung or crashed the guest), or the error of a boot that never reached a trace.
 #[allow(clippy::too_many_arguments)]
@@ -880,36 +954,7 @@ fn boot(
         Some(b) => format!("intel-iommu,intremap=on,caching-mode=on,aw-bits={b}"),
         None => "intel-iommu,intremap=on,caching-mode=on".to_string(),
     };
-    let mut cmd = Command::new(&opts.qemu);
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-machine",
-        "q35",
-    ])
-    .args(["-smp", "1", "-m", if big { "6G" } else { "2G" }])
-    .args(["-device", &iommu, "-device", "edu"])
-    .args([
-        "-display",
-        "none",
-        "-no-reboot",
-        "-nodefaults",
-        "-serial",
-        "stdio",
-    ])
-    .arg("-monitor")
-    .arg(format!("unix:{},server=on,wait=off", sock.display()))
-    .arg("-kernel")
-    .arg(&kernel.vmlinuz)
-    .arg("-initrd")
-    .arg(initrd)
-    .arg("-append")
-    .arg(&append)
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut cmd = qemu_command(opts, &iommu, big, kernel, initrd, &append, &sock);
     let short = kernel.version.split('+').next().unwrap_or(&kernel.version);
     progress(&format!(
         "booting {short} in QEMU (TCG, emulated VT-d, edu device; ~10 s) for traces {}..{} of {}…",
@@ -1114,4 +1159,170 @@ fn boot(
         )),
         None => Ok(next),
     }
+}
+
+/// What [`record_in_guest`] brought back.
+#[derive(Clone, Debug)]
+pub struct RecordRun {
+    /// The guest kernel's `uname -r`.
+    pub kernel: String,
+    /// The program's exit status in the guest.
+    pub status: i32,
+    /// The trace the shim wrote (`TYPE1_RECORD`), as streamed back.
+    pub trace: String,
+    /// The whole console output.
+    pub console: String,
+}
+
+/// The shared libraries `ldd` names for `file`: the loader and every `=> /path` (absolute host
+/// paths; the vDSO has none).
+pub fn shared_libraries(file: &Path) -> Result<Vec<PathBuf>, HarnessError> {
+    let text = run_tool(Command::new("ldd").arg(file), "ldd")?;
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        let path = match l.split_once("=>") {
+            Some((_, rest)) => rest.trim(),
+            None => l,
+        };
+        let path = path.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') {
+            out.push(PathBuf::from(path));
+        }
+    }
+    Ok(out)
+}
+
+/// Record mode in the guest: boots `opts.kernel` with `program` (a dynamically linked VFIO
+/// program, run as `program GROUP`) and `preload` (`libtype1_preload.so`) in the initramfs,
+/// together with the loader and the shared libraries `ldd` names for both (at their host
+/// paths). `/init` runs it with `TYPE1_RECORD` and `LD_PRELOAD` against the real group of the
+/// `edu` device and streams the recorded trace back over the console. The usual vfio-replay
+/// flow is not run in such a boot.
+pub fn record_in_guest(
+    program: &Path,
+    preload: &Path,
+    opts: &GuestOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RecordRun, HarnessError> {
+    let cache = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let kernel = ensure_kernel(&opts.kernel, &cache, progress)?;
+    let mut extra = vec![
+        (program.to_path_buf(), "/record/run".to_string()),
+        (
+            preload.to_path_buf(),
+            "/record/libtype1_preload.so".to_string(),
+        ),
+    ];
+    let mut dirs: Vec<String> = Vec::new();
+    for f in [program, preload] {
+        for lib in shared_libraries(f)? {
+            let guest = lib.display().to_string();
+            if let Some(d) = lib.parent().map(|d| d.display().to_string()) {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+            if !extra.iter().any(|(_, g)| *g == guest) {
+                extra.push((lib, guest));
+            }
+        }
+    }
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run_dir =
+        std::env::temp_dir().join(format!("type1-record-guest-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).map_err(|e| HarnessError::Build(e.to_string()))?;
+    let libpath = run_dir.join("libpath");
+    std::fs::write(&libpath, dirs.join(":")).map_err(|e| HarnessError::Build(e.to_string()))?;
+    extra.push((libpath, "/record/libpath".to_string()));
+    progress("building the record-mode initramfs…");
+    let result = build_initramfs_with(&run_dir, &kernel, None, &[], &extra)
+        .and_then(|initrd| record_boot(opts, &kernel, &initrd, &run_dir, progress));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    result
+}
+
+fn record_boot(
+    opts: &GuestOptions,
+    kernel: &KernelFiles,
+    initrd: &Path,
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RecordRun, HarnessError> {
+    let sock = run_dir.join("monitor.sock");
+    let append = "console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 hugepages=64";
+    let iommu = "intel-iommu,intremap=on,caching-mode=on";
+    let mut cmd = qemu_command(opts, iommu, false, kernel, initrd, append, &sock);
+    progress(&format!("booting {} in QEMU to record…", kernel.version));
+    let mut child = KillOnDrop(cmd.spawn().map_err(|e| {
+        HarnessError::Tool(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
+    })?);
+    let stdin = child.0.stdin.take().expect("piped stdin");
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) => {
+                    let s = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    if tx.send(Some(s)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + opts.timeout;
+    let mut run = RecordRun {
+        kernel: String::new(),
+        status: -1,
+        trace: String::new(),
+        console: String::new(),
+    };
+    let mut recorded = false;
+    let what = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(Some(l)) => l,
+            Ok(None) => break "the guest stopped (panic or oops?)".to_string(),
+            Err(_) => break format!("no answer after {} s: gave up", opts.timeout.as_secs()),
+        };
+        run.console.push_str(&line);
+        run.console.push('\n');
+        let Some(at) = line.find("@@") else { continue };
+        let m = &line[at..];
+        if let Some(k) = m.strip_prefix("@@INFO kernel=") {
+            run.kernel = k.trim().to_string();
+        } else if let Some(rest) = m.strip_prefix("@@RECORDED ") {
+            run.status = rest.trim().parse().unwrap_or(-1);
+            recorded = true;
+        } else if let Some(rest) = m.strip_prefix("@@T ") {
+            run.trace.push_str(rest);
+            run.trace.push('\n');
+        } else if m == "@@T" {
+            run.trace.push('\n');
+        } else if m.starts_with("@@EXIT") {
+            if recorded {
+                drop(stdin);
+                return Ok(run);
+            }
+            break "the guest ended without running the record program".to_string();
+        } else if m.starts_with("@@ERROR") {
+            progress(m.trim());
+        }
+    };
+    Err(HarnessError::Guest {
+        what,
+        console_tail: tail(&run.console, 40),
+    })
 }
