@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use iommu::dma_pattern::{self, Extents, Pattern, PatternConfig};
 use iommu::iotlb::{ConfigError, PRESETS};
-use iommu::{Domain, DomainConfig, IotlbConfig, IotlbStats, Leaf};
+use iommu::{Domain, DomainConfig, IotlbConfig, IotlbStats};
 use type1::Strategy;
 
 use crate::runner::{self, Options};
@@ -340,23 +340,25 @@ pub fn lay_out(
     let mut out = Vec::new();
     for ad in c.domains().iter().rev() {
         let src = &ad.domain;
-        let mut leaves: Vec<Leaf> = Vec::new();
-        src.for_each_leaf(&mut |l| leaves.push(l));
         let mut d = Domain::new(DomainConfig {
             format: src.format(),
             pgsize_bitmap: Some(src.pgsize_bitmap()),
             aperture: Some(src.aperture()),
         })
         .expect("the source domain's own configuration");
-        for l in &leaves {
+        // The leaves are copied as they are walked: nothing proportional to their number is
+        // kept beside the copy's own table (the extents hold one entry per IOVA run).
+        let mut space = Extents::default();
+        src.for_each_leaf(&mut |l| {
             d.map(l.iova, l.paddr, l.size, l.prot)
                 .expect("a leaf of a valid table maps alone");
-        }
+            space.push(l);
+        });
         d.set_iotlb(Some(&s.iotlb_for(src.pgsize_bitmap())?))?;
         out.push(Laid {
             strategy,
             name: ad.name.clone(),
-            space: Extents::of_leaves(leaves),
+            space,
             domain: d,
         });
     }

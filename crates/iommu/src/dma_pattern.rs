@@ -177,19 +177,24 @@ impl Extents {
     pub fn of_leaves(leaves: impl IntoIterator<Item = Leaf>) -> Extents {
         let mut x = Extents::default();
         for l in leaves {
-            match x.runs.last_mut() {
-                Some((start, len, _)) if *start + *len == l.iova => *len += l.size,
-                _ => x.runs.push((l.iova, l.size, x.total)),
-            }
-            x.total += l.size;
+            x.push(l);
         }
         x
     }
-    /// The extents of a domain's leaves.
+    /// Adds the next leaf (in IOVA order): it extends the last run if it follows it, so the
+    /// extents cost one entry per run of contiguous IOVA, not one per leaf.
+    pub fn push(&mut self, l: Leaf) {
+        match self.runs.last_mut() {
+            Some((start, len, _)) if *start + *len == l.iova => *len += l.size,
+            _ => self.runs.push((l.iova, l.size, self.total)),
+        }
+        self.total += l.size;
+    }
+    /// The extents of a domain's leaves, walked without collecting them.
     pub fn of_domain(d: &Domain) -> Extents {
-        let mut leaves = Vec::new();
-        d.for_each_leaf(&mut |l| leaves.push(l));
-        Extents::of_leaves(leaves)
+        let mut x = Extents::default();
+        d.for_each_leaf(&mut |l| x.push(l));
+        x
     }
     /// The extents without their first `offset` bytes (offset 0 becomes the old `offset`).
     pub fn from_offset(&self, offset: u64) -> Extents {
