@@ -927,49 +927,14 @@ fn qemu_command(
     cmd
 }
 
-/// One boot, from trace `first` on. Returns the index to boot again at (the trace after the one
-/// that hung or crashed the guest), or the error of a boot that never reached a trace.
-#[allow(clippy::too_many_arguments)]
-fn boot(
-    traces: &[&[Stmt]],
-    first: usize,
-    opts: &GuestOptions,
-    kernel: &KernelFiles,
-    initrd: &Path,
-    run_dir: &Path,
-    progress: &mut dyn FnMut(&str),
-    on_trace: &mut dyn FnMut(usize, Result<GuestRun, HarnessError>),
-) -> Result<usize, HarnessError> {
-    let big = traces.iter().any(|t| crate::replay::needs_1g(t));
-    let mut append = String::from("console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 ");
-    append.push_str(if big {
-        "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64 default_hugepagesz=2M"
-    } else {
-        "hugepages=64"
-    });
-    append.push_str(&format!(" type1.first={first}"));
-    let sock = run_dir.join("monitor.sock");
-    let _ = std::fs::remove_file(&sock);
-    let iommu = match opts.aw_bits {
-        Some(b) => format!("intel-iommu,intremap=on,caching-mode=on,aw-bits={b}"),
-        None => "intel-iommu,intremap=on,caching-mode=on".to_string(),
-    };
-    let mut cmd = qemu_command(opts, &iommu, big, kernel, initrd, &append, &sock);
-    let short = kernel.version.split('+').next().unwrap_or(&kernel.version);
-    progress(&format!(
-        "booting {short} in QEMU (TCG, emulated VT-d, edu device; ~10 s) for traces {}..{} of {}…",
-        first + 1,
-        traces.len(),
-        traces.len()
-    ));
-    let tb = Instant::now();
-    let child = cmd.spawn().map_err(|e| {
-        HarnessError::Tool(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
-    })?;
-    let mut child = KillOnDrop(child);
-    let mut stdin = child.0.stdin.take().expect("piped stdin");
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let mut stderr = child.0.stderr.take().expect("piped stderr");
+/// The kernel command line every boot starts with (serial console, VT-d on).
+const APPEND: &str = "console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 ";
+/// QEMU's emulated VT-d, as every boot configures it.
+const VTD: &str = "intel-iommu,intremap=on,caching-mode=on";
+
+/// The guest's serial console, line by line, from a reader thread: `Some(line)` (without its
+/// line ending) per line, then `None` once at the end of the output.
+fn console_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<Option<String>> {
     let (tx, rx) = mpsc::channel::<Option<String>>();
     std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
@@ -992,6 +957,53 @@ fn boot(
             }
         }
     });
+    rx
+}
+
+/// One boot, from trace `first` on. Returns the index to boot again at (the trace after the one
+/// that hung or crashed the guest), or the error of a boot that never reached a trace.
+#[allow(clippy::too_many_arguments)]
+fn boot(
+    traces: &[&[Stmt]],
+    first: usize,
+    opts: &GuestOptions,
+    kernel: &KernelFiles,
+    initrd: &Path,
+    run_dir: &Path,
+    progress: &mut dyn FnMut(&str),
+    on_trace: &mut dyn FnMut(usize, Result<GuestRun, HarnessError>),
+) -> Result<usize, HarnessError> {
+    let big = traces.iter().any(|t| crate::replay::needs_1g(t));
+    let mut append = String::from(APPEND);
+    append.push_str(if big {
+        "hugepagesz=1G hugepages=1 hugepagesz=2M hugepages=64 default_hugepagesz=2M"
+    } else {
+        "hugepages=64"
+    });
+    append.push_str(&format!(" type1.first={first}"));
+    let sock = run_dir.join("monitor.sock");
+    let _ = std::fs::remove_file(&sock);
+    let iommu = match opts.aw_bits {
+        Some(b) => format!("{VTD},aw-bits={b}"),
+        None => VTD.to_string(),
+    };
+    let mut cmd = qemu_command(opts, &iommu, big, kernel, initrd, &append, &sock);
+    let short = kernel.version.split('+').next().unwrap_or(&kernel.version);
+    progress(&format!(
+        "booting {short} in QEMU (TCG, emulated VT-d, edu device; ~10 s) for traces {}..{} of {}…",
+        first + 1,
+        traces.len(),
+        traces.len()
+    ));
+    let tb = Instant::now();
+    let child = cmd.spawn().map_err(|e| {
+        HarnessError::Tool(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
+    })?;
+    let mut child = KillOnDrop(child);
+    let mut stdin = child.0.stdin.take().expect("piped stdin");
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut stderr = child.0.stderr.take().expect("piped stderr");
+    let rx = console_lines(stdout);
     let err_thread = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
@@ -1251,37 +1263,15 @@ fn record_boot(
     progress: &mut dyn FnMut(&str),
 ) -> Result<RecordRun, HarnessError> {
     let sock = run_dir.join("monitor.sock");
-    let append = "console=ttyS0 intel_iommu=on panic=-1 quiet loglevel=4 hugepages=64";
-    let iommu = "intel-iommu,intremap=on,caching-mode=on";
-    let mut cmd = qemu_command(opts, iommu, false, kernel, initrd, append, &sock);
+    let append = format!("{APPEND}hugepages=64");
+    let mut cmd = qemu_command(opts, VTD, false, kernel, initrd, &append, &sock);
     progress(&format!("booting {} in QEMU to record…", kernel.version));
     let mut child = KillOnDrop(cmd.spawn().map_err(|e| {
         HarnessError::Tool(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
     })?);
     let stdin = child.0.stdin.take().expect("piped stdin");
     let stdout = child.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel::<Option<String>>();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => {
-                    let _ = tx.send(None);
-                    return;
-                }
-                Ok(_) => {
-                    let s = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\r', '\n'])
-                        .to_string();
-                    if tx.send(Some(s)).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
+    let rx = console_lines(stdout);
     let deadline = Instant::now() + opts.timeout;
     let mut run = RecordRun {
         kernel: String::new(),
