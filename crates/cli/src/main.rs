@@ -393,42 +393,11 @@ impl FileRun<'_> {
                 ),
             )
         };
-        if let Some(axis) = self.axis {
-            // Several variants of the same statements: parsed once and kept.
-            let mut t = match trace::parse(&src) {
-                Ok(t) => t,
-                Err(e) => {
-                    malformed(&e)?;
-                    return Ok(2);
-                }
-            };
-            if let Some(k) = self.kernel {
-                type1_cli::kernel_check::set_kernel(&mut t, k);
-            }
-            if self.opts.host_memory {
-                if let Some(line) = runner::pfnmap_line(&t) {
-                    self.fail(
-                        name,
-                        "refused",
-                        (line, None),
-                        HOST_PFNMAP,
-                        format!("{name}:{line}: {HOST_PFNMAP}"),
-                    )?;
-                    return Ok(2);
-                }
-            }
-            let vs = compare::run(&t, axis, self.opts);
-            if self.as_json {
-                self.emit(name, compare::to_json(name, &vs))?;
-            } else {
-                out!("{}", compare::human(name, &vs))?;
-            }
-            return Ok(compare::exit_code(&vs));
-        }
         // Two passes over the text: the whole trace must parse before anything runs (a
         // malformed trace replays nothing), then the statements are parsed again as they are
         // replayed. No statement is kept, so memory follows the engine's state, not the
-        // trace's length (the text itself is capped by the reader).
+        // trace's length (the text itself is capped by the reader). Only --compare, which
+        // replays the same statements several times, keeps them.
         let mut pfnmap = None;
         for stmt in trace::statements(&src) {
             match stmt {
@@ -470,6 +439,18 @@ impl FileRun<'_> {
             }
             s
         });
+        if let Some(axis) = self.axis {
+            let t = trace::Trace {
+                stmts: stmts.collect(),
+            };
+            let vs = compare::run(&t, axis, self.opts);
+            if self.as_json {
+                self.emit(name, compare::to_json(name, &vs))?;
+            } else {
+                out!("{}", compare::human(name, &vs))?;
+            }
+            return Ok(compare::exit_code(&vs));
+        }
         let mut human = report::Human::new();
         if !self.as_json {
             out!("{}", report::Human::header(name, self.opts.strategy))?;

@@ -658,13 +658,8 @@ pub fn kernel_word(k: &str) -> Result<String, String> {
     })
 }
 
-/// The line of the trace's first `pfnmap` region: real memory cannot back one, so a run on
-/// `--memory host` is refused before anything is allocated.
-pub fn pfnmap_line(t: &Trace) -> Option<usize> {
-    t.stmts.iter().find(|s| is_pfnmap(s)).map(|s| s.line)
-}
-
-/// Whether the statement is the `mmap` of a `pfnmap` region.
+/// Whether the statement is the `mmap` of a `pfnmap` region: real memory cannot back one, so
+/// a run on `--memory host` is refused (at the first such line) before anything is allocated.
 pub fn is_pfnmap(s: &Stmt) -> bool {
     matches!(
         &s.kind,
