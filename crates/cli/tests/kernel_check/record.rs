@@ -6,36 +6,12 @@
 //! A module of `tests/kernel_check.rs`, so `TYPE1_KERNEL_CHECK=1 cargo test -p type1-cli --test
 //! kernel_check` (what `.ci/run` runs) includes it.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Builds the shim in this test's profile and target directory (a cdylib is not built for
-/// another crate's integration test) and returns it.
-fn build_shim() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/PROFILE/deps")
-        .to_path_buf();
-    let target = profile_dir.parent().expect("target/").to_path_buf();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "-p", "type1-preload"])
-        .env("CARGO_TARGET_DIR", &target);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .current_dir(repo())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "cargo build -p type1-preload failed");
-    profile_dir.join("libtype1_preload.so")
-}
+// Finding the workspace and building the shim in this test's profile, as the shim's own tests do.
+#[path = "../../../preload/tests/common/mod.rs"]
+mod common;
+use common::workspace as repo;
 
 #[test]
 fn a_stream_recorded_against_the_real_kernel_replays_with_every_expectation_met() {
@@ -46,7 +22,7 @@ fn a_stream_recorded_against_the_real_kernel_replays_with_every_expectation_met(
         );
         return;
     }
-    let shim = build_shim();
+    let shim = common::build(&["type1-preload"]).join("libtype1_preload.so");
     let tmp = std::env::temp_dir().join(format!("type1-record-real-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let prog = tmp.join("record_guest");
