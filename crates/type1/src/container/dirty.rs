@@ -231,9 +231,10 @@ impl<M: PageSource> Container<M> {
         // `num_non_pinned_groups && iommu_mapped`: every page is dirty unless every group's
         // device pins what it touches.
         let dirty = d.iommu_mapped && !self.dirty_pin_scoped();
-        let pinned = self.external_dirty_bits(d.iova);
+        let none = BTreeSet::new();
+        let pinned = self.ext.dirty_bits(d.iova).unwrap_or(&none);
         let bm = self.dma_bitmaps.entry(d.iova).or_default();
-        bm.report(user, nbits, bit_offset, dirty, &pinned);
+        bm.report(user, nbits, bit_offset, dirty, pinned);
         if repopulate {
             self.external_dirty_repopulate(d.iova);
         } else {

@@ -74,6 +74,11 @@ impl ExternalPins {
     pub fn iter(&self) -> impl Iterator<Item = &VfioPfn> {
         self.pfn_list.values().flat_map(|m| m.values())
     }
+    /// The bits below `nbits` of the dirty bitmap of the mapping at `key` (its externally
+    /// pinned pages and what `dma_rw` wrote while tracking), for `update_user_bitmap`.
+    pub(super) fn dirty_bits(&self, key: u64) -> Option<&BTreeSet<u64>> {
+        self.bitmap.get(&key)
+    }
     /// Whether the group `name`'s device has pinned.
     pub fn is_scoped(&self, name: &str) -> bool {
         self.scoped.contains(name)
@@ -497,12 +502,6 @@ impl<M: PageSource> Container<M> {
     /// (`num_non_pinned_groups == 0`).
     pub(super) fn dirty_pin_scoped(&self) -> bool {
         !self.domains.is_empty() && self.domains.iter().all(|d| self.ext.is_scoped(&d.name))
-    }
-
-    /// The bits below `nbits` of the mapping's dirty bitmap at `key` (its externally pinned
-    /// pages and what `dma_rw` wrote while tracking), for `update_user_bitmap`.
-    pub(super) fn external_dirty_bits(&self, key: u64) -> BTreeSet<u64> {
-        self.ext.bitmap.get(&key).cloned().unwrap_or_default()
     }
 
     /// After a report: the bitmap holds the pinned pages again (`bitmap_clear` +
