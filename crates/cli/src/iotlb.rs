@@ -7,7 +7,8 @@
 //! bytes of its mapped IOVA: a warm-up that is not counted, then the counted accesses.
 //! Reported per strategy and domain: the reach (entries × page size per array, for the
 //! largest leaf size the layout gives each array), accesses, misses, miss rate and misses per
-//! MiB transferred.
+//! MiB transferred. The IOTLB is a preset ([`iommu::iotlb::PRESETS`], listed with their sources
+//! by `--list-presets`) or a geometry given on the command line.
 //!
 //! Invariants: the replay is the runner's, unchanged; the layout measured is exactly the
 //! domain's leaves (each leaf is mapped on its own, so no leaf grows); the patterns are
@@ -16,7 +17,7 @@
 use std::path::PathBuf;
 
 use iommu::dma_pattern::{self, Extents, Pattern, PatternConfig};
-use iommu::iotlb::{ConfigError, PRESETS};
+use iommu::iotlb::{ConfigError, Preset, PRESETS};
 use iommu::{Domain, DomainConfig, IotlbConfig, IotlbStats};
 use type1::Strategy;
 
@@ -35,7 +36,11 @@ const PLOT_ACCESSES: u64 = 20_000;
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     /// The trace whose final layout (after its last `map`) the device works on.
-    pub file: PathBuf,
+    #[arg(required_unless_present = "list_presets")]
+    pub file: Option<PathBuf>,
+    /// Print every preset (name, geometry, where its figures come from) and exit.
+    #[arg(long)]
+    pub list_presets: bool,
     /// The device's DMA: sequential or random reads over the window, a NIC ring of 256
     /// 2 KiB buffers, a storage queue of 64 16 KiB commands.
     #[arg(long, value_enum, default_value_t = PatternArg::Random)]
@@ -47,8 +52,13 @@ pub struct Args {
     /// Where the window starts: bytes of mapped IOVA from the lowest mapped IOVA.
     #[arg(long, value_parser = parse_size, default_value = "0")]
     pub offset: u64,
-    /// The IOTLB: `plain` (no particular part: 64 entries per page size, fully associative).
-    #[arg(long, default_value = "plain", conflicts_with_all = ["entries", "ways", "unified"])]
+    /// The IOTLB: `plain` (no particular part: 64 entries per page size, fully associative),
+    /// or a documented part's geometry (`--list-presets` shows each with its source).
+    #[arg(
+        long,
+        default_value = "plain",
+        conflicts_with_all = ["entries", "ways", "unified", "micro_entries"]
+    )]
     pub preset: String,
     /// Entries per array (instead of a preset).
     #[arg(long)]
@@ -59,6 +69,10 @@ pub struct Args {
     /// One array for every page size instead of one per page size.
     #[arg(long, requires = "entries")]
     pub unified: bool,
+    /// A fully associative first level of this many entries (a micro TLB) in front of the
+    /// arrays.
+    #[arg(long, requires = "entries")]
+    pub micro_entries: Option<usize>,
     /// Bytes per access (one translation each; a power of two up to 4K).
     #[arg(long, value_parser = parse_size, default_value = "256")]
     pub access: u64,
@@ -135,8 +149,11 @@ pub enum Error {
     #[error("{0}: the trace maps nothing, so there is no layout to measure")]
     NoLayout(String),
     /// An unknown preset.
-    #[error("unknown IOTLB preset {0:?} (known: {1})")]
+    #[error("unknown IOTLB preset {0:?} (known: {1}; --list-presets shows each with its source)")]
     Preset(String, String),
+    /// No trace named (and no `--list-presets`).
+    #[error("a trace FILE is needed (or --list-presets)")]
+    NoFile,
     /// An IOTLB geometry the model refuses.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -157,6 +174,8 @@ pub struct Geometry {
     pub ways: usize,
     /// One array for all page sizes (else one per page size).
     pub unified: bool,
+    /// Entries of a fully associative first level in front, if any.
+    pub micro: Option<usize>,
 }
 
 /// How to measure: the IOTLB and the device's accesses.
@@ -190,13 +209,28 @@ impl Settings {
     }
     fn iotlb_for(&self, pgsizes: u64) -> Result<IotlbConfig, Error> {
         match &self.iotlb {
-            Some(g) if g.unified => Ok(IotlbConfig::unified(pgsizes, g.entries, g.ways)),
-            Some(g) => Ok(IotlbConfig::split(pgsizes, g.entries, g.ways)),
-            None => IotlbConfig::preset(&self.preset, pgsizes).ok_or_else(|| {
-                let known: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
-                Error::Preset(self.preset.clone(), known.join(", "))
-            }),
+            Some(g) => {
+                let last = if g.unified {
+                    IotlbConfig::unified(pgsizes, g.entries, g.ways)
+                } else {
+                    IotlbConfig::split(pgsizes, g.entries, g.ways)
+                };
+                Ok(match g.micro {
+                    Some(m) => last.with_micro(m, m),
+                    None => last,
+                })
+            }
+            None => Ok(self.named_preset()?.config(pgsizes)),
         }
+    }
+    /// The preset of `preset`, or the error naming every known one.
+    fn named_preset(&self) -> Result<&'static Preset, Error> {
+        Preset::named(&self.preset)
+            .ok_or_else(|| Error::Preset(self.preset.clone(), Preset::names()))
+    }
+    /// The preset's name, `None` when the geometry came from the command line.
+    pub fn preset_name(&self) -> Option<&str> {
+        self.iotlb.is_none().then_some(self.preset.as_str())
     }
 }
 
@@ -228,6 +262,12 @@ impl Laid {
             .iotlb()
             .map_or(0, |t| t.config().reach_bytes(self.leaf_sizes()))
     }
+    /// Reach of the IOTLB's first level, if it has one (else 0).
+    pub fn micro_reach_bytes(&self) -> u64 {
+        self.domain
+            .iotlb()
+            .map_or(0, |t| t.config().micro_reach_bytes(self.leaf_sizes()))
+    }
     /// Runs `pattern` with its window clamped to the mapped bytes, on a cold IOTLB.
     pub fn measure(&mut self, s: &Settings) -> Result<Measured, Error> {
         let cfg = self.domain.iotlb().map(|t| t.config());
@@ -241,7 +281,9 @@ impl Laid {
             domain: self.name.clone(),
             format: self.domain.format().name(),
             leaves: self.domain.leaves_by_size(),
+            preset: s.preset_name().map(str::to_string),
             reach_bytes: self.reach_bytes(),
+            micro_reach_bytes: self.micro_reach_bytes(),
             pattern,
             offset: s.offset,
             stats,
@@ -260,8 +302,12 @@ pub struct Measured {
     pub format: String,
     /// `(page size, leaves)`, smallest first.
     pub leaves: Vec<(u64, u64)>,
+    /// The preset measured (`None`: a geometry from the command line).
+    pub preset: Option<String>,
     /// Σ entries × the largest leaf size of the layout each array caches.
     pub reach_bytes: u64,
+    /// The same for the first level (a micro TLB), 0 without one.
+    pub micro_reach_bytes: u64,
     /// The pattern as run (its window clamped to the mapped bytes).
     pub pattern: PatternConfig,
     /// Where its window started, in bytes of mapped IOVA.
@@ -293,13 +339,16 @@ impl Measured {
             "domain": self.domain,
             "format": self.format,
             "leaves": leaves,
+            "preset": self.preset,
             "reach_bytes": self.reach_bytes,
+            "micro_reach_bytes": self.micro_reach_bytes,
             "pattern": self.pattern.pattern.name(),
             "window": self.pattern.window,
             "offset": self.offset,
             "access_bytes": self.pattern.access,
             "accesses": self.stats.accesses,
             "hits": self.stats.hits,
+            "main_hits": self.stats.main_hits,
             "misses": self.stats.misses + self.stats.faults,
             "faults": self.stats.faults,
             "miss_rate": self.stats.miss_rate(),
@@ -390,9 +439,11 @@ pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
         s.accesses,
         s.pattern.access,
         s.warmup,
-        match s.iotlb {
-            Some(g) => format!(
-                "IOTLB of {} entries {}-way {}",
+        match (s.iotlb, s.named_preset()) {
+            (Some(g), _) => format!(
+                "IOTLB of {}{} entries {}-way {}",
+                g.micro
+                    .map_or(String::new(), |m| format!("{m} micro-TLB entries, then ")),
                 g.entries,
                 g.ways,
                 if g.unified {
@@ -401,7 +452,8 @@ pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
                     "per page size"
                 }
             ),
-            None => format!("IOTLB preset {}", s.preset),
+            (None, Ok(p)) => format!("IOTLB preset {} ({})", p.name, p.geometry()),
+            (None, Err(_)) => format!("IOTLB preset {}", s.preset),
         }
     );
     let rows: Vec<Vec<String>> = ms
@@ -411,7 +463,7 @@ pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
                 m.strategy.name().into(),
                 m.domain.clone(),
                 leaves_cell(&m.leaves),
-                units::bytes(m.reach_bytes),
+                reach_cell(m),
                 format!(
                     "{} {}",
                     m.pattern.pattern.name(),
@@ -439,6 +491,35 @@ pub fn human(file: &str, s: &Settings, ms: &[Measured]) -> String {
         &rows,
         &[false, false, false, true, false, true, true, true, true],
     );
+    out
+}
+
+/// `256M`, or `4M / 256M` (first level / last level) with a micro TLB.
+fn reach_cell(m: &Measured) -> String {
+    if m.micro_reach_bytes == 0 {
+        units::bytes(m.reach_bytes)
+    } else {
+        format!(
+            "{} / {}",
+            units::bytes(m.micro_reach_bytes),
+            units::bytes(m.reach_bytes)
+        )
+    }
+}
+
+/// `--list-presets`: each preset's name, geometry, part, source and simplifications.
+pub fn presets_text() -> String {
+    let mut out = String::new();
+    for p in PRESETS {
+        out += &format!(
+            "{}\n  geometry:   {}\n  part:       {}\n  source:     {}\n  simplified: {}\n",
+            p.name,
+            p.geometry(),
+            p.part,
+            p.source,
+            p.simplified
+        );
+    }
     out
 }
 
@@ -533,8 +614,11 @@ fn settings_of(a: &Args) -> Result<Settings, Error> {
             entries,
             ways: a.ways.unwrap_or(entries),
             unified: a.unified,
+            micro: a.micro_entries,
         });
     }
+    // An unknown preset is refused before the trace is read or replayed.
+    s.named_preset()?;
     Ok(s)
 }
 
@@ -552,10 +636,17 @@ pub fn run(a: Args) -> crate::output::Result<i32> {
 
 /// The work of [`run`]: an input error (outer), or the outcome of writing the report (inner).
 pub fn execute(a: Args) -> Result<crate::output::Result<()>, Error> {
-    let file = a.file.display().to_string();
-    let src = trace::read_trace(&a.file).map_err(|e| Error::Read(file.clone(), e))?;
-    let t = trace::parse(&src).map_err(|e| Error::Parse(file.clone(), e.line, e.msg.clone()))?;
+    if a.list_presets {
+        return Ok(crate::out!("{}", presets_text()));
+    }
     let s = settings_of(&a)?;
+    let Some(path) = &a.file else {
+        // clap requires FILE unless --list-presets is given.
+        return Err(Error::NoFile);
+    };
+    let file = path.display().to_string();
+    let src = trace::read_trace(path).map_err(|e| Error::Read(file.clone(), e))?;
+    let t = trace::parse(&src).map_err(|e| Error::Parse(file.clone(), e.line, e.msg.clone()))?;
     let strategies: Vec<Strategy> = if a.compare_strategies {
         vec![Strategy::PerPage, Strategy::Contiguous, Strategy::Folio]
     } else {

@@ -6,10 +6,19 @@
 //! an array's reach is its entries × the leaf size it holds: a 64-entry array of 4K leaves
 //! covers 256 KiB, the same array of 2M leaves 128 MiB. Replacement within a set is LRU.
 //!
+//! An optional first level (`IotlbConfig::micro`) sits in front of the arrays, as an SMMU
+//! TBU's micro TLB sits in front of its main TLB (or of the TCU's macro TLB): a translation is
+//! looked up there first, then in the arrays, and only then walked; a hit in the arrays or a
+//! walk fills the first level too. Walks are the misses; the first level only moves hits
+//! between levels, so the knee in misses sits at the arrays' reach.
+//!
+//! The presets ([`PRESETS`]) are the geometries public documents state for real parts, each
+//! with its source; `plain` is the configurable model of no part.
+//!
 //! Invariants this module owns: a set never holds more than `ways` entries nor two entries for
 //! the same leaf; an entry is in the set its own page size indexes (`(iova / size) % sets`);
-//! `hits + misses + faults == accesses`. Invalidation drops exactly the entries whose leaf
-//! overlaps the range (inclusive `last`, as `IovaRange`).
+//! `hits + misses + faults == accesses` and `main_hits <= hits`. Invalidation drops exactly the
+//! entries whose leaf overlaps the range (inclusive `last`, as `IovaRange`), from every level.
 //!
 //! The model counts; it keeps no time. A miss is one page-table walk.
 
@@ -70,18 +79,22 @@ pub enum ConfigError {
     },
 }
 
-/// The IOTLB's arrays. Build one with [`IotlbConfig::split`] or [`IotlbConfig::unified`], or
-/// list the arrays yourself.
+/// The IOTLB's arrays. Build one with [`IotlbConfig::split`] or [`IotlbConfig::unified`] (and
+/// [`IotlbConfig::with_micro`] for a first level), or list the arrays yourself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IotlbConfig {
-    /// The arrays, each caching its own page sizes (no size in two arrays).
+    /// The arrays, each caching its own page sizes (no size in two arrays): the last level, the
+    /// one whose miss is a walk.
     pub arrays: Vec<ArrayConfig>,
+    /// A first level looked up before the arrays (a TBU's micro TLB), if any.
+    pub micro: Option<ArrayConfig>,
 }
 
 impl IotlbConfig {
     /// One array per page size of `pgsizes`, each of `entries` entries and `ways` ways.
     pub fn split(pgsizes: u64, entries: usize, ways: usize) -> IotlbConfig {
         IotlbConfig {
+            micro: None,
             arrays: (0..64)
                 .filter(|s| pgsizes & (1u64 << s) != 0)
                 .map(|s| ArrayConfig {
@@ -95,6 +108,7 @@ impl IotlbConfig {
     /// One array of `entries` entries and `ways` ways for every page size of `pgsizes`.
     pub fn unified(pgsizes: u64, entries: usize, ways: usize) -> IotlbConfig {
         IotlbConfig {
+            micro: None,
             arrays: vec![ArrayConfig {
                 pgsizes,
                 entries,
@@ -102,13 +116,20 @@ impl IotlbConfig {
             }],
         }
     }
+    /// The same arrays behind a first level of `entries` entries and `ways` ways caching every
+    /// page size the arrays cache (a TBU's micro TLB in front of its main TLB).
+    pub fn with_micro(mut self, entries: usize, ways: usize) -> IotlbConfig {
+        self.micro = Some(ArrayConfig {
+            pgsizes: self.arrays.iter().fold(0, |m, a| m | a.pgsizes),
+            entries,
+            ways,
+        });
+        self
+    }
     /// The preset called `name` for a domain whose leaves may have the sizes of `pgsizes`.
     /// Each preset of [`PRESETS`] says where its figures come from.
     pub fn preset(name: &str, pgsizes: u64) -> Option<IotlbConfig> {
-        match name {
-            "plain" => Some(IotlbConfig::plain(pgsizes)),
-            _ => None,
-        }
+        Preset::named(name).map(|p| p.config(pgsizes))
     }
     /// The `plain` configuration (no real part's figures): a fully associative 64-entry array
     /// for each page size of `pgsizes`.
@@ -122,46 +143,183 @@ impl IotlbConfig {
         IotlbConfig::plain(pgsizes).reach_bytes(leaf_sizes)
     }
     /// The reach a layout whose leaves have the sizes of the bitmap `leaf_sizes` gives: the
-    /// sum of every array's [`ArrayConfig::reach_for`].
+    /// sum of every array's [`ArrayConfig::reach_for`] (the first level, which only holds
+    /// copies, adds nothing).
     pub fn reach_bytes(&self, leaf_sizes: u64) -> u64 {
         self.arrays.iter().map(|a| a.reach_for(leaf_sizes)).sum()
     }
-    /// Checks the geometry: at least one array, entries a multiple of ways, no page size twice.
+    /// The first level's reach for the same layout (0 without a first level).
+    pub fn micro_reach_bytes(&self, leaf_sizes: u64) -> u64 {
+        self.micro.as_ref().map_or(0, |m| m.reach_for(leaf_sizes))
+    }
+    /// Checks the geometry: at least one array, entries a multiple of ways, no page size twice;
+    /// the first level, if any, of a valid geometry too.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut seen = 0u64;
-        if self.arrays.is_empty() {
-            return Err(ConfigError::Empty);
-        }
-        for a in &self.arrays {
+        fn geometry(a: &ArrayConfig) -> Result<(), ConfigError> {
             if a.pgsizes == 0 {
                 return Err(ConfigError::Empty);
             }
-            if a.ways == 0 || a.entries == 0 || a.entries % a.ways != 0 {
+            if a.ways == 0 || a.entries == 0 || !a.entries.is_multiple_of(a.ways) {
                 return Err(ConfigError::Geometry {
                     entries: a.entries,
                     ways: a.ways,
                 });
             }
+            Ok(())
+        }
+        let mut seen = 0u64;
+        if self.arrays.is_empty() {
+            return Err(ConfigError::Empty);
+        }
+        for a in &self.arrays {
+            geometry(a)?;
             if seen & a.pgsizes != 0 {
                 let size = 1u64 << (seen & a.pgsizes).trailing_zeros();
                 return Err(ConfigError::Overlap { size });
             }
             seen |= a.pgsizes;
         }
+        if let Some(m) = &self.micro {
+            geometry(m)?;
+        }
         Ok(())
     }
 }
 
-/// The presets: `(name, what it is and where its figures come from)`.
+/// A named IOTLB geometry: what part it describes, its levels, and where the figures come from.
 ///
-/// Only parts whose IOTLB geometry a public document states belong here. No such figure has
-/// been checked against its source yet, so the one preset is the plain model: it describes no
-/// part.
-pub const PRESETS: [(&str, &str); 1] = [(
-    "plain",
-    "no particular part: one fully associative 64-entry array per page size (the 64-entry \
-     IOTLB of issue 17's acceptance: 64 x 4K = 256 KiB, 64 x 2M = 128 MiB)",
-)];
+/// Every level of a preset is one array for every page size (the parts below cache each
+/// translation as one entry whatever its size). `micro_entries == 0` means one level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    /// The name `type1 iotlb --preset` takes.
+    pub name: &'static str,
+    /// The part (and, for a configurable IP, which instance of which configuration).
+    pub part: &'static str,
+    /// Entries of the first level (a micro TLB), fully associative; 0: no first level.
+    pub micro_entries: usize,
+    /// Entries of the last level (the main or macro TLB).
+    pub entries: usize,
+    /// Ways of the last level (`== entries`: fully associative).
+    pub ways: usize,
+    /// One array per page size (`false`, the `plain` model) or one for all sizes (`true`).
+    pub unified: bool,
+    /// Where the figures come from: document, id, version and date, section, the words quoted.
+    pub source: &'static str,
+    /// What the model leaves out or assumes.
+    pub simplified: &'static str,
+}
+
+/// Intel's Agilex 7 HPS Technical Reference Manual, the SMMU feature list quoted by the
+/// `agilex7-*` presets.
+const AGILEX7_SOURCE: &str = "Intel, \"Agilex 7 Hard Processor System Technical Reference \
+     Manual\", ID 683567, version 23-1 (4/22/2024), section 2.2.4 \"System Memory Management \
+     Unit\" (the same list in version 22-4, 2/14/2023): \"512-entry macro translation lookaside \
+     buffer (TLB) page table entry cache in the TCU\"; \"128-entry micro TLB for table walk data \
+     in the FPGA TBU and 32-entry micro TLB for all other distributed TBUs\". The SMMU is an Arm \
+     CoreLink MMU-500 r2p4 (version 24-3, 1/31/2025, chapter 5, Table 45 \"SMMU IP \
+     Description\"). \
+     https://www.intel.com/content/www/us/en/docs/programmable/683567/23-1/system-memory-management-unit-stratix-10-fm.html";
+
+/// What the `agilex7-*` presets assume beyond the figures.
+const AGILEX7_SIMPLIFIED: &str = "the manual gives entry counts, not associativity or \
+     replacement: both levels are modelled fully associative with LRU (so the knee sits exactly \
+     at entries x page size); the macro TLB is the TCU's, shared by all five TBUs, and is given \
+     whole to the one domain measured (a bound: other devices' traffic evicts nothing here); \
+     stage 2 and walk caches are not modelled";
+
+/// The presets. `plain` is the model of no particular part; every other one states a real
+/// part's geometry and cites it (the tests hold each preset to the figures quoted here).
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "plain",
+        part: "no particular part (the configurable model; --entries/--ways/--unified/\
+               --micro-entries change it)",
+        micro_entries: 0,
+        entries: 64,
+        ways: 64,
+        unified: false,
+        source: "no document: the 64-entry IOTLB of issue 17's acceptance (64 x 4K = 256 KiB, \
+                 64 x 2M = 128 MiB)",
+        simplified: "one fully associative 64-entry array per page size, LRU",
+    },
+    Preset {
+        name: "agilex7-tbu",
+        part: "Intel Agilex 7 HPS SMMU (Arm MMU-500): the DMA, EMAC, USB/NAND/SD/ETR or SDM \
+               TBU, whose 32-entry micro TLB is backed by the TCU's 512-entry macro TLB",
+        micro_entries: 32,
+        entries: 512,
+        ways: 512,
+        unified: true,
+        source: AGILEX7_SOURCE,
+        simplified: AGILEX7_SIMPLIFIED,
+    },
+    Preset {
+        name: "agilex7-fpga-tbu",
+        part: "Intel Agilex 7 HPS SMMU (Arm MMU-500): the FPGA TBU, whose 128-entry micro TLB \
+               is backed by the TCU's 512-entry macro TLB",
+        micro_entries: 128,
+        entries: 512,
+        ways: 512,
+        unified: true,
+        source: AGILEX7_SOURCE,
+        simplified: AGILEX7_SIMPLIFIED,
+    },
+];
+
+impl Preset {
+    /// The preset called `name`.
+    pub fn named(name: &str) -> Option<&'static Preset> {
+        PRESETS.iter().find(|p| p.name == name)
+    }
+    /// The names of every preset, comma-separated (for error messages).
+    pub fn names() -> String {
+        PRESETS
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    /// The preset's IOTLB for a domain whose leaves may have the sizes of `pgsizes`.
+    pub fn config(&self, pgsizes: u64) -> IotlbConfig {
+        let last = if self.unified {
+            IotlbConfig::unified(pgsizes, self.entries, self.ways)
+        } else {
+            IotlbConfig::split(pgsizes, self.entries, self.ways)
+        };
+        if self.micro_entries == 0 {
+            last
+        } else {
+            last.with_micro(self.micro_entries, self.micro_entries)
+        }
+    }
+    /// One line: the levels, e.g. `32-entry fully associative micro TLB, then 512-entry fully
+    /// associative TLB for all page sizes`.
+    pub fn geometry(&self) -> String {
+        let assoc = if self.ways == self.entries {
+            "fully associative".to_string()
+        } else {
+            format!("{}-way", self.ways)
+        };
+        let last = format!(
+            "{}-entry {assoc} TLB {}",
+            self.entries,
+            if self.unified {
+                "for all page sizes"
+            } else {
+                "per page size"
+            }
+        );
+        if self.micro_entries == 0 {
+            last
+        } else {
+            format!(
+                "{}-entry fully associative micro TLB, then {last}",
+                self.micro_entries
+            )
+        }
+    }
+}
 
 /// What one access found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,8 +337,10 @@ pub enum Access {
 pub struct IotlbStats {
     /// Translations asked for.
     pub accesses: u64,
-    /// Translations the IOTLB held.
+    /// Translations the IOTLB held (in either level).
     pub hits: u64,
+    /// Of the hits, those the first level missed and the arrays held (0 without a first level).
+    pub main_hits: u64,
     /// Translations that needed a walk and found a leaf.
     pub misses: u64,
     /// Translations whose walk found nothing.
@@ -257,6 +417,12 @@ impl Array {
         }
         ways.insert(0, e);
     }
+    /// Caches `e` if the array holds its size.
+    fn fill(&mut self, e: Entry) {
+        if self.cfg.pgsizes & e.size != 0 {
+            self.insert(e);
+        }
+    }
     fn invalidate(&mut self, r: IovaRange) -> u64 {
         let mut dropped = 0;
         for ways in &mut self.sets {
@@ -271,10 +437,11 @@ impl Array {
     }
 }
 
-/// An IOTLB: the arrays and their counters.
+/// An IOTLB: the arrays, the first level if any, and their counters.
 #[derive(Clone, Debug)]
 pub struct Iotlb {
     arrays: Vec<Array>,
+    micro: Option<Array>,
     stats: IotlbStats,
 }
 
@@ -284,6 +451,7 @@ impl Iotlb {
         cfg.validate()?;
         Ok(Iotlb {
             arrays: cfg.arrays.iter().cloned().map(Array::new).collect(),
+            micro: cfg.micro.clone().map(Array::new),
             stats: IotlbStats::default(),
         })
     }
@@ -292,6 +460,7 @@ impl Iotlb {
     pub fn config(&self) -> IotlbConfig {
         IotlbConfig {
             arrays: self.arrays.iter().map(|a| a.cfg.clone()).collect(),
+            micro: self.micro.as_ref().map(|m| m.cfg.clone()),
         }
     }
 
@@ -305,9 +474,14 @@ impl Iotlb {
         self.stats = IotlbStats::default();
     }
 
-    /// Entries cached now.
+    /// Entries cached now, in every level (a translation in both levels counts twice).
     pub fn len(&self) -> usize {
-        self.arrays.iter().map(Array::len).sum()
+        self.arrays.iter().chain(&self.micro).map(Array::len).sum()
+    }
+
+    /// Entries cached now in the first level (0 without one).
+    pub fn micro_len(&self) -> usize {
+        self.micro.as_ref().map_or(0, Array::len)
     }
 
     /// Whether nothing is cached.
@@ -317,7 +491,7 @@ impl Iotlb {
 
     /// Whether a translation of `iova` is cached (without touching LRU order or counters).
     pub fn holds(&self, iova: u64) -> bool {
-        self.arrays.iter().any(|a| {
+        self.arrays.iter().chain(&self.micro).any(|a| {
             a.sets
                 .iter()
                 .flatten()
@@ -325,13 +499,23 @@ impl Iotlb {
         })
     }
 
-    /// Translates `iova`: from a cached entry, else through `walk` (the page table), caching the
-    /// leaf it returns in the array that holds its size (a size no array holds is not cached).
+    /// Translates `iova`: from a cached entry (the first level, then the arrays), else through
+    /// `walk` (the page table), caching the leaf it returns in the array that holds its size (a
+    /// size no array holds is not cached). A hit in the arrays and a walk also fill the first
+    /// level.
     pub fn access(&mut self, iova: u64, walk: impl FnOnce(u64) -> Option<Leaf>) -> Access {
         self.stats.accesses += 1;
+        if let Some(e) = self.micro.as_mut().and_then(|m| m.lookup(iova)) {
+            self.stats.hits += 1;
+            return Access::Hit(e.paddr + (iova - e.iova));
+        }
         for a in &mut self.arrays {
             if let Some(e) = a.lookup(iova) {
                 self.stats.hits += 1;
+                if let Some(m) = self.micro.as_mut() {
+                    self.stats.main_hits += 1;
+                    m.fill(e);
+                }
                 return Access::Hit(e.paddr + (iova - e.iova));
             }
         }
@@ -348,12 +532,20 @@ impl Iotlb {
         if let Some(a) = self.arrays.iter_mut().find(|a| a.cfg.pgsizes & e.size != 0) {
             a.insert(e);
         }
+        if let Some(m) = self.micro.as_mut() {
+            m.fill(e);
+        }
         Access::Miss(leaf.paddr + (iova - leaf.iova))
     }
 
-    /// Drops every entry whose leaf overlaps `r`; returns how many.
+    /// Drops every entry whose leaf overlaps `r`, from every level; returns how many.
     pub fn invalidate(&mut self, r: IovaRange) -> u64 {
-        let n = self.arrays.iter_mut().map(|a| a.invalidate(r)).sum();
+        let n = self
+            .arrays
+            .iter_mut()
+            .chain(&mut self.micro)
+            .map(|a| a.invalidate(r))
+            .sum();
         self.stats.invalidated += n;
         n
     }
@@ -513,17 +705,68 @@ mod tests {
     }
 
     #[test]
+    fn a_first_level_takes_hits_and_the_arrays_take_its_misses() {
+        // 2-entry first level in front of 8 entries, fully associative both.
+        let mut t = tlb(IotlbConfig::split(SZ_4K, 8, 8).with_micro(2, 2));
+        let walk = leaves_of(SZ_4K, SZ_1G);
+        for p in 0..4 {
+            assert!(matches!(t.access(p * SZ_4K, &walk), Access::Miss(_)));
+        }
+        // The first level holds pages 3 and 2; the arrays all four.
+        assert_eq!((t.micro_len(), t.len()), (2, 6));
+        assert_eq!(
+            t.access(3 * SZ_4K + 8, &walk),
+            Access::Hit(SZ_1G + 3 * SZ_4K + 8)
+        );
+        assert_eq!(t.stats().main_hits, 0);
+        // Page 0 left the first level: the arrays hold it, no walk, and it refills the first level.
+        assert_eq!(t.access(0, &walk), Access::Hit(SZ_1G));
+        let s = t.stats();
+        assert_eq!((s.accesses, s.hits, s.main_hits, s.misses), (6, 2, 1, 4));
+        assert_eq!(t.access(0, &walk), Access::Hit(SZ_1G));
+        assert_eq!(t.stats().main_hits, 1);
+        // Invalidation empties both levels over its range.
+        let r = IovaRange::new(0, SZ_4K - 1).unwrap();
+        assert_eq!(t.invalidate(r), 2);
+        assert!(!t.holds(0));
+        assert_eq!(t.access(0, &walk), Access::Miss(SZ_1G));
+    }
+
+    #[test]
+    fn a_first_level_geometry_is_checked_and_adds_no_reach() {
+        let cfg = IotlbConfig::unified(SZ_4K | SZ_2M, 16, 4).with_micro(6, 4);
+        assert_eq!(
+            Iotlb::new(&cfg).unwrap_err(),
+            ConfigError::Geometry {
+                entries: 6,
+                ways: 4
+            }
+        );
+        let cfg = IotlbConfig::unified(SZ_4K | SZ_2M, 16, 4).with_micro(4, 4);
+        assert_eq!(cfg.micro.as_ref().unwrap().pgsizes, SZ_4K | SZ_2M);
+        assert_eq!(cfg.reach_bytes(SZ_2M), 16 * SZ_2M);
+        assert_eq!(cfg.micro_reach_bytes(SZ_2M), 4 * SZ_2M);
+        assert_eq!(IotlbConfig::plain(SZ_4K).micro_reach_bytes(SZ_4K), 0);
+    }
+
+    #[test]
     fn every_preset_is_valid_and_unknown_names_are_none() {
-        for (name, _) in PRESETS {
-            let cfg = IotlbConfig::preset(name, SZ_4K | SZ_2M | SZ_1G).unwrap();
-            assert!(Iotlb::new(&cfg).is_ok(), "{name}");
+        for p in PRESETS {
+            let cfg = IotlbConfig::preset(p.name, SZ_4K | SZ_2M | SZ_1G).unwrap();
+            assert!(Iotlb::new(&cfg).is_ok(), "{}", p.name);
         }
         assert_eq!(IotlbConfig::preset("nonesuch", SZ_4K), None);
     }
 
     #[test]
     fn bad_geometries_are_refused() {
-        let bad = |arrays| Iotlb::new(&IotlbConfig { arrays }).unwrap_err();
+        let bad = |arrays| {
+            Iotlb::new(&IotlbConfig {
+                arrays,
+                micro: None,
+            })
+            .unwrap_err()
+        };
         assert_eq!(bad(vec![]), ConfigError::Empty);
         let a = |pgsizes, entries, ways| ArrayConfig {
             pgsizes,
