@@ -86,10 +86,17 @@ pub const IOTLB: &str = concat!(
   type1 iotlb examples/vm-boot.trace
   type1 iotlb --pattern ring --compare-strategies examples/dpdk-hugepages.trace
   type1 iotlb --entries 64 --ways 4 --plot miss.svg examples/vm-boot.trace
+  type1 iotlb --preset agilex7-tbu --compare-strategies examples/vm-boot.trace
+  type1 iotlb --entries 512 --unified --micro-entries 32 examples/vm-boot.trace
+  type1 iotlb --list-presets
+
+Presets: plain (no particular part: 64 entries per page size, fully associative), and the
+geometries public documents give for real parts, each with its source (--list-presets).
 
 Exit codes:
-  0    the report was printed
-  2    an unreadable or malformed trace, a trace error, or a bad argument
+  0    the report (or the preset list) was printed
+  2    an unreadable or malformed trace, a trace error, or a bad argument (an unknown preset
+       is named with every known one)
 ",
     common_exits!()
 );

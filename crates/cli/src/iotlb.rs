@@ -573,7 +573,20 @@ pub fn plot(laid: &mut [Laid], s: &Settings) -> Result<String, Error> {
         series.push(Series { label, points });
     }
     let chart = Chart {
-        title: "type1 iotlb: IOTLB miss rate of random reads against window size".into(),
+        title: format!(
+            "type1 iotlb: IOTLB miss rate of random reads against window size ({})",
+            match (s.preset_name(), s.iotlb) {
+                (Some(name), _) => format!("preset {name}"),
+                (None, Some(g)) => format!(
+                    "{} entries, {}-way{}",
+                    g.entries,
+                    g.ways,
+                    g.micro
+                        .map_or(String::new(), |m| format!(", {m}-entry micro TLB"))
+                ),
+                (None, None) => String::new(),
+            }
+        ),
         x_label: "window (log scale)".into(),
         y_label: "miss rate".into(),
         // Every window is a tick (they fix the range); every other one is labelled.
