@@ -30,16 +30,17 @@
 //!   by vaddr page, like the sim's `PinCounts`) and records each pin in the reverse map `rev`
 //!   (pfn → the vaddr page it was pinned at, `RevMap`): pieces of several pages (a folio, a
 //!   physically contiguous stretch) as runs, and pages pinned one at a time — the scattered-4K
-//!   case — in a hash table (`lone`), so that each costs O(1) and no B-tree descent; a single
-//!   page that continues the piece added just before it joins the runs, so memory pinned page
-//!   by page through contiguous pfns is still one run. Pins at a vaddr other than a pfn's
-//!   pairing (a pfn that moved while pinned) go to `odd`, taken first. The pin counts by pfn are
-//!   `rev`'s: `pinned_pages` is its total, and the audit's `PinCounts` is built from it on
-//!   demand (and dropped at the next pin or unpin). Pages are `mlock`ed when their lock count
-//!   goes 0 → 1 (once per pin call, over merged stretches). `unpin` receives pfns, drops their
-//!   pins in `rev` at once and finds their vaddrs there; lock counts drop at the engine's
-//!   `flush` (joined into stretches), which `munlock`s what is back to 0. Hence, after each
-//!   `flush`, Σ locks = Σ rev = `pinned_pages()` = `pin_counts().total()`, and a page mapped at two IOVAs is pinned (and
+//!   case — in an open-addressed hash table (`LoneTable`, one cache line per lookup), so that
+//!   each costs O(1) and no B-tree descent; a single page that continues the piece added just
+//!   before it joins the runs, so memory pinned page by page through contiguous pfns is still
+//!   one run. Pins at a vaddr other than a pfn's pairing (a pfn that moved while pinned) go to
+//!   `odd`, taken first. The pin counts by pfn are `rev`'s: `pinned_pages` is its total, and
+//!   the audit's `PinCounts` is built from it on demand (and dropped at the next pin or
+//!   unpin). Pages are `mlock`ed when their lock count goes 0 → 1 (once per pin call, over
+//!   merged stretches). `unpin` receives pfns, drops their pins in `rev` at once and finds
+//!   their vaddrs there; lock counts drop at the engine's `flush` (joined into stretches),
+//!   which `munlock`s what is back to 0. Hence, after each `flush`, Σ locks = Σ rev =
+//!   `pinned_pages()` = `pin_counts().total()`, and a page mapped at two IOVAs is pinned (and
 //!   counted) twice but locked once.
 //! - **munmap** of pinned pages is deferred (the kernel keeps pinned pages alive after munmap;
 //!   unmapping them here would free the pfns the IOMMU still points at): the pieces leave `vmas`
@@ -53,10 +54,8 @@
 //! engine stays the one recorded here, and `unpin` uses the record, so the bookkeeping stays
 //! consistent even then.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::sync::OnceLock;
 
@@ -307,33 +306,179 @@ impl Runs {
     }
 }
 
-/// A multiplicative hasher for pfn keys: one multiply, no SipHash rounds.
-#[derive(Default)]
-struct PfnHash(u64);
-
-impl Hasher for PfnHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        // Fold the high half down: the table's tag bits (high) and bucket bits (low) both vary.
-        let h = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = h ^ (h >> 32);
-    }
-}
-
 /// A page pinned on its own: the vaddr page it was pinned at, and how many such pins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Lone {
     vp: u64,
     count: u32,
+}
+
+/// One slot of a `LoneTable`: `pfn` (`EMPTY` if free) and `vp << COUNT_BITS | count`.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    pfn: u64,
+    word: u64,
+}
+
+/// Pages pinned one at a time, `pfn → Lone`: an open-addressed table with linear probing of
+/// 16-byte slots, so that a lookup costs one cache line (a general hash map keeps its control
+/// bytes apart from its entries: two). Invariants: `slots` is empty or a power of two long and
+/// at most half full, every entry sits between its home slot and the first free slot after it
+/// (deletion shifts the followers back, no tombstones), and a count is between 1 and
+/// `MAX_COUNT`. It shrinks by half when under an eighth full, so its memory follows what is
+/// pinned.
+#[derive(Debug, Default)]
+struct LoneTable {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl LoneTable {
+    const EMPTY: u64 = u64::MAX;
+    const COUNT_BITS: u32 = 20;
+    /// The most pins one entry counts; the caller keeps more elsewhere.
+    const MAX_COUNT: u32 = (1 << Self::COUNT_BITS) - 1;
+    /// Vaddr pages from here on do not fit an entry (the caller keeps them elsewhere); user
+    /// vaddrs are below 2^57.
+    const VP_LIMIT: u64 = 1 << (64 - Self::COUNT_BITS);
+    const MIN_SLOTS: usize = 16;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The home slot of `pfn` (Fibonacci hashing: the top bits of one multiply).
+    fn home(&self, pfn: u64) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        (pfn.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    }
+
+    fn find(&self, pfn: u64) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(pfn);
+        loop {
+            match self.slots[i].pfn {
+                p if p == pfn => return Some(i),
+                Self::EMPTY => return None,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn get(&self, pfn: u64) -> Option<Lone> {
+        self.find(pfn).map(|i| Self::lone(self.slots[i].word))
+    }
+
+    fn lone(word: u64) -> Lone {
+        Lone {
+            vp: word >> Self::COUNT_BITS,
+            count: (word & u64::from(Self::MAX_COUNT)) as u32,
+        }
+    }
+
+    /// Every entry, in no order.
+    fn iter(&self) -> impl Iterator<Item = (u64, Lone)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.pfn != Self::EMPTY)
+            .map(|s| (s.pfn, Self::lone(s.word)))
+    }
+
+    /// One more pin of `pfn` at vaddr page `vp`: `Ok(true)` if counted (a new entry or one
+    /// more on the entry of the same vaddr page), `Ok(false)` if the entry pairs `pfn` with
+    /// another vaddr page, `Err(())` if it does not fit (the count is full, or `vp` too
+    /// large): the caller keeps the pin elsewhere.
+    fn add(&mut self, pfn: u64, vp: u64) -> Result<bool, ()> {
+        if let Some(i) = self.find(pfn) {
+            let l = Self::lone(self.slots[i].word);
+            if l.vp != vp {
+                return Ok(false);
+            }
+            if l.count == Self::MAX_COUNT {
+                return Err(());
+            }
+            self.slots[i].word += 1;
+            return Ok(true);
+        }
+        if vp >= Self::VP_LIMIT || pfn == Self::EMPTY {
+            return Err(());
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.resize((self.slots.len() * 2).max(Self::MIN_SLOTS));
+        }
+        self.put(pfn, vp << Self::COUNT_BITS | 1);
+        self.len += 1;
+        Ok(true)
+    }
+
+    /// Store an entry known to be absent (the table has room).
+    fn put(&mut self, pfn: u64, word: u64) {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(pfn);
+        while self.slots[i].pfn != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = Slot { pfn, word };
+    }
+
+    fn resize(&mut self, n: usize) {
+        let empty = Slot {
+            pfn: Self::EMPTY,
+            word: 0,
+        };
+        let old = std::mem::replace(&mut self.slots, vec![empty; n]);
+        for s in old.into_iter().filter(|s| s.pfn != Self::EMPTY) {
+            self.put(s.pfn, s.word);
+        }
+    }
+
+    /// One pin less of `pfn`: its vaddr page, or `None` if it has no entry.
+    fn sub(&mut self, pfn: u64) -> Option<u64> {
+        let i = self.find(pfn)?;
+        let l = Self::lone(self.slots[i].word);
+        if l.count > 1 {
+            self.slots[i].word -= 1;
+        } else {
+            self.remove_at(i);
+        }
+        Some(l.vp)
+    }
+
+    /// Drop the entry of `pfn` whole: what it held.
+    fn remove(&mut self, pfn: u64) -> Option<Lone> {
+        let i = self.find(pfn)?;
+        let l = Self::lone(self.slots[i].word);
+        self.remove_at(i);
+        Some(l)
+    }
+
+    /// Free slot `i` and shift back the entries after it that may move closer to home.
+    fn remove_at(&mut self, i: usize) {
+        let mask = self.slots.len() - 1;
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        while self.slots[j].pfn != Self::EMPTY {
+            let home = self.home(self.slots[j].pfn);
+            // Entry j may fill the hole if the hole lies between its home and j.
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = self.slots[j];
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.slots[hole].pfn = Self::EMPTY;
+        self.len -= 1;
+        if self.slots.len() > Self::MIN_SLOTS && self.len * 8 < self.slots.len() {
+            self.resize(self.slots.len() / 2);
+        }
+    }
 }
 
 /// Which table the last piece added to a `RevMap` went to.
@@ -361,7 +506,7 @@ enum Table {
 #[derive(Debug, Default)]
 struct RevMap {
     runs: Runs,
-    lone: HashMap<u64, Lone, BuildHasherDefault<PfnHash>>,
+    lone: LoneTable,
     odd: BTreeMap<u64, Vec<u64>>,
     total: u64,
     /// `(pfn, vaddr page)` that would continue the last piece added, and its table.
@@ -390,24 +535,20 @@ impl RevMap {
                 count: 1,
             };
             if tail == Some((pfn, vp, Table::Lone))
-                && self.lone.get(&(pfn - 1)) == Some(&left)
-                && !self.lone.contains_key(&pfn)
+                && self.lone.get(pfn - 1) == Some(left)
+                && self.lone.get(pfn).is_none()
             {
-                self.lone.remove(&(pfn - 1));
+                self.lone.remove(pfn - 1);
                 self.add_runs(pfn - 1, 2, vp - 1);
                 return;
             }
-            match self.lone.entry(pfn) {
-                Entry::Occupied(mut e) => {
-                    let l = e.get_mut();
-                    if l.vp == vp {
-                        l.count += 1;
-                    } else {
-                        self.odd.entry(pfn).or_default().push(vp);
-                    }
-                }
-                Entry::Vacant(e) => {
-                    e.insert(Lone { vp, count: 1 });
+            match self.lone.add(pfn, vp) {
+                Ok(true) => {}
+                Ok(false) => self.odd.entry(pfn).or_default().push(vp),
+                // A count or vaddr the table cannot hold: a run of one page.
+                Err(()) => {
+                    self.add_runs(pfn, 1, vp);
+                    return;
                 }
             }
             self.tail = Some((pfn + 1, vp + 1, Table::Lone));
@@ -493,15 +634,7 @@ impl RevMap {
 
     /// Drop one pin of a lone page: its vaddr page, or `None` if it has no lone pin.
     fn sub_lone(&mut self, pfn: u64) -> Option<u64> {
-        let Entry::Occupied(mut e) = self.lone.entry(pfn) else {
-            return None;
-        };
-        let l = e.get_mut();
-        let vp = l.vp;
-        l.count -= 1;
-        if l.count == 0 {
-            e.remove();
-        }
+        let vp = self.lone.sub(pfn)?;
         self.total -= 1;
         Some(vp)
     }
@@ -514,7 +647,7 @@ impl RevMap {
                 pc.add(s, r.end - s);
             }
         }
-        for (&p, l) in &self.lone {
+        for (p, l) in self.lone.iter() {
             for _ in 0..l.count {
                 pc.add(p, 1);
             }
@@ -1386,7 +1519,7 @@ impl Drop for HostMm {
 
 #[cfg(test)]
 mod tests {
-    use super::{RevMap, Runs};
+    use super::{Lone, LoneTable, RevMap, Runs};
     use std::collections::BTreeMap;
 
     /// `(start, end, count, base)` of every run.
@@ -1503,7 +1636,7 @@ mod tests {
         r.add(50, 1, 10);
         r.add(50, 1, 10);
         r.add(50, 1, 99);
-        assert_eq!(r.lone[&50].count, 2);
+        assert_eq!(r.lone.get(50).map(|l| l.count), Some(2));
         assert_eq!(r.odd[&50], vec![99]);
         assert_eq!(r.pin_counts().get(50), 3);
         assert_eq!(
@@ -1533,8 +1666,84 @@ mod tests {
         assert_eq!((r.entries(), r.total), (0, 0));
     }
 
+    #[test]
+    fn lone_table_refuses_what_it_cannot_hold_and_the_rev_map_keeps_it_in_runs() {
+        let mut t = LoneTable::default();
+        assert_eq!(t.add(5, LoneTable::VP_LIMIT), Err(()));
+        assert_eq!(t.add(5, 9), Ok(true));
+        assert_eq!(t.add(5, 10), Ok(false), "another vaddr page");
+        let at = t.find(5).unwrap();
+        t.slots[at].word = 9 << LoneTable::COUNT_BITS | u64::from(LoneTable::MAX_COUNT);
+        assert_eq!(t.add(5, 9), Err(()), "the count is full");
+        assert_eq!(
+            t.get(5),
+            Some(Lone {
+                vp: 9,
+                count: LoneTable::MAX_COUNT
+            })
+        );
+        let mut r = RevMap::default();
+        let far = LoneTable::VP_LIMIT + 3;
+        r.add(77, 1, far);
+        assert_eq!((r.lone.len(), r.runs.map.len(), r.total), (0, 1, 1));
+        assert_eq!(sub(&mut r, 77, 1), (vec![(77, 78, far)], vec![]));
+        assert_eq!((r.entries(), r.total), (0, 0));
+    }
+
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// The lone table against a `HashMap`: colliding and wrapping keys, growth, deletion
+        /// with back-shifts, and shrinking.
+        #[test]
+        fn lone_table_matches_a_hash_map(
+            ops in proptest::collection::vec(
+                (0u8..4, proptest::prop_oneof![3 => 0u64..64, 1 => (1u64 << 40)..(1u64 << 54)], 0u64..3),
+                0..400,
+            )
+        ) {
+            let mut t = LoneTable::default();
+            let mut m: std::collections::HashMap<u64, (u64, u32)> = std::collections::HashMap::new();
+            for (op, pfn, vp) in ops {
+                match op {
+                    0 | 1 => {
+                        let want = match m.get(&pfn) {
+                            Some(&(v, _)) if v != vp => Ok(false),
+                            _ => Ok(true),
+                        };
+                        proptest::prop_assert_eq!(t.add(pfn, vp), want);
+                        if want == Ok(true) {
+                            m.entry(pfn).or_insert((vp, 0)).1 += 1;
+                        }
+                    }
+                    2 => {
+                        let want = m.get(&pfn).map(|&(v, _)| v);
+                        if let Some((_, c)) = m.get_mut(&pfn) {
+                            *c -= 1;
+                            if *c == 0 {
+                                m.remove(&pfn);
+                            }
+                        }
+                        proptest::prop_assert_eq!(t.sub(pfn), want);
+                    }
+                    _ => {
+                        let want = m.remove(&pfn).map(|(vp, count)| Lone { vp, count });
+                        proptest::prop_assert_eq!(t.remove(pfn), want);
+                    }
+                }
+                proptest::prop_assert_eq!(t.len(), m.len());
+                proptest::prop_assert!(t.slots.is_empty() || t.slots.len().is_power_of_two());
+                proptest::prop_assert!(t.len() * 2 <= t.slots.len() || t.slots.is_empty());
+                let mut got: Vec<(u64, u64, u32)> = t.iter().map(|(p, l)| (p, l.vp, l.count)).collect();
+                got.sort_unstable();
+                let mut want: Vec<(u64, u64, u32)> = m.iter().map(|(&p, &(v, c))| (p, v, c)).collect();
+                want.sort_unstable();
+                proptest::prop_assert_eq!(got, want);
+                for p in [pfn, pfn ^ 1] {
+                    proptest::prop_assert_eq!(t.get(p), m.get(&p).map(|&(vp, count)| Lone { vp, count }));
+                }
+            }
+        }
 
         /// Pins (single pages and pieces, at the usual vaddr or another one) and unpins,
         /// mixed, against a per-page multiset of `(pfn, vaddr page)` pins: every unpin takes a
