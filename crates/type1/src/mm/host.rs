@@ -1250,16 +1250,27 @@ impl PageSource for HostMm {
             // The entries are lent out of the read-ahead while the block is walked (no copy).
             let ra = std::mem::take(&mut self.readahead.entries);
             let entries = &ra[i..j];
+            let end = base + entries.len() as u64 * PAGE_SIZE;
+            // The vaddrs known to lie in a 4K region: [start, end).
+            let mut small: (u64, u64) = (0, 0);
+            // A block wholly inside a writable 4K region has neither huge nor zero pages:
+            // nothing for the scan to find.
+            let all_small = self.scan
+                && !per_page
+                && !readonly_vmas
+                && self.in_4k_region(base).is_some_and(|r| r.1 >= end);
+            if all_small {
+                small = (base, end);
+            }
             // Huge-mapped and zero-page pieces of the block, in one ioctl (else kpageflags).
-            let classes = if self.scan && (!per_page || readonly_vmas) {
-                let end = base + entries.len() as u64 * PAGE_SIZE;
+            let classes = if all_small {
+                Some(Vec::new())
+            } else if self.scan && (!per_page || readonly_vmas) {
                 sys::pagemap_scan(&self.pagemap, base, end, page_is::HUGE | page_is::PFNZERO).ok()
             } else {
                 None
             };
             let mut ci = 0usize;
-            // The vaddrs known to lie in a 4K region: [start, end).
-            let mut small: (u64, u64) = (0, 0);
             let mut k = 0usize;
             let step = 'block: {
                 while k < entries.len() {
