@@ -313,28 +313,21 @@ struct Lone {
     count: u32,
 }
 
-/// One slot of a `LoneTable`: `pfn` (`EMPTY` if free) and `vp << COUNT_BITS | count`.
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    pfn: u64,
-    word: u64,
-}
-
 /// Pages pinned one at a time, `pfn → Lone`: an open-addressed table with linear probing of
-/// 16-byte slots, so that a lookup costs one cache line (a general hash map keeps its control
+/// 16-byte slots `[pfn + 1, vp << COUNT_BITS | count]` (`[0, _]` is free, so a fresh table is
+/// zeroed memory), so that a lookup costs one cache line (a general hash map keeps its control
 /// bytes apart from its entries: two). Invariants: `slots` is empty or a power of two long and
-/// at most half full, every entry sits between its home slot and the first free slot after it
-/// (deletion shifts the followers back, no tombstones), and a count is between 1 and
-/// `MAX_COUNT`. It shrinks by half when under an eighth full, so its memory follows what is
-/// pinned.
+/// at most half full; every entry sits between its home slot and the first free slot after it
+/// (deletion shifts the followers back, no tombstones); a count is between 1 and `MAX_COUNT`.
+/// It grows by doubling or by `reserve` (a pin call's hint) and never shrinks on its own:
+/// `trim`, at each flush, brings it within 8× its entries, and frees it when empty.
 #[derive(Debug, Default)]
 struct LoneTable {
-    slots: Vec<Slot>,
+    slots: Vec<[u64; 2]>,
     len: usize,
 }
 
 impl LoneTable {
-    const EMPTY: u64 = u64::MAX;
     const COUNT_BITS: u32 = 20;
     /// The most pins one entry counts; the caller keeps more elsewhere.
     const MAX_COUNT: u32 = (1 << Self::COUNT_BITS) - 1;
@@ -351,29 +344,30 @@ impl LoneTable {
         self.len == 0
     }
 
-    /// The home slot of `pfn` (Fibonacci hashing: the top bits of one multiply).
-    fn home(&self, pfn: u64) -> usize {
+    /// The home slot of `key` (Fibonacci hashing: the top bits of one multiply).
+    fn home(&self, key: u64) -> usize {
         let bits = self.slots.len().trailing_zeros();
-        (pfn.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
     }
 
     fn find(&self, pfn: u64) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
+        let key = pfn.checked_add(1)?;
         let mask = self.slots.len() - 1;
-        let mut i = self.home(pfn);
+        let mut i = self.home(key);
         loop {
-            match self.slots[i].pfn {
-                p if p == pfn => return Some(i),
-                Self::EMPTY => return None,
+            match self.slots[i][0] {
+                k if k == key => return Some(i),
+                0 => return None,
                 _ => i = (i + 1) & mask,
             }
         }
     }
 
     fn get(&self, pfn: u64) -> Option<Lone> {
-        self.find(pfn).map(|i| Self::lone(self.slots[i].word))
+        self.find(pfn).map(|i| Self::lone(self.slots[i][1]))
     }
 
     fn lone(word: u64) -> Lone {
@@ -387,8 +381,8 @@ impl LoneTable {
     fn iter(&self) -> impl Iterator<Item = (u64, Lone)> + '_ {
         self.slots
             .iter()
-            .filter(|s| s.pfn != Self::EMPTY)
-            .map(|s| (s.pfn, Self::lone(s.word)))
+            .filter(|s| s[0] != 0)
+            .map(|s| (s[0] - 1, Self::lone(s[1])))
     }
 
     /// One more pin of `pfn` at vaddr page `vp`: `Ok(true)` if counted (a new entry or one
@@ -397,54 +391,70 @@ impl LoneTable {
     /// large): the caller keeps the pin elsewhere.
     fn add(&mut self, pfn: u64, vp: u64) -> Result<bool, ()> {
         if let Some(i) = self.find(pfn) {
-            let l = Self::lone(self.slots[i].word);
+            let l = Self::lone(self.slots[i][1]);
             if l.vp != vp {
                 return Ok(false);
             }
             if l.count == Self::MAX_COUNT {
                 return Err(());
             }
-            self.slots[i].word += 1;
+            self.slots[i][1] += 1;
             return Ok(true);
         }
-        if vp >= Self::VP_LIMIT || pfn == Self::EMPTY {
+        let Some(key) = pfn.checked_add(1) else {
+            return Err(());
+        };
+        if vp >= Self::VP_LIMIT {
             return Err(());
         }
         if (self.len + 1) * 2 > self.slots.len() {
             self.resize((self.slots.len() * 2).max(Self::MIN_SLOTS));
         }
-        self.put(pfn, vp << Self::COUNT_BITS | 1);
+        self.put(key, vp << Self::COUNT_BITS | 1);
         self.len += 1;
         Ok(true)
     }
 
+    /// Room for `more` entries beyond those held, at once (no doubling on the way).
+    fn reserve(&mut self, more: usize) {
+        let want = (self.len + more).saturating_mul(2);
+        if want > self.slots.len() {
+            self.resize(want.next_power_of_two().max(Self::MIN_SLOTS));
+        }
+    }
+
+    /// Bring the table within 8× its entries (and free it when empty).
+    fn trim(&mut self) {
+        if self.len == 0 {
+            self.slots = Vec::new();
+        } else if self.slots.len() > Self::MIN_SLOTS && self.len * 8 < self.slots.len() {
+            self.resize((self.len * 2).next_power_of_two().max(Self::MIN_SLOTS));
+        }
+    }
+
     /// Store an entry known to be absent (the table has room).
-    fn put(&mut self, pfn: u64, word: u64) {
+    fn put(&mut self, key: u64, word: u64) {
         let mask = self.slots.len() - 1;
-        let mut i = self.home(pfn);
-        while self.slots[i].pfn != Self::EMPTY {
+        let mut i = self.home(key);
+        while self.slots[i][0] != 0 {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Slot { pfn, word };
+        self.slots[i] = [key, word];
     }
 
     fn resize(&mut self, n: usize) {
-        let empty = Slot {
-            pfn: Self::EMPTY,
-            word: 0,
-        };
-        let old = std::mem::replace(&mut self.slots, vec![empty; n]);
-        for s in old.into_iter().filter(|s| s.pfn != Self::EMPTY) {
-            self.put(s.pfn, s.word);
+        let old = std::mem::replace(&mut self.slots, vec![[0u64; 2]; n]);
+        for s in old.into_iter().filter(|s| s[0] != 0) {
+            self.put(s[0], s[1]);
         }
     }
 
     /// One pin less of `pfn`: its vaddr page, or `None` if it has no entry.
     fn sub(&mut self, pfn: u64) -> Option<u64> {
         let i = self.find(pfn)?;
-        let l = Self::lone(self.slots[i].word);
+        let l = Self::lone(self.slots[i][1]);
         if l.count > 1 {
-            self.slots[i].word -= 1;
+            self.slots[i][1] -= 1;
         } else {
             self.remove_at(i);
         }
@@ -454,7 +464,7 @@ impl LoneTable {
     /// Drop the entry of `pfn` whole: what it held.
     fn remove(&mut self, pfn: u64) -> Option<Lone> {
         let i = self.find(pfn)?;
-        let l = Self::lone(self.slots[i].word);
+        let l = Self::lone(self.slots[i][1]);
         self.remove_at(i);
         Some(l)
     }
@@ -464,8 +474,8 @@ impl LoneTable {
         let mask = self.slots.len() - 1;
         let mut hole = i;
         let mut j = (i + 1) & mask;
-        while self.slots[j].pfn != Self::EMPTY {
-            let home = self.home(self.slots[j].pfn);
+        while self.slots[j][0] != 0 {
+            let home = self.home(self.slots[j][0]);
             // Entry j may fill the hole if the hole lies between its home and j.
             if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
                 self.slots[hole] = self.slots[j];
@@ -473,11 +483,8 @@ impl LoneTable {
             }
             j = (j + 1) & mask;
         }
-        self.slots[hole].pfn = Self::EMPTY;
+        self.slots[hole][0] = 0;
         self.len -= 1;
-        if self.slots.len() > Self::MIN_SLOTS && self.len * 8 < self.slots.len() {
-            self.resize(self.slots.len() / 2);
-        }
     }
 }
 
@@ -1213,6 +1220,15 @@ impl PageSource for HostMm {
         if span == 0 {
             return Err(MmError::NotMapped { vaddr });
         }
+        // Pages of a 4K region are pinned one at a time where the kernel scattered them: room
+        // in the lone table for what the caller asks of this region, at once (`flush` trims
+        // what stays unused).
+        if let Some((_, end)) = self.in_4k_region(vaddr) {
+            let pages = npages.min((end - vaddr) / PAGE_SIZE);
+            self.rev
+                .lone
+                .reserve(usize::try_from(pages).unwrap_or(usize::MAX));
+        }
         // Regions are populated at mmap; GUP faults in what is missing, so a page found absent
         // populates the rest of the span once, and the block is read again.
         let populate = if write {
@@ -1431,6 +1447,7 @@ impl PageSource for HostMm {
             }
         }
         self.release(&merged);
+        self.rev.lone.trim();
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
@@ -1684,7 +1701,7 @@ mod tests {
         assert_eq!(t.add(5, 9), Ok(true));
         assert_eq!(t.add(5, 10), Ok(false), "another vaddr page");
         let at = t.find(5).unwrap();
-        t.slots[at].word = 9 << LoneTable::COUNT_BITS | u64::from(LoneTable::MAX_COUNT);
+        t.slots[at][1] = 9 << LoneTable::COUNT_BITS | u64::from(LoneTable::MAX_COUNT);
         assert_eq!(t.add(5, 9), Err(()), "the count is full");
         assert_eq!(
             t.get(5),
@@ -1704,12 +1721,12 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
 
-        /// The lone table against a `HashMap`: colliding and wrapping keys, growth, deletion
-        /// with back-shifts, and shrinking.
+        /// The lone table against a `HashMap`: colliding and wrapping keys, growth, reserving,
+        /// deletion with back-shifts, and trimming.
         #[test]
         fn lone_table_matches_a_hash_map(
             ops in proptest::collection::vec(
-                (0u8..4, proptest::prop_oneof![3 => 0u64..64, 1 => (1u64 << 40)..(1u64 << 54)], 0u64..3),
+                (0u8..6, proptest::prop_oneof![3 => 0u64..64, 1 => (1u64 << 40)..(1u64 << 54)], 0u64..3),
                 0..400,
             )
         ) {
@@ -1737,9 +1754,18 @@ mod tests {
                         }
                         proptest::prop_assert_eq!(t.sub(pfn), want);
                     }
-                    _ => {
+                    3 => {
                         let want = m.remove(&pfn).map(|(vp, count)| Lone { vp, count });
                         proptest::prop_assert_eq!(t.remove(pfn), want);
+                    }
+                    4 => t.reserve(pfn as usize % 100),
+                    _ => {
+                        t.trim();
+                        proptest::prop_assert!(
+                            t.slots.len() <= (8 * t.len()).max(LoneTable::MIN_SLOTS)
+                                || t.slots.len() == LoneTable::MIN_SLOTS
+                        );
+                        proptest::prop_assert_eq!(t.slots.is_empty(), t.is_empty());
                     }
                 }
                 proptest::prop_assert_eq!(t.len(), m.len());
