@@ -10,8 +10,10 @@
 //!   it in). `vmas` maps each still-mapped piece of a region, like `mm::sim`.
 //! - **Pfns** come from `/proc/self/pagemap` (bits 0–54 of a present entry; the entry and
 //!   kpageflags decoders are in `procfs`), read in large blocks into buffers kept from call to
-//!   call (`ReadAhead`): one read per pin call covers the whole batch (and reads ahead up to
-//!   4096 entries; the read-ahead is dropped at every mmap/munmap). Without CAP_SYS_ADMIN the kernel reports
+//!   call (`ReadAhead`): a read covers a pin call's batch and reads ahead to at least 4096
+//!   entries, and the next pin calls take what was read ahead before reading again (so a range
+//!   is read about once, as the floor reads it); the read-ahead is dropped at every
+//!   mmap/munmap. Without CAP_SYS_ADMIN the kernel reports
 //!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
 //!   CAP_SYS_ADMIN.
 //! - **Folios and the zero page**: where the kernel has the `PAGEMAP_SCAN` ioctl (6.7+), one
@@ -242,9 +244,8 @@ impl Runs {
         taken: &mut impl FnMut(u64, u64, u64, bool),
     ) -> Vec<(u64, u64)> {
         let end = start + n;
-        let mut missing = Vec::new();
         if n == 0 {
-            return missing;
+            return Vec::new();
         }
         // Fastest path: a count-1 run that is exactly [start, end) (a 4K page of its own, a
         // whole folio): one descent.
@@ -253,7 +254,7 @@ impl Runs {
             if r.count == 1 && r.end == end {
                 e.remove();
                 taken(start, end, r.base, true);
-                return missing;
+                return Vec::new();
             }
         }
         // Fast path: one count-1 run holds all of [start, end): cut the hole out of it.
@@ -273,9 +274,22 @@ impl Runs {
                     self.map.insert(end, tail);
                 }
                 taken(start, end, base, true);
-                return missing;
+                return Vec::new();
             }
         }
+        self.sub_pieces(start, end, taken)
+    }
+
+    /// `sub` of a range that several runs (or gaps) share: split, take run by run, merge
+    /// (apart from the fast paths, so that they stay small).
+    #[inline(never)]
+    fn sub_pieces(
+        &mut self,
+        start: u64,
+        end: u64,
+        taken: &mut impl FnMut(u64, u64, u64, bool),
+    ) -> Vec<(u64, u64)> {
+        let mut missing = Vec::new();
         self.split_at(start);
         self.split_at(end);
         let segs: Vec<(u64, Run)> = self.map.range(start..end).map(|(&s, &r)| (s, r)).collect();
@@ -582,7 +596,17 @@ impl RevMap {
         if self.odd.is_empty() {
             return self.sub_paired(pfn, n, taken);
         }
-        // Slow path: pins at a second vaddr are taken first, page by page.
+        self.sub_odd(pfn, n, taken)
+    }
+
+    /// `sub` where some pfn has `odd` pins: those are taken first, page by page.
+    #[inline(never)]
+    fn sub_odd(
+        &mut self,
+        pfn: u64,
+        n: u64,
+        taken: &mut impl FnMut(u64, u64, u64),
+    ) -> Vec<(u64, u64)> {
         let mut missing = Vec::new();
         for p in pfn..pfn + n {
             if let Some(vs) = self.odd.get_mut(&p) {
@@ -885,6 +909,23 @@ impl HostMm {
         kpf::reserved(self.page_flags(pfn))
     }
 
+    /// An unpin found pages of `[pfn, pfn + npages)` without a pin (`gaps`): a violation,
+    /// unless they are reserved (never counted, `skip_reserved` or not).
+    #[cold]
+    fn unpinned_gaps(&mut self, pfn: u64, npages: u64, gaps: &[(u64, u64)]) {
+        let missing = gaps
+            .iter()
+            .flat_map(|&(a, b)| a..b)
+            .filter(|&p| !self.pfn_reserved(p))
+            .count();
+        if missing > 0 {
+            self.violations.push(format!(
+                "unpin of {missing} page(s) in pfn range [{pfn:#x}, {:#x}) that were not pinned",
+                pfn + npages
+            ));
+        }
+    }
+
     fn vma_at(&self, vaddr: u64) -> Option<(u64, Vma)> {
         vma_at(&self.vmas, vaddr)
     }
@@ -1065,20 +1106,20 @@ impl HostMm {
     }
 
     /// Where the pagemap entries of `[vaddr, vaddr + need pages)` are in `readahead.entries`
-    /// (`i..j`, shorter past the readable end), after one new read of at least `READ_AHEAD`
-    /// entries (at most `avail`) unless they were read ahead.
+    /// (`i..j`): as many as were read ahead from `vaddr` on (the caller reads on for the rest),
+    /// else those of one new read of at least `READ_AHEAD` entries (at most `avail`; shorter
+    /// past the readable end).
     fn entries(&mut self, vaddr: u64, need: u64, avail: u64) -> io::Result<(usize, usize)> {
         let ra = &self.readahead;
-        let cached = vaddr >= ra.start
-            && (vaddr - ra.start) / PAGE_SIZE + need <= ra.entries.len() as u64
-            && !ra.entries.is_empty()
-            && {
-                // A page read ahead while absent may have been faulted in since: read again.
-                let i = ((vaddr - ra.start) / PAGE_SIZE) as usize;
-                ra.entries[i..i + need as usize]
-                    .iter()
-                    .all(|&e| e & pagemap::PRESENT != 0)
-            };
+        let len = ra.entries.len() as u64;
+        let cached = vaddr >= ra.start && (vaddr - ra.start) / PAGE_SIZE < len && {
+            // A page read ahead while absent may have been faulted in since: read again.
+            let i = (vaddr - ra.start) / PAGE_SIZE;
+            let j = (i + need).min(len);
+            ra.entries[i as usize..j as usize]
+                .iter()
+                .all(|&e| e & pagemap::PRESENT != 0)
+        };
         if !cached {
             let n = need.max(Self::READ_AHEAD as u64).min(avail) as usize;
             self.pagemap_reads += 1;
@@ -1464,17 +1505,8 @@ impl PageSource for HostMm {
             }
         });
         self.to_release_pages += done;
-        // Reserved pfns were never counted (`skip_reserved` or not).
-        let missing = gaps
-            .iter()
-            .flat_map(|&(a, b)| a..b)
-            .filter(|&p| !self.pfn_reserved(p))
-            .count();
-        if missing > 0 {
-            self.violations.push(format!(
-                "unpin of {missing} page(s) in pfn range [{pfn:#x}, {:#x}) that were not pinned",
-                pfn + npages
-            ));
+        if !gaps.is_empty() {
+            self.unpinned_gaps(pfn, npages, &gaps);
         }
         // Lock counts drop, and munlock (and deferred munmap) follow, in bulk at the engine's
         // flush, not once per run.
