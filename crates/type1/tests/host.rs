@@ -494,7 +494,10 @@ fn scattered_4k_pins_count_every_pagemap_pfn_whatever_table_holds_it() {
         for strategy in [Strategy::Contiguous, Strategy::Folio] {
             c.set_strategy(strategy);
             let (i1, i2) = (1u64 << 38, (1u64 << 38) + 2 * size);
+            let reads = c.mm().pagemap_reads();
             c.map_dma(&MapDma::rw(vaddr, i1, size)).unwrap();
+            // Each pin call takes what the last one read ahead: the range is read once.
+            assert_eq!(c.mm().pagemap_reads() - reads, 1, "{strategy:?}");
             assert_eq!(c.mm().pinned_pages(), pages);
             assert_eq!(c.mm().pin_ranges(), pagemap_pin_ranges(vaddr, size, &|_| 1));
             let entries = c.mm().bookkeeping_entries() as u64;

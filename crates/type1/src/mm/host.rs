@@ -13,16 +13,17 @@
 //!   call (`ReadAhead`): a read covers a pin call's batch and reads ahead to at least 4096
 //!   entries, and the next pin calls take what was read ahead before reading again (so a range
 //!   is read about once, as the floor reads it); the read-ahead is dropped at every
-//!   mmap/munmap. Without CAP_SYS_ADMIN the kernel reports
-//!   pfn 0 for present pages: `HostMm::new` detects that and refuses with an error naming
-//!   CAP_SYS_ADMIN.
+//!   mmap/munmap and at the engine's `flush` (pages not pinned may move between calls).
+//!   Without CAP_SYS_ADMIN the kernel reports pfn 0 for present pages: `HostMm::new` detects
+//!   that and refuses with an error naming CAP_SYS_ADMIN.
 //! - **Folios and the zero page**: where the kernel has the `PAGEMAP_SCAN` ioctl (6.7+), one
 //!   ioctl per block says which pages are mapped by a huge entry (their folio is the region's
 //!   huge page, whole and aligned) and which map the zero page; a page of a 4K region
-//!   (`MADV_NOHUGEPAGE`) is its own folio. Elsewhere, and on older kernels (or after
-//!   `force_kpageflags`), `/proc/kpageflags` decides: a page with COMPOUND_HEAD/TAIL belongs
-//!   to a folio whose head is the nearest naturally aligned HEAD and whose size is where the
-//!   TAILs stop; a folio whose head is not aligned to its size is treated as 4K pages.
+//!   (`MADV_NOHUGEPAGE`) is its own folio, and a block wholly inside a writable 4K region needs
+//!   no ioctl. Elsewhere, and on older kernels (or after `force_kpageflags`),
+//!   `/proc/kpageflags` decides: a page with COMPOUND_HEAD/TAIL belongs to a folio whose head
+//!   is the nearest naturally aligned HEAD and whose size is where the TAILs stop; a folio
+//!   whose head is not aligned to its size is treated as 4K pages.
 //! - **Reserved** pfns (`is_invalid_reserved_pfn`) are the ones kpageflags marks RESERVED or
 //!   ZERO_PAGE, or that `PAGEMAP_SCAN` reports as PFNZERO, in read-only regions (one faulted in
 //!   by reading maps the shared zero page). They are
@@ -1489,6 +1490,8 @@ impl PageSource for HostMm {
         }
         self.release(&merged);
         self.rev.lone.trim();
+        // Pages not pinned may move between engine calls: the next call reads pfns afresh.
+        self.readahead.reset();
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, _skip_reserved: bool) -> u64 {
