@@ -516,8 +516,9 @@ enum Table {
 /// - `runs`: pieces pinned several pages at a time (a folio, a physically contiguous stretch),
 ///   and single pages that continue the piece added just before them (memory pinned page by
 ///   page), as `Runs`;
-/// - `lone`: other pages pinned one at a time (the scattered-4K case), in a hash table, so that
-///   pinning and unpinning them costs no B-tree descent;
+/// - `lone`: other pages pinned one at a time (the scattered-4K case), in a `LoneTable`, so
+///   that pinning and unpinning them costs no B-tree descent (a page whose count or vaddr the
+///   table cannot hold goes to `runs` as a run of one page);
 /// - `odd`: pins of a pfn at a vaddr other than the one its table pairs it with (a pfn that
 ///   moved while pinned; empty in practice), latest last.
 ///
