@@ -461,3 +461,69 @@ fn both_page_classifiers_pin_every_backing_with_bookkeeping_per_run() {
         });
     }
 }
+
+/// Pin counts by pfn as pagemap shows them for `[vaddr, vaddr + size)` pinned `times` times:
+/// `(first pfn, pages, count)` ranges, sorted, adjacent ones of equal count merged.
+fn pagemap_pin_ranges(vaddr: u64, size: u64, times: &dyn Fn(u64) -> u32) -> Vec<(u64, u64, u32)> {
+    let mut pfns: Vec<(u64, u32)> = pagemap_pfns(vaddr, size / K4)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (p.unwrap(), times(i as u64)))
+        .collect();
+    pfns.sort_unstable();
+    let mut out: Vec<(u64, u64, u32)> = Vec::new();
+    for (p, c) in pfns {
+        match out.last_mut() {
+            Some((s, n, lc)) if *s + *n == p && *lc == c => *n += 1,
+            _ => out.push((p, 1, c)),
+        }
+    }
+    out
+}
+
+#[test]
+fn scattered_4k_pins_count_every_pagemap_pfn_whatever_table_holds_it() {
+    // The kernel hands out 4K pages physically scattered: most are pinned alone (the reverse
+    // map's lone table), physically adjacent ones as runs. A second mapping of part of the
+    // region with one-page batches pins the same pfns again, alone: counted in both tables.
+    with_host(|c, before| {
+        let size = 4 * M2;
+        let pages = size / K4;
+        let vaddr = mmap(c, "a", size, Backing::Page4k);
+        let runs = pfn_runs(vaddr, size);
+        for strategy in [Strategy::Contiguous, Strategy::Folio] {
+            c.set_strategy(strategy);
+            let (i1, i2) = (1u64 << 38, (1u64 << 38) + 2 * size);
+            let reads = c.mm().pagemap_reads();
+            c.map_dma(&MapDma::rw(vaddr, i1, size)).unwrap();
+            // Each pin call takes what the last one read ahead: the range is read once.
+            assert_eq!(c.mm().pagemap_reads() - reads, 1, "{strategy:?}");
+            assert_eq!(c.mm().pinned_pages(), pages);
+            assert_eq!(c.mm().pin_ranges(), pagemap_pin_ranges(vaddr, size, &|_| 1));
+            let entries = c.mm().bookkeeping_entries() as u64;
+            assert!(
+                entries <= 1 + runs,
+                "{strategy:?}: {entries} entries for {runs} pfn runs"
+            );
+            // Pages 100..300 again, one page per pin.
+            c.set_strategy(Strategy::PerPage);
+            let (off, len) = (100 * K4, 200 * K4);
+            c.map_dma(&MapDma::rw(vaddr + off, i2, len)).unwrap();
+            let twice = |i: u64| if (100..300).contains(&i) { 2 } else { 1 };
+            assert_eq!(c.mm().pinned_pages(), pages + 200);
+            assert_eq!(c.mm().pin_ranges(), pagemap_pin_ranges(vaddr, size, &twice));
+            assert_eq!(vmlck() - before, size >> 10, "each page locked once");
+            c.unmap_dma(&UnmapDma::range(i1, size)).unwrap();
+            assert_eq!(c.mm().pinned_pages(), 200);
+            assert_eq!(
+                c.mm().pin_ranges(),
+                pagemap_pin_ranges(vaddr + off, len, &|_| 1)
+            );
+            assert_eq!(vmlck() - before, len >> 10, "what the second mapping pins");
+            c.set_strategy(strategy);
+            unmap_all_and_check(c);
+            assert_eq!(c.mm().bookkeeping_entries(), 0);
+            assert_eq!(vmlck(), before);
+        }
+    });
+}

@@ -34,6 +34,9 @@ impl PageSource for AnyMemory {
     fn is_reserved(&self, pfn: u64) -> bool {
         delegate!(self, m => m.is_reserved(pfn))
     }
+    fn pinned_pages(&self) -> u64 {
+        delegate!(self, m => m.pinned_pages())
+    }
     fn flush(&mut self) {
         delegate!(self, m => m.flush())
     }
