@@ -4,7 +4,7 @@
 //!   entry's pfn, which is 0 without CAP_SYS_ADMIN);
 //! - `/proc/kpageflags`: one 64-bit entry of flags per pfn (`kpf`), and `folio_of`, the folio a
 //!   pfn belongs to as those flags show it;
-//! - `/proc/PID/maps` and `/proc/PID/smaps` text (`parse_maps`, `smaps_empty`);
+//! - `/proc/PID/maps` and `/proc/PID/smaps` text (`parse_maps`, `smaps_empty`, `smaps_huge`);
 //! - `VmLck` of `/proc/self/status` (`vm_locked_kib`) and the free hugetlb pages of a size.
 //!
 //! Readers only: nothing here changes memory. Entries are read with positional reads, so one
@@ -84,12 +84,51 @@ pub fn read_entries(file: &File, index: u64, n: usize) -> io::Result<Vec<u64>> {
         .collect())
 }
 
+/// Reads runs of 64-bit entries into buffers it keeps, so that a walk of a large range
+/// allocates once (`read_entries` allocates for every call).
+#[derive(Debug, Default)]
+pub struct EntryReader {
+    bytes: Vec<u8>,
+    entries: Vec<u64>,
+}
+
+impl EntryReader {
+    /// `read_entries` into this reader's buffer: up to `n` entries from `file` at entry index
+    /// `index`, fewer at the end of the file.
+    pub fn read(&mut self, file: &File, index: u64, n: usize) -> io::Result<&[u64]> {
+        let off = index
+            .checked_mul(8)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let len = n
+            .checked_mul(8)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.bytes.resize(len, 0);
+        let mut done = 0usize;
+        while done < len {
+            match file.read_at(&mut self.bytes[done..], off + done as u64) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.entries.clear();
+        self.entries.extend(
+            self.bytes[..done - done % 8]
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))),
+        );
+        Ok(&self.entries)
+    }
+}
+
 /// `/proc/kpageflags` of one pfn (0 when unreadable).
 pub fn page_flags(kpageflags: &File, pfn: u64) -> u64 {
-    read_entries(kpageflags, pfn, 1)
-        .ok()
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0)
+    let mut b = [0u8; 8];
+    match pfn.checked_mul(8) {
+        Some(off) if kpageflags.read_exact_at(&mut b, off).is_ok() => u64::from_ne_bytes(b),
+        _ => 0,
+    }
 }
 
 /// The folio holding `pfn`, as its head and size, from `/proc/kpageflags`. A page that is not
@@ -226,6 +265,47 @@ pub fn smaps_empty(text: &str) -> std::collections::HashSet<u64> {
     out
 }
 
+/// The start addresses of the mappings of `/proc/PID/smaps` text that hold memory mapped by
+/// huge page-table entries: PMD-mapped THP (`AnonHugePages`, `ShmemPmdMapped`,
+/// `FilePmdMapped`) or hugetlb pages (`Shared_Hugetlb`, `Private_Hugetlb`). A mapping not
+/// listed has every resident page mapped by a 4K entry (PTE-mapped large folios included).
+pub fn smaps_huge(text: &str) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    let mut cur: Option<u64> = None;
+    for line in text.lines() {
+        let first = line.split(' ').next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(_)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                cur = Some(a);
+                continue;
+            }
+        }
+        let Some((key, val)) = line.split_once(':') else {
+            continue;
+        };
+        if matches!(
+            key,
+            "AnonHugePages"
+                | "ShmemPmdMapped"
+                | "FilePmdMapped"
+                | "Shared_Hugetlb"
+                | "Private_Hugetlb"
+        ) {
+            // Unreadable counts as huge: the caller then looks at the page tables.
+            let kb: u64 = val
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(1);
+            if let (Some(start), true) = (cur, kb > 0) {
+                out.insert(start);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +338,36 @@ mod tests {
             !e.contains(&0x7f00_0020_0000),
             "hugetlb pages are not in Rss"
         );
+        let h = smaps_huge(t);
+        assert_eq!(
+            h.into_iter().collect::<Vec<_>>(),
+            vec![0x7f00_0020_0000],
+            "only the mapping with hugetlb pages"
+        );
+        let thp = "7f0000000000-7f0000400000 rw-p 00000000 00:00 0 \n\
+                   Rss:                4096 kB\nAnonHugePages:      2048 kB\n\
+                   7f0000400000-7f0000800000 rw-p 00000000 00:00 0 \n\
+                   Rss:                4096 kB\nAnonHugePages:         0 kB\n\
+                   ShmemPmdMapped:        0 kB\nFilePmdMapped:         0 kB\n";
+        let h = smaps_huge(thp);
+        assert!(h.contains(&0x7f00_0000_0000));
+        assert!(!h.contains(&0x7f00_0040_0000), "4K-mapped only");
+    }
+
+    #[test]
+    fn entry_reader_reads_what_read_entries_reads() {
+        let f = File::open("/proc/self/pagemap").unwrap();
+        // Eight pages written (present) before either read.
+        let buf = vec![1u8; 9 * 4096];
+        let here = (buf.as_ptr() as u64).div_ceil(4096);
+        let mut r = EntryReader::default();
+        let a = r.read(&f, here, 8).unwrap().to_vec();
+        assert_eq!(a.len(), 8);
+        assert!(a.iter().all(|e| e & pagemap::PRESENT != 0));
+        assert_eq!(a, read_entries(&f, here, 8).unwrap());
+        drop(buf);
+        // Past the end of the user address space: nothing, as read_entries.
+        assert_eq!(r.read(&f, 1 << 52, 4).unwrap(), &[] as &[u64]);
+        assert!(r.read(&f, u64::MAX, 1).is_err());
     }
 }
