@@ -27,9 +27,12 @@
 //! consecutive pfns takes the kpageflags of its first page for all of its pages; every other
 //! resident page has its own kpageflags read. The report is the same either way
 //! (`Options::per_page_flags` forces the per-page path; `Report::reads` counts the reads).
+//! `/proc/PID/smaps` (which mappings are empty, which hold huge entries) is read only when a
+//! mapping is not shown non-empty by a THP or hugetlb page found in it (`Smaps`).
 
 #![cfg(target_os = "linux")]
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 
@@ -704,14 +707,7 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             }
         }
     }
-    // Mappings with nothing resident or swapped (smaps: Rss, hugetlb, Swap all 0 kB) are all
-    // holes: no need to read their pagemap (a 1 TiB PROT_NONE reservation costs nothing).
-    // Mappings with no huge entries (smaps: AnonHugePages, *PmdMapped, *_Hugetlb all 0 kB)
-    // need no PAGEMAP_SCAN; without smaps every mapping is scanned.
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok();
-    let empty = smaps.as_deref().map(smaps_empty).unwrap_or_default();
-    let has_huge = smaps.as_deref().map(smaps_huge);
-    drop(smaps);
+    let mut smaps = Smaps::new(pid);
     let before = pieces.len();
     pieces.retain(|(m, s, e)| {
         let name = if m.name.is_empty() { "[anon]" } else { &m.name };
@@ -750,22 +746,25 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             Layout::Gpa(g) => g[i],
         };
         let delta = iova.wrapping_sub(s);
-        let mut counts = if empty.contains(&m.start) {
+        let holes = || {
             let mut c = Counts::new(pgsizes);
             c.pages = e.div_ceil(PAGE_SIZE) - s / PAGE_SIZE;
             c.hole_pages = c.pages;
             c
-        } else {
-            let (first, last) = (s / PAGE_SIZE, e.div_ceil(PAGE_SIZE));
-            let huge = if scan && has_huge.as_ref().is_none_or(|h| h.contains(&m.start)) {
-                let h = huge_ranges(&pm, first, last);
+        };
+        let (first, last) = (s / PAGE_SIZE, e.div_ceil(PAGE_SIZE));
+        let mut huge = Vec::new();
+        if scan && smaps.may_have_huge(m.start) {
+            match huge_ranges(&pm, first, last) {
+                Some(h) => huge = h,
                 // No PAGEMAP_SCAN (ENOTTY before 6.7): every page's flags, from now on.
-                scan = h.is_some();
-                h.unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            inspect_span(
+                None => scan = false,
+            }
+        }
+        let mut counts = if huge.is_empty() && smaps.empty(m.start) {
+            holes()
+        } else {
+            let (c, in_rss) = inspect_span(
                 &pm,
                 &kf,
                 &pm_path,
@@ -775,7 +774,12 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
                 &huge,
                 &mut bufs,
                 &mut report.reads,
-            )?
+            )?;
+            if !in_rss && smaps.empty(m.start) {
+                holes()
+            } else {
+                c
+            }
         };
         counts.map_charge_pages = counts.pages - counts.reserved_pages;
         counts.map_charge_bytes = counts.map_charge_pages * PAGE_SIZE;
@@ -815,6 +819,49 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
         ));
     }
     Ok(report)
+}
+
+/// What `/proc/PID/smaps` says of the process's mappings, read once, when first needed.
+///
+/// A mapping with nothing resident or swapped (smaps: Rss, hugetlb, Swap all 0 kB) is all holes:
+/// its pagemap is not read (a 1 TiB PROT_NONE reservation costs nothing). Reading smaps walks the
+/// page tables of every mapping, about a tenth of an inspection of a large THP range; a mapping
+/// in which a huge page of a THP or hugetlb folio was found needs no smaps (smaps counts such a
+/// page), so an inspection of THP ranges alone never reads it.
+struct Smaps {
+    pid: u32,
+    /// (the empty mappings' starts, the starts of those with huge entries or `None` when smaps
+    /// was unreadable); `None` until read.
+    read: Option<(HashSet<u64>, Option<HashSet<u64>>)>,
+}
+
+impl Smaps {
+    fn new(pid: u32) -> Smaps {
+        Smaps { pid, read: None }
+    }
+
+    fn get(&mut self) -> &(HashSet<u64>, Option<HashSet<u64>>) {
+        let pid = self.pid;
+        self.read.get_or_insert_with(|| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok();
+            let t = text.as_deref();
+            (t.map(smaps_empty).unwrap_or_default(), t.map(smaps_huge))
+        })
+    }
+
+    /// Whether the mapping at `start` has nothing resident or swapped (reads smaps).
+    fn empty(&mut self, start: u64) -> bool {
+        self.get().0.contains(&start)
+    }
+
+    /// Whether the mapping at `start` may hold huge entries: smaps not read yet or unreadable,
+    /// or it counts some (AnonHugePages, *PmdMapped, *_Hugetlb).
+    fn may_have_huge(&self, start: u64) -> bool {
+        match &self.read {
+            Some((_, Some(h))) => h.contains(&start),
+            _ => true,
+        }
+    }
 }
 
 /// The runs of one span as they are found: consecutive vaddrs on consecutive pfns, uniformly
@@ -923,7 +970,9 @@ fn huge_ranges(pm: &File, first: u64, last: u64) -> Option<Vec<(u64, u64)>> {
 /// in 2M pieces).
 const HUGE_BLOCK: u64 = SZ_2M / PAGE_SIZE;
 
-/// Counts for `[start, end)` of one mapping. `huge` are the page-index ranges of the span
+/// Counts for `[start, end)` of one mapping, and whether a page smaps counts in Rss or hugetlb
+/// was found among the huge entries (a THP or hugetlb folio, not the huge zero page nor device
+/// memory). `huge` are the page-index ranges of the span
 /// mapped by huge entries (sorted): each 2M block there whose entries are present on
 /// consecutive pfns takes the kpageflags of its first page for all its pages (one read instead
 /// of 512: a huge entry maps one folio, whose THP/hugetlb/zero-page flags are the same for all
@@ -939,8 +988,9 @@ fn inspect_span(
     huge: &[(u64, u64)],
     bufs: &mut (EntryReader, EntryReader),
     reads: &mut Reads,
-) -> Result<Counts, Error> {
+) -> Result<(Counts, bool), Error> {
     let mut c = Counts::new(pgsizes);
+    let mut in_rss = false;
     let first = start / PAGE_SIZE;
     let last = end.div_ceil(PAGE_SIZE);
     c.pages = last - first;
@@ -985,6 +1035,8 @@ fn inspect_span(
                 }
                 let flags = procfs::page_flags(kf, pfn);
                 reads.kpageflags_entries += 1;
+                in_rss |= flags & (kpf::THP | kpf::HUGE) != 0
+                    && flags & (kpf::ZERO_PAGE | kpf::NOPAGE) == 0;
                 reads.huge_mapped_pages += seg.len() as u64;
                 runs.push(p * PAGE_SIZE, pfn, seg.len() as u64, flags);
             } else {
@@ -1032,7 +1084,7 @@ fn inspect_span(
     c.hole_pages = hole_pages;
     c.swapped_pages = swapped_pages;
     c.locked_bytes = c.locked_pages * PAGE_SIZE;
-    Ok(c)
+    Ok((c, in_rss))
 }
 
 /// One region the demo made.

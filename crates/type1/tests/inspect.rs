@@ -85,7 +85,8 @@ fn check_report_against_pagemap(r: &Report) {
 
 /// Not a test of its own: the child process of the tests below. TYPE1_INSPECT_CHILD says what
 /// it maps: `4k` 4 MiB of 4K pages, all written; `thp-split` 16 MiB of THP, all written, one
-/// 4K page of its second 2M block unmapped; `thp-partial` 8 MiB 2M-aligned with
+/// 4K page of its second 2M block unmapped; `thp-zero` 8 MiB of THP only read (the huge zero
+/// page); `thp-partial` 8 MiB 2M-aligned with
 /// MADV_HUGEPAGE, only its first 2 MiB written; `hugetlb-2m` 4 MiB of 2M hugetlb pages, all
 /// written. It prints the address and length and waits to be killed.
 #[test]
@@ -101,6 +102,13 @@ fn child_helper_allocates_and_waits() {
             sys::madvise(m.base(), m.len(), Advice::HugePage).unwrap();
             m.fill_first_bytes(m.base(), m.len(), 0x5a).unwrap();
             m.unmap(m.base() + M2 + K4, K4).unwrap();
+            m
+        }
+        Some("thp-zero") => {
+            // 8 MiB read-only with MADV_HUGEPAGE, every page read: the huge zero page.
+            let m = Mapping::anon_aligned(8 << 20, false, M2).unwrap();
+            sys::madvise(m.base(), m.len(), Advice::HugePage).unwrap();
+            m.touch(m.base(), m.len()).unwrap();
             m
         }
         Some("thp-partial") => {
@@ -226,6 +234,12 @@ fn inspect_of_a_child_process_matches_pagemap() {
     assert!(all.vmas.iter().any(|v| v.name == "[stack]"));
     check_report_against_pagemap(&all);
     assert!(!all.notes.is_empty(), "holes are explained");
+    // Every page's kpageflags read instead: the same report of the whole process.
+    let mut o = Options::new(PGSIZES);
+    o.per_page_flags = true;
+    let slow = inspect::inspect(pid, &o).unwrap();
+    assert_eq!(slow.vmas, all.vmas);
+    assert_eq!(slow.total, all.total);
     drop(child);
     assert!(matches!(
         inspect::inspect_pid(pid, None, PGSIZES),
@@ -249,6 +263,14 @@ fn demo_regions_match_pagemap() {
         eprintln!("SKIP (part): no 2M huge pages for the demo");
     }
     check_report_against_pagemap(&d.report);
+    // The same regions with every page's kpageflags read: the same report.
+    let mut o = Options::new(PGSIZES);
+    o.ranges = d.report.ranges.clone();
+    o.per_page_flags = true;
+    let slow = inspect::inspect(std::process::id(), &o).unwrap();
+    assert_eq!(slow.vmas, d.report.vmas);
+    assert_eq!(slow.total, d.report.total);
+    assert_eq!(slow.reads.huge_mapped_pages, 0);
     for reg in &d.regions {
         let vmas: Vec<_> = d
             .report
@@ -488,5 +510,32 @@ fn huge_entries_read_flags_once_per_2m_and_report_as_per_page() {
             eprintln!("no PAGEMAP_SCAN: every page's flags read");
             assert_eq!(h, 0);
         }
+    }
+}
+
+/// A mapping whose huge entries all map the huge zero page is what smaps calls empty (no Rss):
+/// finding huge entries does not spare the smaps check there, and the report is the per-page
+/// path's (all holes, as before huge entries were looked for).
+#[test]
+fn huge_zero_page_mappings_are_still_judged_by_smaps() {
+    let _g = serial();
+    let (_child, pid, base, len) = spawn_child("thp-zero").unwrap();
+    let report = |per_page: bool| {
+        let mut o = Options::new(PGSIZES);
+        o.ranges = vec![(base, base + len)];
+        o.per_page_flags = per_page;
+        inspect::inspect(pid, &o).unwrap()
+    };
+    let (fast, slow) = (report(false), report(true));
+    eprintln!("thp-zero: {:?} / per page {:?}", fast.reads, slow.reads);
+    assert_eq!(fast.vmas, slow.vmas);
+    assert_eq!(fast.total, slow.total);
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    if type1::procfs::smaps_empty(&smaps).contains(&base) {
+        assert_eq!(fast.total.resident_pages, 0);
+        assert_eq!(fast.total.hole_pages, len / K4);
+    } else {
+        // The kernel gave 4K zero pages or real pages: they are counted, and checked.
+        check_report_against_pagemap(&fast);
     }
 }
