@@ -70,8 +70,7 @@ pub const BENCH: &str = concat!(
   type1 bench --workload map-unmap --size 64M --json
   type1 bench --workload growth --plot growth.svg   also writes growth-per-page.svg
   sudo type1 bench --memory host --workload map-unmap --size 256M
-  sudo type1 bench --memory host --workload inspect --size 16G
-                                                inspect of 16G of THP against its pagemap read
+  sudo type1 bench --memory host --workload inspect --size 16G   inspect vs. pagemap, 16G THP
 
 Exit codes:
   0    every measurement was made and printed
