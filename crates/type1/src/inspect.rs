@@ -27,8 +27,9 @@
 //! consecutive pfns takes the kpageflags of its first page for all of its pages; every other
 //! resident page has its own kpageflags read. The report is the same either way
 //! (`Options::per_page_flags` forces the per-page path; `Report::reads` counts the reads).
-//! `/proc/PID/smaps` (which mappings are empty, which hold huge entries) is read only when a
-//! mapping is not shown non-empty by a THP or hugetlb page found in it (`Smaps`).
+//! A mapping with no present or swapped page (`PAGEMAP_SCAN`) is all holes without a read;
+//! `/proc/PID/smaps` (which mappings are empty) is read only for a mapping none of whose pages
+//! is one smaps is known to count (`Smaps`).
 
 #![cfg(target_os = "linux")]
 
@@ -41,9 +42,7 @@ use serde::Serialize;
 
 use crate::mm::host::HostMm;
 use crate::mm::{Backing, Memory, MmapSpec};
-use crate::procfs::{
-    self, kpf, pagemap, parse_maps, smaps_empty, smaps_huge, EntryReader, MapsLine,
-};
+use crate::procfs::{self, kpf, pagemap, parse_maps, smaps_empty, EntryReader, MapsLine};
 use crate::sys;
 use crate::PAGE_SIZE;
 
@@ -652,6 +651,8 @@ pub struct Reads {
     pub kpageflags_entries: u64,
     /// Pages found mapped by huge entries (`PAGEMAP_SCAN`), their kpageflags read once per 2M.
     pub huge_mapped_pages: u64,
+    /// Whether `/proc/PID/smaps` was read (to tell which mappings are empty).
+    pub smaps: bool,
 }
 
 /// Pagemap entries per read (a multiple of the pages of 2 MiB).
@@ -753,15 +754,29 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             c
         };
         let (first, last) = (s / PAGE_SIZE, e.div_ceil(PAGE_SIZE));
-        let mut huge = Vec::new();
-        if scan && smaps.may_have_huge(m.start) {
-            match huge_ranges(&pm, first, last) {
-                Some(h) => huge = h,
-                // No PAGEMAP_SCAN (ENOTTY before 6.7): every page's flags, from now on.
-                None => scan = false,
+        let scanned = if scan {
+            match scan_piece(&pm, first, last) {
+                Ok(sc) => Some(sc),
+                Err(e) => {
+                    // No PAGEMAP_SCAN (before 6.7): smaps and every page's flags, from now on.
+                    // Another error (the [vsyscall] page is outside the walk): this piece only.
+                    scan = e.raw_os_error() != Some(libc::ENOTTY);
+                    None
+                }
             }
-        }
-        let mut counts = if huge.is_empty() && smaps.empty(m.start) {
+        } else {
+            None
+        };
+        // Nothing present or swapped: reading the pagemap would find only holes.
+        let skip = match &scanned {
+            Some(sc) => !sc.any,
+            // A piece the scan refused ([vsyscall], above the user address space): its pagemap
+            // tells, and reads nothing there.
+            None if scan => false,
+            None => smaps.empty(m.start),
+        };
+        let huge = scanned.map(|sc| sc.huge).unwrap_or_default();
+        let mut counts = if skip {
             holes()
         } else {
             let (c, in_rss) = inspect_span(
@@ -775,7 +790,12 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
                 &mut bufs,
                 &mut report.reads,
             )?;
-            if !in_rss && smaps.empty(m.start) {
+            // The vDSO is the kernel's special mapping, its pages inserted one by one (never
+            // VM_PFNMAP): smaps counts them in Rss although they are reserved.
+            let vdso = m.name == "[vdso]" && c.resident_pages > 0;
+            // Nothing present or swapped found: all holes either way.
+            let nothing = c.resident_pages == 0 && c.swapped_pages == 0;
+            if !in_rss && !vdso && !nothing && smaps.empty(m.start) {
                 holes()
             } else {
                 c
@@ -794,6 +814,7 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             counts,
         });
     }
+    report.reads.smaps = smaps.empty.is_some();
     report.verdict = Verdict::of(&report.total, pgsizes);
     report.suggested_memlock_bytes = report.total.map_charge_bytes;
     let used = report
@@ -821,46 +842,39 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// What `/proc/PID/smaps` says of the process's mappings, read once, when first needed.
+/// Which mappings `/proc/PID/smaps` calls empty (nothing resident or swapped: Rss, hugetlb and
+/// Swap all 0 kB), read once, when first needed.
 ///
-/// A mapping with nothing resident or swapped (smaps: Rss, hugetlb, Swap all 0 kB) is all holes:
-/// its pagemap is not read (a 1 TiB PROT_NONE reservation costs nothing). Reading smaps walks the
-/// page tables of every mapping, about a tenth of an inspection of a large THP range; a mapping
-/// in which a huge page of a THP or hugetlb folio was found needs no smaps (smaps counts such a
-/// page), so an inspection of THP ranges alone never reads it.
+/// An empty mapping is all holes: its pagemap is not read (a 1 TiB PROT_NONE reservation costs
+/// nothing). Reading smaps walks the page tables of every mapping, about a tenth of an inspection
+/// of a large THP process, so it is asked only about a mapping that has present or swapped pages
+/// (`PAGEMAP_SCAN`) none of which smaps is known to count: a THP or hugetlb folio, or an
+/// anonymous or LRU page (not the zero pages, not device memory), or a page of the vDSO. Smaps
+/// does not count the zero pages or `VM_PFNMAP` memory, so a mapping of only those stays all
+/// holes, as it was.
+/// Without `PAGEMAP_SCAN` smaps is asked first, as before.
 struct Smaps {
     pid: u32,
-    /// (the empty mappings' starts, the starts of those with huge entries or `None` when smaps
-    /// was unreadable); `None` until read.
-    read: Option<(HashSet<u64>, Option<HashSet<u64>>)>,
+    /// The empty mappings' starts; `None` until read.
+    empty: Option<HashSet<u64>>,
 }
 
 impl Smaps {
     fn new(pid: u32) -> Smaps {
-        Smaps { pid, read: None }
+        Smaps { pid, empty: None }
     }
 
-    fn get(&mut self) -> &(HashSet<u64>, Option<HashSet<u64>>) {
-        let pid = self.pid;
-        self.read.get_or_insert_with(|| {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok();
-            let t = text.as_deref();
-            (t.map(smaps_empty).unwrap_or_default(), t.map(smaps_huge))
-        })
-    }
-
-    /// Whether the mapping at `start` has nothing resident or swapped (reads smaps).
+    /// Whether the mapping at `start` has nothing resident or swapped (reads smaps once;
+    /// unreadable smaps calls nothing empty).
     fn empty(&mut self, start: u64) -> bool {
-        self.get().0.contains(&start)
-    }
-
-    /// Whether the mapping at `start` may hold huge entries: smaps not read yet or unreadable,
-    /// or it counts some (AnonHugePages, *PmdMapped, *_Hugetlb).
-    fn may_have_huge(&self, start: u64) -> bool {
-        match &self.read {
-            Some((_, Some(h))) => h.contains(&start),
-            _ => true,
-        }
+        let pid = self.pid;
+        self.empty
+            .get_or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+                    .map(|t| smaps_empty(&t))
+                    .unwrap_or_default()
+            })
+            .contains(&start)
     }
 }
 
@@ -873,11 +887,22 @@ struct Runs<'a> {
     delta: u64,
     /// The current run: (vaddr, pfn, pages, reserved).
     run: Option<(u64, u64, u64, bool)>,
+    /// Whether a page smaps counts in Rss or hugetlb was pushed (`counted`).
+    in_rss: bool,
+}
+
+/// Whether a present page with these kpageflags is one smaps counts (Rss, or hugetlb): a THP or
+/// hugetlb folio, an anonymous or LRU page; not the zero pages, device memory (no page frame)
+/// or a reserved page.
+fn counted(flags: u64) -> bool {
+    flags & (kpf::THP | kpf::HUGE | kpf::ANON | kpf::LRU) != 0
+        && flags & (kpf::ZERO_PAGE | kpf::NOPAGE | kpf::RESERVED) == 0
 }
 
 impl Runs<'_> {
     /// `n` resident pages at `vaddr` on `pfn..`, each with the kpageflags `flags`.
     fn push(&mut self, vaddr: u64, pfn: u64, n: u64, flags: u64) {
+        self.in_rss |= counted(flags);
         let c = &mut *self.c;
         c.resident_pages += n;
         if flags & kpf::THP != 0 {
@@ -925,7 +950,9 @@ fn push_per_page(
     // Unreadable flags count as 0 (not THP, not reserved), as before a read fails.
     let flags = kr.read(kf, pfn, npages as usize).unwrap_or_default();
     reads.kpageflags_entries += npages;
-    const CLASS: u64 = kpf::THP | kpf::HUGE | kpf::RESERVED | kpf::ZERO_PAGE;
+    // The flags that tell pages apart here: THP, hugetlb, reserved, and whether smaps counts it.
+    const CLASS: u64 =
+        kpf::THP | kpf::HUGE | kpf::RESERVED | kpf::ZERO_PAGE | kpf::ANON | kpf::LRU | kpf::NOPAGE;
     let f = |i: u64| flags.get(i as usize).copied().unwrap_or(0) & CLASS;
     let mut s = 0u64;
     for i in 1..=npages {
@@ -951,19 +978,35 @@ fn contiguous(entries: &[u64]) -> bool {
             .fold(true, |ok, (&e, want)| ok & (e & M == want))
 }
 
-/// The pages of `[first, last)` (page indices) mapped by huge page-table entries (PMD-mapped
-/// THP, hugetlb), as sorted page-index ranges, from the `PAGEMAP_SCAN` ioctl; `None` when it
-/// failed (a kernel before 6.7 has no such ioctl).
-fn huge_ranges(pm: &File, first: u64, last: u64) -> Option<Vec<(u64, u64)>> {
-    let (start, end) = (first.checked_mul(PAGE_SIZE)?, last.checked_mul(PAGE_SIZE)?);
-    let regions = sys::pagemap_scan(pm, start, end, sys::page_is::HUGE).ok()?;
-    Some(
-        regions
+/// `PAGE_IS_SWAPPED` of `PAGEMAP_SCAN` (include/uapi/linux/fs.h).
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// What `PAGEMAP_SCAN` says of a piece: whether any page is present or swapped, and the pages
+/// mapped by present huge page-table entries (PMD-mapped THP, hugetlb) as sorted page-index
+/// ranges.
+struct Scan {
+    any: bool,
+    huge: Vec<(u64, u64)>,
+}
+
+/// `PAGEMAP_SCAN` of the pages `[first, last)` (page indices); fails with ENOTTY on a kernel
+/// before 6.7.
+fn scan_piece(pm: &File, first: u64, last: u64) -> io::Result<Scan> {
+    use sys::page_is::{HUGE, PRESENT};
+    let bad = || io::Error::from_raw_os_error(libc::EINVAL);
+    let start = first.checked_mul(PAGE_SIZE).ok_or_else(bad)?;
+    let end = last.checked_mul(PAGE_SIZE).ok_or_else(bad)?;
+    let regions = sys::pagemap_scan(pm, start, end, PRESENT | PAGE_IS_SWAPPED | HUGE)?;
+    Ok(Scan {
+        any: regions
             .iter()
-            .filter(|r| r.categories & sys::page_is::HUGE != 0)
+            .any(|r| r.categories & (PRESENT | PAGE_IS_SWAPPED) != 0),
+        huge: regions
+            .iter()
+            .filter(|r| r.categories & (PRESENT | HUGE) == PRESENT | HUGE)
             .map(|r| (r.start / PAGE_SIZE, r.end / PAGE_SIZE))
             .collect(),
-    )
+    })
 }
 
 /// Pages per 2 MiB: a huge entry maps a 2M-aligned block of consecutive pfns (a 1G entry too,
@@ -971,8 +1014,7 @@ fn huge_ranges(pm: &File, first: u64, last: u64) -> Option<Vec<(u64, u64)>> {
 const HUGE_BLOCK: u64 = SZ_2M / PAGE_SIZE;
 
 /// Counts for `[start, end)` of one mapping, and whether a page smaps counts in Rss or hugetlb
-/// was found among the huge entries (a THP or hugetlb folio, not the huge zero page nor device
-/// memory). `huge` are the page-index ranges of the span
+/// was found (`counted`). `huge` are the page-index ranges of the span
 /// mapped by huge entries (sorted): each 2M block there whose entries are present on
 /// consecutive pfns takes the kpageflags of its first page for all its pages (one read instead
 /// of 512: a huge entry maps one folio, whose THP/hugetlb/zero-page flags are the same for all
@@ -990,7 +1032,6 @@ fn inspect_span(
     reads: &mut Reads,
 ) -> Result<(Counts, bool), Error> {
     let mut c = Counts::new(pgsizes);
-    let mut in_rss = false;
     let first = start / PAGE_SIZE;
     let last = end.div_ceil(PAGE_SIZE);
     c.pages = last - first;
@@ -1000,6 +1041,7 @@ fn inspect_span(
         pgsizes,
         delta,
         run: None,
+        in_rss: false,
     };
     let (mut hole_pages, mut swapped_pages) = (0u64, 0u64);
     // The current pfn-contiguous stretch of 4K-mapped pages: (vaddr, pfn, pages).
@@ -1035,8 +1077,6 @@ fn inspect_span(
                 }
                 let flags = procfs::page_flags(kf, pfn);
                 reads.kpageflags_entries += 1;
-                in_rss |= flags & (kpf::THP | kpf::HUGE) != 0
-                    && flags & (kpf::ZERO_PAGE | kpf::NOPAGE) == 0;
                 reads.huge_mapped_pages += seg.len() as u64;
                 runs.push(p * PAGE_SIZE, pfn, seg.len() as u64, flags);
             } else {
@@ -1081,6 +1121,7 @@ fn inspect_span(
         push_per_page(&mut runs, kf, kr, reads, s);
     }
     runs.end();
+    let in_rss = runs.in_rss;
     c.hole_pages = hole_pages;
     c.swapped_pages = swapped_pages;
     c.locked_bytes = c.locked_pages * PAGE_SIZE;
@@ -1218,6 +1259,20 @@ mod tests {
     }
 
     #[test]
+    fn smaps_counts_folios_anonymous_and_lru_pages_only() {
+        assert!(counted(kpf::THP | kpf::COMPOUND_HEAD));
+        assert!(counted(kpf::HUGE | kpf::COMPOUND_TAIL));
+        assert!(counted(kpf::ANON));
+        assert!(counted(kpf::LRU));
+        // The huge zero page is a THP to kpageflags; smaps does not count it.
+        assert!(!counted(kpf::THP | kpf::ZERO_PAGE));
+        assert!(!counted(kpf::ZERO_PAGE));
+        assert!(!counted(kpf::NOPAGE));
+        assert!(!counted(kpf::RESERVED | kpf::LRU));
+        assert!(!counted(0), "a page of unknown kind asks smaps");
+    }
+
+    #[test]
     fn runs_join_groups_on_consecutive_pfns_of_equal_reservedness() {
         let pg = (1 << 12) | (1 << 21) | (1 << 30);
         let mut c = Counts::new(pg);
@@ -1226,6 +1281,7 @@ mod tests {
             pgsizes: pg,
             delta: 0,
             run: None,
+            in_rss: false,
         };
         // Two 2M blocks of THP on consecutive pfns, then a 4K page on the next pfn: one run.
         r.push(0x4000_0000, 0x1000, 512, kpf::THP);
@@ -1236,6 +1292,7 @@ mod tests {
         // Not the next vaddr: a new run.
         r.push(0x4040_3000, 0x1402, 2, 0);
         r.end();
+        assert!(r.in_rss, "THP is counted by smaps");
         assert_eq!(c.runs, 3);
         assert_eq!(c.resident_pages, 1028);
         assert_eq!(c.thp_pages, 1024);

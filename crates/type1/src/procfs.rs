@@ -4,7 +4,7 @@
 //!   entry's pfn, which is 0 without CAP_SYS_ADMIN);
 //! - `/proc/kpageflags`: one 64-bit entry of flags per pfn (`kpf`), and `folio_of`, the folio a
 //!   pfn belongs to as those flags show it;
-//! - `/proc/PID/maps` and `/proc/PID/smaps` text (`parse_maps`, `smaps_empty`, `smaps_huge`);
+//! - `/proc/PID/maps` and `/proc/PID/smaps` text (`parse_maps`, `smaps_empty`);
 //! - `VmLck` of `/proc/self/status` (`vm_locked_kib`) and the free hugetlb pages of a size.
 //!
 //! Readers only: nothing here changes memory. Entries are read with positional reads, so one
@@ -39,6 +39,8 @@ pub mod pagemap {
 pub mod kpf {
     /// The page is locked (`PG_locked`).
     pub const LOCKED: u64 = 1 << 0;
+    /// On an LRU list (page cache or anonymous memory the kernel may reclaim).
+    pub const LRU: u64 = 1 << 5;
     /// Anonymous memory.
     pub const ANON: u64 = 1 << 12;
     /// The first page of a compound page (folio).
@@ -265,47 +267,6 @@ pub fn smaps_empty(text: &str) -> std::collections::HashSet<u64> {
     out
 }
 
-/// The start addresses of the mappings of `/proc/PID/smaps` text that hold memory mapped by
-/// huge page-table entries: PMD-mapped THP (`AnonHugePages`, `ShmemPmdMapped`,
-/// `FilePmdMapped`) or hugetlb pages (`Shared_Hugetlb`, `Private_Hugetlb`). A mapping not
-/// listed has every resident page mapped by a 4K entry (PTE-mapped large folios included).
-pub fn smaps_huge(text: &str) -> std::collections::HashSet<u64> {
-    let mut out = std::collections::HashSet::new();
-    let mut cur: Option<u64> = None;
-    for line in text.lines() {
-        let first = line.split(' ').next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(a), Ok(_)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
-                cur = Some(a);
-                continue;
-            }
-        }
-        let Some((key, val)) = line.split_once(':') else {
-            continue;
-        };
-        if matches!(
-            key,
-            "AnonHugePages"
-                | "ShmemPmdMapped"
-                | "FilePmdMapped"
-                | "Shared_Hugetlb"
-                | "Private_Hugetlb"
-        ) {
-            // Unreadable counts as huge: the caller then looks at the page tables.
-            let kb: u64 = val
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(1);
-            if let (Some(start), true) = (cur, kb > 0) {
-                out.insert(start);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,20 +299,6 @@ mod tests {
             !e.contains(&0x7f00_0020_0000),
             "hugetlb pages are not in Rss"
         );
-        let h = smaps_huge(t);
-        assert_eq!(
-            h.into_iter().collect::<Vec<_>>(),
-            vec![0x7f00_0020_0000],
-            "only the mapping with hugetlb pages"
-        );
-        let thp = "7f0000000000-7f0000400000 rw-p 00000000 00:00 0 \n\
-                   Rss:                4096 kB\nAnonHugePages:      2048 kB\n\
-                   7f0000400000-7f0000800000 rw-p 00000000 00:00 0 \n\
-                   Rss:                4096 kB\nAnonHugePages:         0 kB\n\
-                   ShmemPmdMapped:        0 kB\nFilePmdMapped:         0 kB\n";
-        let h = smaps_huge(thp);
-        assert!(h.contains(&0x7f00_0000_0000));
-        assert!(!h.contains(&0x7f00_0040_0000), "4K-mapped only");
     }
 
     #[test]

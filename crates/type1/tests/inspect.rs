@@ -500,6 +500,9 @@ fn huge_entries_read_flags_once_per_2m_and_report_as_per_page() {
                 .map(|r| (r.end - r.start) / K4)
                 .sum();
             assert_eq!(h, huge);
+            // Every mapping of the range holds THP: smaps is not needed, nor read.
+            assert!(!fast.reads.smaps, "{:?}", fast.reads);
+            assert!(slow.reads.smaps, "the per-page path asks smaps first");
             // The split block is mapped by PTEs; THP the kernel gave elsewhere is PMD-mapped.
             assert!(h <= len / K4 - 512);
             if c.thp_pages >= 4 * 512 {
@@ -532,6 +535,8 @@ fn huge_zero_page_mappings_are_still_judged_by_smaps() {
     assert_eq!(fast.total, slow.total);
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
     if type1::procfs::smaps_empty(&smaps).contains(&base) {
+        // Present pages none of which smaps counts: smaps was asked.
+        assert!(fast.reads.smaps, "{:?}", fast.reads);
         assert_eq!(fast.total.resident_pages, 0);
         assert_eq!(fast.total.hole_pages, len / K4);
     } else {
