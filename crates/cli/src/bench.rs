@@ -3,7 +3,8 @@
 //! created and populated outside the timed part. On real memory each repetition also times the
 //! machine's floor for the same backing and size outside the engine (reading the pagemap of the
 //! range, 4096 entries per read, plus `mlock`; and `munlock`), reported beside the engine's cost
-//! with the ratio.
+//! with the ratio. The `inspect` workload (real memory only) times `type1 inspect --pid` of a
+//! populated THP region of this process against reading that region's pagemap alone.
 //!
 //! Invariants owned here:
 //! - every figure is the median of repeated runs and carries its spread (min–max) and run count;
@@ -247,24 +248,38 @@ pub const WORKLOADS: &[&str] = &[
     "pagetable",
     "threads",
     "growth",
+    "inspect",
 ];
 
 /// The workloads that run on simulated memory only (their shapes need TiB or fault injection).
 pub const SIM_ONLY: &[&str] = &["huge-guest", "small-maps", "pagetable", "threads"];
 
+/// The workloads that run on real memory only (`--memory host`): they read `/proc`.
+pub const HOST_ONLY: &[&str] = &["inspect"];
+
 /// The workloads that take `--size`.
-const SIZED: &[&str] = &["map-unmap", "fragmented", "threads"];
+const SIZED: &[&str] = &["map-unmap", "fragmented", "threads", "inspect"];
+
+/// The inspect workload's region size when `--size` is not given.
+pub const INSPECT_DEFAULT_SIZE: u64 = G1;
 
 impl Options {
     /// Whether `workload` runs with these options.
     pub fn runs(&self, workload: &str) -> bool {
         let named = self.workloads.is_empty() || self.workloads.iter().any(|w| w == workload);
-        named && !(self.host && SIM_ONLY.contains(&workload))
+        named
+            && !(self.host && SIM_ONLY.contains(&workload))
+            && (self.host || !HOST_ONLY.contains(&workload))
     }
 
     /// The region size of the sized workloads.
     pub fn region_size(&self) -> u64 {
         self.size.unwrap_or(if self.host { 64 << 20 } else { G1 })
+    }
+
+    /// The inspect workload's region: `--size` (default 1 GiB) rounded up to whole 2 MiB pages.
+    pub fn inspect_size(&self) -> Result<u64, String> {
+        rounded_for_thp(self.size.unwrap_or(INSPECT_DEFAULT_SIZE))
     }
 
     /// The growth sizes, in order, each once.
@@ -309,6 +324,15 @@ pub fn check(opts: &Options) -> Result<(), String> {
                 "--workload {w} runs on simulated memory only; drop --memory host to run it"
             ));
         }
+    } else if let Some(w) = opts
+        .workloads
+        .iter()
+        .find(|w| HOST_ONLY.contains(&w.as_str()))
+    {
+        return Err(format!(
+            "--workload {w} reads this process's real memory through /proc; add --memory host \
+             (as root: pfns need CAP_SYS_ADMIN)"
+        ));
     }
     if opts.size.is_some() && !SIZED.iter().any(|w| opts.runs(w)) {
         return Err(format!(
@@ -335,7 +359,19 @@ pub fn check(opts: &Options) -> Result<(), String> {
     for &s in &opts.sweep {
         check_size("--sweep", s, opts.host, false)?;
     }
+    if opts.runs("inspect") {
+        // The region is whole 2 MiB pages: the rounded size must fit too.
+        let s = opts.inspect_size()?;
+        check_size("--size", s, opts.host, false)
+            .map_err(|e| format!("{e} (the inspect workload rounds it up to whole 2M pages)"))?;
+    }
     Ok(())
+}
+
+/// `size` rounded up to whole 2 MiB pages (the inspect workload's THP region).
+fn rounded_for_thp(size: u64) -> Result<u64, String> {
+    size.checked_next_multiple_of(M2)
+        .ok_or_else(|| format!("--size {}: rounded up to 2M it overflows", show_size(size)))
 }
 
 /// `4096 (4K)`, `5000`, `18446744073709551615 (2^64-1)`, `18446744073709547520 (about
@@ -957,6 +993,84 @@ pub fn threads(size: u64) -> Result<Vec<Measurement>, String> {
     Ok(vec![r, u])
 }
 
+/// The inspect workload: a populated THP region of `size` bytes (whole 2 MiB pages) in this
+/// process, made outside the timed part; each run times (a) reading its pagemap alone, 4096
+/// entries per read (as the floor of map-unmap), then (b) `type1::inspect::inspect` of this
+/// process restricted to it with the command line's default options (what `type1 inspect --pid
+/// PID --range START-END` runs). The region is released before the figures are put together.
+pub fn inspect_thp(size: u64) -> Result<Measurement, String> {
+    use std::os::unix::fs::FileExt;
+    use type1::sys::{self, Advice, Mapping};
+    if size == 0 || !size.is_multiple_of(M2) {
+        return Err(format!(
+            "inspect: the region must be whole 2M pages, not {}",
+            show_size(size)
+        ));
+    }
+    let m = Mapping::anon_aligned(size, true, M2).map_err(|e| format!("inspect: mmap: {e}"))?;
+    let v = m.base();
+    sys::madvise(v, size, Advice::HugePage)
+        .map_err(|e| format!("inspect: madvise(MADV_HUGEPAGE): {e}"))?;
+    if sys::madvise(v, size, Advice::PopulateWrite).is_err() {
+        // Before Linux 5.14: fault it in by touching it.
+        m.touch(v, size)
+            .map_err(|e| format!("inspect: populate: {e}"))?;
+    }
+    let pagemap = std::fs::File::open("/proc/self/pagemap")
+        .map_err(|e| format!("inspect: /proc/self/pagemap: {e}"))?;
+    let mut o = type1::inspect::Options::new(K4 | M2 | G1);
+    o.ranges = vec![(v, v + size)];
+    let pid = std::process::id();
+    let mut buf = vec![0u8; 4096 * 8];
+    let mut report = None;
+    let timed = repeat(reps_for(size), || {
+        let (first, end) = (v / K4, (v + size) / K4);
+        let t0 = Instant::now();
+        let mut idx = first;
+        while idx < end {
+            let n = ((end - idx) as usize).min(4096) * 8;
+            pagemap
+                .read_exact_at(&mut buf[..n], idx * 8)
+                .map_err(|e| format!("inspect: pagemap: {e}"))?;
+            idx += (n / 8) as u64;
+        }
+        std::hint::black_box(&buf);
+        let t1 = Instant::now();
+        let r = type1::inspect::inspect(pid, &o).map_err(|e| format!("inspect: {e}"))?;
+        let t2 = Instant::now();
+        report = Some(r);
+        Ok([per_page(t1 - t0, size), per_page(t2 - t1, size)])
+    });
+    drop(m);
+    let [pm, ins] = timed?;
+    let r = report.ok_or("inspect: no run")?;
+    let t = &r.total;
+    if t.resident_pages != size / K4 {
+        return Err(format!(
+            "inspect: {} of the region's {} pages resident after populating it",
+            t.resident_pages,
+            size / K4
+        ));
+    }
+    let mut out = Measurement::new("inspect", "thp", "host", "-", size);
+    out.leaves = t
+        .leaves_iova_eq_vaddr
+        .iter()
+        .filter(|l| l.leaves > 0)
+        .map(|l| (l.pgsize, l.leaves))
+        .collect();
+    if let (Some(p), Some(i)) = (Stat::of(&pm), Stat::of(&ins)) {
+        out.stats.insert("pagemap_ns_per_page", p);
+        out.stats.insert("inspect_ns_per_page", i);
+        out.extra
+            .insert("inspect_vs_pagemap", json!(round(i.median / p.median)));
+    }
+    out.extra.insert("thp_pages", json!(t.thp_pages));
+    out.extra
+        .insert("kpageflags_entries", json!(r.reads.kpageflags_entries));
+    Ok(out)
+}
+
 /// One measurement of the plan, in the order they run.
 #[derive(Clone, Debug)]
 enum Step {
@@ -971,6 +1085,7 @@ enum Step {
     SmallMaps,
     Pagetable(usize),
     Threads(u64),
+    Inspect(u64),
 }
 
 impl Step {
@@ -994,6 +1109,10 @@ impl Step {
             Step::Threads(size) => {
                 format!("threads {}: 1 and 2 threads, memlock unwind", human(*size))
             }
+            Step::Inspect(size) => format!(
+                "inspect thp {}: pagemap read and inspect of the range",
+                human(*size)
+            ),
         }
     }
 
@@ -1027,6 +1146,8 @@ impl Step {
             Step::SmallMaps => 3.0 * pages(G1) * 1650.0,
             Step::Pagetable(i) => 201.0 * 1000.0 * if i == 3 { 300.0 } else { 60.0 },
             Step::Threads(size) => 3.0 * pages(size) * (3.5 + 30.0 + 5.0) + 1e6,
+            // Populated once (zeroing ~100 ns per 4K), then pagemap and inspect ~5-20 ns each.
+            Step::Inspect(size) => pages(size) * (100.0 + reps_for(size) as f64 * 25.0) + 1e6,
         }
     }
 
@@ -1043,6 +1164,7 @@ impl Step {
             Step::SmallMaps => small_maps().map(|m| vec![m]),
             Step::Pagetable(i) => pagetable(i).map(|m| vec![m]),
             Step::Threads(size) => threads(size),
+            Step::Inspect(size) => inspect_thp(size).map(|m| vec![m]),
         }
     }
 }
@@ -1096,6 +1218,9 @@ fn plan(opts: &Options) -> Result<Vec<Step>, String> {
     }
     if opts.runs("threads") {
         steps.push(Step::Threads(size));
+    }
+    if opts.runs("inspect") {
+        steps.push(Step::Inspect(opts.inspect_size()?));
     }
     if opts.runs("growth") {
         let sweep = opts.sweep_sizes();
@@ -1397,7 +1522,7 @@ fn size_cell(b: u64) -> String {
 }
 
 /// What each ratio among the notes divides.
-const RATIOS: [(&str, &str); 5] = [
+const RATIOS: [(&str, &str); 6] = [
     (
         "map_vs_floor",
         "engine map time / the machine's floor for the same range (pagemap read + mlock)",
@@ -1415,6 +1540,10 @@ const RATIOS: [(&str, &str); 5] = [
         "scattered 4K unmap time / contiguous 4K unmap time, same size",
     ),
     ("speedup", "one thread's map time / two threads' map time"),
+    (
+        "inspect_vs_pagemap",
+        "inspect of a THP range / reading that range's pagemap alone (4096 entries per read)",
+    ),
 ];
 
 /// A table for people: medians with their spread, `-` where a figure does not apply, then what
@@ -1511,6 +1640,7 @@ Examples:
   type1 bench --workload pagetable              the page-table micro-benchmark only (seconds)
   type1 bench --workload growth --plot g.svg    the growth sweep; writes g.svg and g-per-page.svg
   type1 bench --memory host --workload map-unmap --size 64M
+  type1 bench --memory host --workload inspect --size 16G
 
 Every figure is the median of repeated runs with its spread (min-max). Progress goes to stderr
 as [k/N] with the time elapsed and an estimate of the time left.
@@ -1520,11 +1650,12 @@ measuring (unknown workload, bad size, a --plot name or path that cannot be writ
 3 the report or a plot could not be written.")]
 pub struct Args {
     /// Run only these workloads (repeatable; none named = all): map-unmap, fragmented,
-    /// huge-guest, small-maps, pagetable, threads, growth.
+    /// huge-guest, small-maps, pagetable, threads, growth; with --memory host, inspect (type1
+    /// inspect of a THP region of this process against reading its pagemap alone).
     #[arg(long = "workload")]
     pub workloads: Vec<String>,
-    /// Region size of map-unmap, fragmented and threads: a multiple of 4K [default: 1G on sim,
-    /// 64M on host].
+    /// Region size of map-unmap, fragmented, threads and inspect: a multiple of 4K [default: 1G
+    /// on sim, 64M on host; inspect 1G, rounded up to whole 2M pages].
     #[arg(long, value_parser = crate::args::parse_size)]
     pub size: Option<u64>,
     /// Sizes of the growth workload, comma-separated, each a multiple of 4K [default:

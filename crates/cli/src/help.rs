@@ -70,11 +70,13 @@ pub const BENCH: &str = concat!(
   type1 bench --workload map-unmap --size 64M --json
   type1 bench --workload growth --plot growth.svg   also writes growth-per-page.svg
   sudo type1 bench --memory host --workload map-unmap --size 256M
+  sudo type1 bench --memory host --workload inspect --size 16G   inspect vs. pagemap, 16G THP
 
 Exit codes:
   0    every measurement was made and printed
   1    a measurement failed (named on stderr); the others are printed
-  2    a bad argument, refused before anything runs: an unknown workload, a size that is 0, not
+  2    a bad argument, refused before anything runs: an unknown workload, one that needs the
+       other memory (inspect reads real memory: --memory host), a size that is 0, not
        page-aligned or too large, a --plot name not ending in .svg or not writable
 ",
     common_exits!()

@@ -133,7 +133,7 @@ fn sizes_are_checked_before_anything_runs() {
 fn options_no_named_workload_uses_are_refused() {
     refused(
         &["--workload", "pagetable", "--size", "1G"],
-        "--size is the region size of map-unmap, fragmented, threads; none of them is among the workloads named",
+        "--size is the region size of map-unmap, fragmented, threads, inspect; none of them is among the workloads named",
     );
     refused(
         &["--workload", "map-unmap", "--sweep", "1G"],
@@ -463,4 +463,101 @@ fn the_plots_are_written_even_when_the_report_cannot_be() {
         assert_eq!(svg.matches("<polyline").count(), 12, "{}", p.display());
     }
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The inspect workload reads real memory: refused on the model, and its size checked like the
+/// others', rounded up to whole 2M pages, before anything runs.
+#[test]
+fn the_inspect_workload_is_refused_before_anything_runs() {
+    refused(
+        &["--workload", "inspect"],
+        "--workload inspect reads this process's real memory through /proc; add --memory host",
+    );
+    refused(
+        &["--workload", "inspect", "--size", "16G"],
+        "--workload inspect reads this process's real memory",
+    );
+    for (size, says) in [
+        ("0", "--size 0: a region needs at least one 4K page"),
+        ("6000", "--size 6000: not a multiple of the 4K page size"),
+        ("256T", "larger than the bench's IOVA window of 255T"),
+        (
+            "0xfffffffffffff000",
+            "larger than the bench's IOVA window of 255T",
+        ),
+        (
+            "250T",
+            "--size 274877906944000 (250T): needs about 250T of memory (--memory host populates",
+        ),
+    ] {
+        refused(
+            &["--memory", "host", "--workload", "inspect", "--size", size],
+            says,
+        );
+    }
+    // The model runs everything else when nothing is named; inspect is not among them.
+    let opts = Options {
+        workloads: vec![],
+        size: None,
+        host: false,
+        sweep: vec![],
+    };
+    assert!(!opts.runs("inspect"));
+    assert!(Options {
+        host: true,
+        ..opts.clone()
+    }
+    .runs("inspect"));
+    // 1G by default, whole 2M pages otherwise; a size that rounds past 2^64 is refused.
+    assert_eq!(opts.inspect_size(), Ok(1 << 30));
+    let sized = |s: u64| Options {
+        size: Some(s),
+        ..opts.clone()
+    };
+    assert_eq!(sized(4 << 10).inspect_size(), Ok(2 << 20));
+    assert_eq!(sized(6 << 20).inspect_size(), Ok(6 << 20));
+    assert!(sized(u64::MAX - 4095).inspect_size().is_err());
+    assert!(bench::inspect_thp(3 << 20).is_err(), "not whole 2M pages");
+}
+
+/// The inspect workload on real memory: both times with their spread, the ratio of their
+/// medians, and the report's own view of the region (every page resident, leaves covering it).
+#[test]
+fn the_inspect_workload_reports_inspect_beside_the_pagemap_read() {
+    if bench::host_factory().is_err() {
+        return eprintln!("SKIP: no real memory with pfns here");
+    }
+    let size = 8u64 << 20;
+    let m = bench::inspect_thp(size).unwrap();
+    let j = m.to_json();
+    eprintln!("{j}");
+    assert_eq!(j["workload"], "inspect");
+    assert_eq!(j["memory"], "host");
+    assert_eq!(j["size"], size);
+    assert_eq!(j["runs"], 5);
+    let f = |k: &str| {
+        j[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {j}"))
+    };
+    for k in ["pagemap_ns_per_page", "inspect_ns_per_page"] {
+        assert!(
+            f(&format!("{k}_min")) <= f(k) && f(k) <= f(&format!("{k}_max")),
+            "{j}"
+        );
+        assert!(f(k) > 0.0);
+    }
+    let ratio = f("inspect_ns_per_page") / f("pagemap_ns_per_page");
+    assert!(
+        (f("inspect_vs_pagemap") - ratio).abs() <= 0.01 * ratio + 1e-3,
+        "{j}"
+    );
+    // Every 4K page of the region is in exactly one leaf.
+    let covered: u64 = m.leaves.iter().map(|(s, n)| s * n).sum();
+    assert_eq!(covered, size);
+    let thp = j["thp_pages"].as_u64().unwrap();
+    assert!(thp <= size / 4096);
+    // One kpageflags entry per 2M block mapped huge, one per page elsewhere.
+    let k = j["kpageflags_entries"].as_u64().unwrap();
+    assert!(k >= size / (2 << 20) && k <= size / 4096, "{j}");
+    assert!(bench::table(&[m]).contains("inspect_vs_pagemap   inspect of a THP range"));
 }

@@ -20,9 +20,20 @@
 //! unmappable; `map_charge_pages >= locked_pages`. Pages that are not resident are holes here;
 //! their leaves depend on what the kernel gives when a map faults them in. The `/proc` readers
 //! are in `procfs`; this module only counts.
+//!
+//! Cost: the pagemap of every mapping with memory is read once, in 4096-entry reads. Where the
+//! kernel maps pages with huge entries (PMD-mapped THP, hugetlb: the `PAGEMAP_SCAN` ioctl, 6.7+,
+//! on the mappings smaps shows with such memory), each 2M block whose entries are present on
+//! consecutive pfns takes the kpageflags of its first page for all of its pages; every other
+//! resident page has its own kpageflags read. The report is the same either way
+//! (`Options::per_page_flags` forces the per-page path; `Report::reads` counts the reads).
+//! A mapping with no present or swapped page (`PAGEMAP_SCAN`) is all holes without a read;
+//! `/proc/PID/smaps` (which mappings are empty) is read only for a mapping none of whose pages
+//! is one smaps is known to count (`Smaps`).
 
 #![cfg(target_os = "linux")]
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 
@@ -31,7 +42,8 @@ use serde::Serialize;
 
 use crate::mm::host::HostMm;
 use crate::mm::{Backing, Memory, MmapSpec};
-use crate::procfs::{self, kpf, pagemap, parse_maps, read_entries, smaps_empty, MapsLine};
+use crate::procfs::{self, kpf, pagemap, parse_maps, smaps_empty, EntryReader, MapsLine};
+use crate::sys;
 use crate::PAGE_SIZE;
 
 /// Why an inspection failed.
@@ -554,6 +566,10 @@ pub struct Options {
     pub name: Option<String>,
     /// Keep only mappings (pieces, after clipping) of at least this many bytes.
     pub min_size: u64,
+    /// Read the kpageflags of every resident page, as on a kernel without `PAGEMAP_SCAN`
+    /// (before 6.7). By default the pages the kernel maps with a huge entry (PMD-mapped THP,
+    /// hugetlb) take one kpageflags read per 2 MiB. The report is the same either way.
+    pub per_page_flags: bool,
 }
 
 impl Options {
@@ -565,6 +581,7 @@ impl Options {
             layout: Layout::Vaddr,
             name: None,
             min_size: 0,
+            per_page_flags: false,
         }
     }
 }
@@ -619,10 +636,27 @@ pub struct Report {
     pub iotlb_reach_plain_bytes: u64,
     /// What the numbers leave out (holes, unmappable runs, demo backings left out).
     pub notes: Vec<String>,
+    /// What the inspection read to get them (not part of the report's JSON).
+    #[serde(skip)]
+    pub reads: Reads,
 }
 
-/// Pagemap entries per read.
-const CHUNK: usize = 1 << 16;
+/// What an inspection read: the cost of a report, beside the pagemap alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// `/proc/PID/pagemap` entries read (one per 4K page of the mappings with memory).
+    pub pagemap_entries: u64,
+    /// `/proc/kpageflags` entries read: one per resident 4K-mapped page, one per 2M of pages
+    /// mapped by huge entries.
+    pub kpageflags_entries: u64,
+    /// Pages found mapped by huge entries (`PAGEMAP_SCAN`), their kpageflags read once per 2M.
+    pub huge_mapped_pages: u64,
+    /// Whether `/proc/PID/smaps` was read (to tell which mappings are empty).
+    pub smaps: bool,
+}
+
+/// Pagemap entries per read (a multiple of the pages of 2 MiB).
+const CHUNK: u64 = 1 << 12;
 
 /// Inspect one process: every mapping overlapping `range` (`[start, end)`; `None` = all).
 /// `pgsizes` is the IOMMU's page-size bitmap (e.g. 4K|2M|1G).
@@ -674,11 +708,7 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             }
         }
     }
-    // Mappings with nothing resident or swapped (smaps: Rss, hugetlb, Swap all 0 kB) are all
-    // holes: no need to read their pagemap (a 1 TiB PROT_NONE reservation costs nothing).
-    let empty = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
-        .map(|t| smaps_empty(&t))
-        .unwrap_or_default();
+    let mut smaps = Smaps::new(pid);
     let before = pieces.len();
     pieces.retain(|(m, s, e)| {
         let name = if m.name.is_empty() { "[anon]" } else { &m.name };
@@ -706,7 +736,10 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
         verdict: Verdict::of(&Counts::new(pgsizes), pgsizes),
         suggested_memlock_bytes: 0,
         iotlb_reach_plain_bytes: 0,
+        reads: Reads::default(),
     };
+    let mut bufs = (EntryReader::default(), EntryReader::default());
+    let mut scan = !o.per_page_flags;
     for (i, (m, s, e)) in pieces.into_iter().enumerate() {
         let iova = match &o.layout {
             Layout::Vaddr => s,
@@ -714,13 +747,59 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             Layout::Gpa(g) => g[i],
         };
         let delta = iova.wrapping_sub(s);
-        let mut counts = if empty.contains(&m.start) {
+        let holes = || {
             let mut c = Counts::new(pgsizes);
             c.pages = e.div_ceil(PAGE_SIZE) - s / PAGE_SIZE;
             c.hole_pages = c.pages;
             c
+        };
+        let (first, last) = (s / PAGE_SIZE, e.div_ceil(PAGE_SIZE));
+        let scanned = if scan {
+            match scan_piece(&pm, first, last) {
+                Ok(sc) => Some(sc),
+                Err(e) => {
+                    // No PAGEMAP_SCAN (before 6.7): smaps and every page's flags, from now on.
+                    // Another error (the [vsyscall] page is outside the walk): this piece only.
+                    scan = e.raw_os_error() != Some(libc::ENOTTY);
+                    None
+                }
+            }
         } else {
-            inspect_span(&pm, &kf, &pm_path, s, e, pgsizes, delta)?
+            None
+        };
+        // Nothing present or swapped: reading the pagemap would find only holes.
+        let skip = match &scanned {
+            Some(sc) => !sc.any,
+            // A piece the scan refused ([vsyscall], above the user address space): its pagemap
+            // tells, and reads nothing there.
+            None if scan => false,
+            None => smaps.empty(m.start),
+        };
+        let huge = scanned.map(|sc| sc.huge).unwrap_or_default();
+        let mut counts = if skip {
+            holes()
+        } else {
+            let (c, in_rss) = inspect_span(
+                &pm,
+                &kf,
+                &pm_path,
+                (s, e),
+                pgsizes,
+                delta,
+                &huge,
+                &mut bufs,
+                &mut report.reads,
+            )?;
+            // The vDSO is the kernel's special mapping, its pages inserted one by one (never
+            // VM_PFNMAP): smaps counts them in Rss although they are reserved.
+            let vdso = m.name == "[vdso]" && c.resident_pages > 0;
+            // Nothing present or swapped found: all holes either way.
+            let nothing = c.resident_pages == 0 && c.swapped_pages == 0;
+            if !in_rss && !vdso && !nothing && smaps.empty(m.start) {
+                holes()
+            } else {
+                c
+            }
         };
         counts.map_charge_pages = counts.pages - counts.reserved_pages;
         counts.map_charge_bytes = counts.map_charge_pages * PAGE_SIZE;
@@ -735,6 +814,7 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
             counts,
         });
     }
+    report.reads.smaps = smaps.empty.is_some();
     report.verdict = Verdict::of(&report.total, pgsizes);
     report.suggested_memlock_bytes = report.total.map_charge_bytes;
     let used = report
@@ -762,106 +842,290 @@ pub fn inspect(pid: u32, o: &Options) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// Counts for `[start, end)` of one mapping.
+/// Which mappings `/proc/PID/smaps` calls empty (nothing resident or swapped: Rss, hugetlb and
+/// Swap all 0 kB), read once, when first needed.
+///
+/// An empty mapping is all holes: its pagemap is not read (a 1 TiB PROT_NONE reservation costs
+/// nothing). Reading smaps walks the page tables of every mapping, about a tenth of an inspection
+/// of a large THP process, so it is asked only about a mapping that has present or swapped pages
+/// (`PAGEMAP_SCAN`) none of which smaps is known to count: a THP or hugetlb folio, or an
+/// anonymous or LRU page (not the zero pages, not device memory), or a page of the vDSO. Smaps
+/// does not count the zero pages or `VM_PFNMAP` memory, so a mapping of only those stays all
+/// holes, as it was.
+/// Without `PAGEMAP_SCAN` smaps is asked first, as before.
+struct Smaps {
+    pid: u32,
+    /// The empty mappings' starts; `None` until read.
+    empty: Option<HashSet<u64>>,
+}
+
+impl Smaps {
+    fn new(pid: u32) -> Smaps {
+        Smaps { pid, empty: None }
+    }
+
+    /// Whether the mapping at `start` has nothing resident or swapped (reads smaps once;
+    /// unreadable smaps calls nothing empty).
+    fn empty(&mut self, start: u64) -> bool {
+        let pid = self.pid;
+        self.empty
+            .get_or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+                    .map(|t| smaps_empty(&t))
+                    .unwrap_or_default()
+            })
+            .contains(&start)
+    }
+}
+
+/// The runs of one span as they are found: consecutive vaddrs on consecutive pfns, uniformly
+/// reserved or not, each counted into `c` when it ends. Pages come in groups that share their
+/// kpageflags (one page, or the pages of one huge page-table entry).
+struct Runs<'a> {
+    c: &'a mut Counts,
+    pgsizes: u64,
+    delta: u64,
+    /// The current run: (vaddr, pfn, pages, reserved).
+    run: Option<(u64, u64, u64, bool)>,
+    /// Whether a page smaps counts in Rss or hugetlb was pushed (`counted`).
+    in_rss: bool,
+}
+
+/// Whether a present page with these kpageflags is one smaps counts (Rss, or hugetlb): a THP or
+/// hugetlb folio, an anonymous or LRU page; not the zero pages, device memory (no page frame)
+/// or a reserved page.
+fn counted(flags: u64) -> bool {
+    flags & (kpf::THP | kpf::HUGE | kpf::ANON | kpf::LRU) != 0
+        && flags & (kpf::ZERO_PAGE | kpf::NOPAGE | kpf::RESERVED) == 0
+}
+
+impl Runs<'_> {
+    /// `n` resident pages at `vaddr` on `pfn..`, each with the kpageflags `flags`.
+    fn push(&mut self, vaddr: u64, pfn: u64, n: u64, flags: u64) {
+        self.in_rss |= counted(flags);
+        let c = &mut *self.c;
+        c.resident_pages += n;
+        if flags & kpf::THP != 0 {
+            c.thp_pages += n;
+        }
+        if flags & kpf::HUGE != 0 {
+            c.hugetlb_pages += n;
+        }
+        let reserved = kpf::reserved(flags);
+        if reserved {
+            c.reserved_pages += n;
+        } else {
+            c.locked_pages += n;
+        }
+        match &mut self.run {
+            Some((rv, rp, rn, rr))
+                if *rr == reserved && *rv + *rn * PAGE_SIZE == vaddr && *rp + *rn == pfn =>
+            {
+                *rn += n;
+            }
+            _ => {
+                self.end();
+                self.run = Some((vaddr, pfn, n, reserved));
+            }
+        }
+    }
+
+    /// End the current run (a hole, or the end of the span).
+    fn end(&mut self) {
+        if let Some((v, p, n, _)) = self.run.take() {
+            self.c.add_run(self.pgsizes, self.delta, v, p, n);
+        }
+    }
+}
+
+/// A pfn-contiguous stretch of 4K-mapped pages: read its kpageflags in one go (one entry per
+/// page) and hand the pages on in groups of equal flags.
+fn push_per_page(
+    runs: &mut Runs,
+    kf: &File,
+    kr: &mut EntryReader,
+    reads: &mut Reads,
+    (vaddr, pfn, npages): (u64, u64, u64),
+) {
+    // Unreadable flags count as 0 (not THP, not reserved), as before a read fails.
+    let flags = kr.read(kf, pfn, npages as usize).unwrap_or_default();
+    reads.kpageflags_entries += npages;
+    // The flags that tell pages apart here: THP, hugetlb, reserved, and whether smaps counts it.
+    const CLASS: u64 =
+        kpf::THP | kpf::HUGE | kpf::RESERVED | kpf::ZERO_PAGE | kpf::ANON | kpf::LRU | kpf::NOPAGE;
+    let f = |i: u64| flags.get(i as usize).copied().unwrap_or(0) & CLASS;
+    let mut s = 0u64;
+    for i in 1..=npages {
+        if i == npages || f(i) != f(s) {
+            runs.push(vaddr + s * PAGE_SIZE, pfn + s, i - s, f(s));
+            s = i;
+        }
+    }
+}
+
+/// Whether `entries` are all present on consecutive pfns (the pages of one huge entry).
+fn contiguous(entries: &[u64]) -> bool {
+    const M: u64 = pagemap::PRESENT | pagemap::PFN_MASK;
+    let Some(&first) = entries.first() else {
+        return false;
+    };
+    let base = first & M;
+    // No early exit: the loop vectorises, and a huge entry's pages are all checked.
+    base & pagemap::PRESENT != 0
+        && entries
+            .iter()
+            .zip(base..)
+            .fold(true, |ok, (&e, want)| ok & (e & M == want))
+}
+
+/// `PAGE_IS_SWAPPED` of `PAGEMAP_SCAN` (include/uapi/linux/fs.h).
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// What `PAGEMAP_SCAN` says of a piece: whether any page is present or swapped, and the pages
+/// mapped by present huge page-table entries (PMD-mapped THP, hugetlb) as sorted page-index
+/// ranges.
+struct Scan {
+    any: bool,
+    huge: Vec<(u64, u64)>,
+}
+
+/// `PAGEMAP_SCAN` of the pages `[first, last)` (page indices); fails with ENOTTY on a kernel
+/// before 6.7.
+fn scan_piece(pm: &File, first: u64, last: u64) -> io::Result<Scan> {
+    use sys::page_is::{HUGE, PRESENT};
+    let bad = || io::Error::from_raw_os_error(libc::EINVAL);
+    let start = first.checked_mul(PAGE_SIZE).ok_or_else(bad)?;
+    let end = last.checked_mul(PAGE_SIZE).ok_or_else(bad)?;
+    let regions = sys::pagemap_scan(pm, start, end, PRESENT | PAGE_IS_SWAPPED | HUGE)?;
+    Ok(Scan {
+        any: regions
+            .iter()
+            .any(|r| r.categories & (PRESENT | PAGE_IS_SWAPPED) != 0),
+        huge: regions
+            .iter()
+            .filter(|r| r.categories & (PRESENT | HUGE) == PRESENT | HUGE)
+            .map(|r| (r.start / PAGE_SIZE, r.end / PAGE_SIZE))
+            .collect(),
+    })
+}
+
+/// Pages per 2 MiB: a huge entry maps a 2M-aligned block of consecutive pfns (a 1G entry too,
+/// in 2M pieces).
+const HUGE_BLOCK: u64 = SZ_2M / PAGE_SIZE;
+
+/// Counts for `[start, end)` of one mapping, and whether a page smaps counts in Rss or hugetlb
+/// was found (`counted`). `huge` are the page-index ranges of the span
+/// mapped by huge entries (sorted): each 2M block there whose entries are present on
+/// consecutive pfns takes the kpageflags of its first page for all its pages (one read instead
+/// of 512: a huge entry maps one folio, whose THP/hugetlb/zero-page flags are the same for all
+/// its pages). Everything else reads the kpageflags of every resident page.
+#[allow(clippy::too_many_arguments)]
 fn inspect_span(
     pm: &File,
     kf: &File,
     pm_path: &str,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
     pgsizes: u64,
     delta: u64,
-) -> Result<Counts, Error> {
+    huge: &[(u64, u64)],
+    bufs: &mut (EntryReader, EntryReader),
+    reads: &mut Reads,
+) -> Result<(Counts, bool), Error> {
     let mut c = Counts::new(pgsizes);
     let first = start / PAGE_SIZE;
     let last = end.div_ceil(PAGE_SIZE);
     c.pages = last - first;
-    // The current run: (vaddr, pfn, pages).
-    let mut run: Option<(u64, u64, u64)> = None;
+    let (pr, kr) = bufs;
+    let mut runs = Runs {
+        c: &mut c,
+        pgsizes,
+        delta,
+        run: None,
+        in_rss: false,
+    };
+    let (mut hole_pages, mut swapped_pages) = (0u64, 0u64);
+    // The current pfn-contiguous stretch of 4K-mapped pages: (vaddr, pfn, pages).
+    let mut stretch: Option<(u64, u64, u64)> = None;
+    let mut hi = 0usize;
     let mut idx = first;
     while idx < last {
-        let n = ((last - idx) as usize).min(CHUNK);
-        let entries = read_entries(pm, idx, n).map_err(|e| io_err(pm_path, e))?;
+        // Reads end on CHUNK boundaries, so that no 2M block straddles two reads.
+        let n = (last - idx).min(CHUNK - idx % CHUNK) as usize;
+        let entries = pr.read(pm, idx, n).map_err(|e| io_err(pm_path, e))?;
         // Past the end of the readable space ([vsyscall]): the rest is holes.
         let got = entries.len() as u64;
-        for (i, &e) in entries.iter().enumerate() {
-            let v = (idx + i as u64) * PAGE_SIZE;
-            match pagemap::pfn(e) {
-                Some(0) => return Err(Error::NoCapSysAdmin),
-                Some(pfn) => {
-                    c.resident_pages += 1;
-                    match &mut run {
-                        Some((rv, rp, rn)) if *rv + *rn * PAGE_SIZE == v && *rp + *rn == pfn => {
-                            *rn += 1;
-                        }
-                        _ => {
-                            if let Some(r) = run.take() {
-                                finish_run(&mut c, kf, pgsizes, delta, r);
-                            }
-                            run = Some((v, pfn, 1));
-                        }
-                    }
+        reads.pagemap_entries += got;
+        let mut p = idx;
+        while p < idx + got {
+            while huge.get(hi).is_some_and(|h| h.1 <= p) {
+                hi += 1;
+            }
+            let (seg_end, in_huge) = match huge.get(hi) {
+                Some(&(hs, he)) if hs <= p => (((p / HUGE_BLOCK + 1) * HUGE_BLOCK).min(he), true),
+                Some(&(hs, _)) => (hs, false),
+                None => (u64::MAX, false),
+            };
+            let seg_end = seg_end.min(idx + got);
+            let seg = &entries[(p - idx) as usize..(seg_end - idx) as usize];
+            if in_huge && contiguous(seg) {
+                if let Some(s) = stretch.take() {
+                    push_per_page(&mut runs, kf, kr, reads, s);
                 }
-                None => {
-                    c.hole_pages += 1;
-                    if e & pagemap::SWAPPED != 0 {
-                        c.swapped_pages += 1;
-                    }
-                    if let Some(r) = run.take() {
-                        finish_run(&mut c, kf, pgsizes, delta, r);
+                let pfn = seg[0] & pagemap::PFN_MASK;
+                if pfn == 0 {
+                    return Err(Error::NoCapSysAdmin);
+                }
+                let flags = procfs::page_flags(kf, pfn);
+                reads.kpageflags_entries += 1;
+                reads.huge_mapped_pages += seg.len() as u64;
+                runs.push(p * PAGE_SIZE, pfn, seg.len() as u64, flags);
+            } else {
+                for (k, &e) in seg.iter().enumerate() {
+                    let v = (p + k as u64) * PAGE_SIZE;
+                    match pagemap::pfn(e) {
+                        Some(0) => return Err(Error::NoCapSysAdmin),
+                        Some(pfn) => match &mut stretch {
+                            Some((sv, sp, sn))
+                                if *sv + *sn * PAGE_SIZE == v && *sp + *sn == pfn =>
+                            {
+                                *sn += 1;
+                            }
+                            _ => {
+                                if let Some(s) = stretch.replace((v, pfn, 1)) {
+                                    push_per_page(&mut runs, kf, kr, reads, s);
+                                }
+                            }
+                        },
+                        None => {
+                            hole_pages += 1;
+                            if e & pagemap::SWAPPED != 0 {
+                                swapped_pages += 1;
+                            }
+                            if let Some(s) = stretch.take() {
+                                push_per_page(&mut runs, kf, kr, reads, s);
+                            }
+                            runs.end();
+                        }
                     }
                 }
             }
+            p = seg_end;
         }
         if got < n as u64 {
-            c.hole_pages += last - idx - got;
+            hole_pages += last - idx - got;
             break;
         }
         idx += got;
     }
-    if let Some(r) = run.take() {
-        finish_run(&mut c, kf, pgsizes, delta, r);
+    if let Some(s) = stretch.take() {
+        push_per_page(&mut runs, kf, kr, reads, s);
     }
+    runs.end();
+    let in_rss = runs.in_rss;
+    c.hole_pages = hole_pages;
+    c.swapped_pages = swapped_pages;
     c.locked_bytes = c.locked_pages * PAGE_SIZE;
-    Ok(c)
-}
-
-/// A pfn-contiguous run: read its kpageflags in one go, cut it where reservedness changes.
-fn finish_run(
-    c: &mut Counts,
-    kf: &File,
-    pgsizes: u64,
-    delta: u64,
-    (vaddr, pfn, npages): (u64, u64, u64),
-) {
-    let flags = read_entries(kf, pfn, npages as usize).unwrap_or_default();
-    let reserved = |i: usize| flags.get(i).copied().is_some_and(kpf::reserved);
-    let mut s = 0usize;
-    for i in 0..npages as usize {
-        let f = flags.get(i).copied().unwrap_or(0);
-        if f & kpf::THP != 0 {
-            c.thp_pages += 1;
-        }
-        if f & kpf::HUGE != 0 {
-            c.hugetlb_pages += 1;
-        }
-        if reserved(i) {
-            c.reserved_pages += 1;
-        } else {
-            c.locked_pages += 1;
-        }
-        if i + 1 == npages as usize || reserved(i + 1) != reserved(i) {
-            let off = s as u64;
-            c.add_run(
-                pgsizes,
-                delta,
-                vaddr + off * PAGE_SIZE,
-                pfn + off,
-                i as u64 + 1 - off,
-            );
-            s = i + 1;
-        }
-    }
+    Ok((c, in_rss))
 }
 
 /// One region the demo made.
@@ -973,6 +1237,70 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(2, 3, 1), (1024, 2047, 2)]
         );
+    }
+
+    #[test]
+    fn contiguous_wants_every_entry_present_on_the_next_pfn() {
+        let p = pagemap::PRESENT;
+        // Present, consecutive pfns; the flag bits other than present do not matter.
+        let mut e: Vec<u64> = (0..512).map(|k| p | (0x4_0000 + k)).collect();
+        e[7] |= pagemap::EXCLUSIVE;
+        assert!(contiguous(&e));
+        assert!(contiguous(&e[100..]));
+        let mut gap = e.clone();
+        gap[511] += 1;
+        assert!(!contiguous(&gap), "the last pfn off by one");
+        let mut hole = e.clone();
+        hole[300] &= !p;
+        assert!(!contiguous(&hole), "one page not present");
+        let absent: Vec<u64> = e.iter().map(|x| x & !p).collect();
+        assert!(!contiguous(&absent));
+        assert!(!contiguous(&[]));
+    }
+
+    #[test]
+    fn smaps_counts_folios_anonymous_and_lru_pages_only() {
+        assert!(counted(kpf::THP | kpf::COMPOUND_HEAD));
+        assert!(counted(kpf::HUGE | kpf::COMPOUND_TAIL));
+        assert!(counted(kpf::ANON));
+        assert!(counted(kpf::LRU));
+        // The huge zero page is a THP to kpageflags; smaps does not count it.
+        assert!(!counted(kpf::THP | kpf::ZERO_PAGE));
+        assert!(!counted(kpf::ZERO_PAGE));
+        assert!(!counted(kpf::NOPAGE));
+        assert!(!counted(kpf::RESERVED | kpf::LRU));
+        assert!(!counted(0), "a page of unknown kind asks smaps");
+    }
+
+    #[test]
+    fn runs_join_groups_on_consecutive_pfns_of_equal_reservedness() {
+        let pg = (1 << 12) | (1 << 21) | (1 << 30);
+        let mut c = Counts::new(pg);
+        let mut r = Runs {
+            c: &mut c,
+            pgsizes: pg,
+            delta: 0,
+            run: None,
+            in_rss: false,
+        };
+        // Two 2M blocks of THP on consecutive pfns, then a 4K page on the next pfn: one run.
+        r.push(0x4000_0000, 0x1000, 512, kpf::THP);
+        r.push(0x4020_0000, 0x1200, 512, kpf::THP);
+        r.push(0x4040_0000, 0x1400, 1, 0);
+        // The zero page next: reserved, its own run.
+        r.push(0x4040_1000, 0x1401, 1, kpf::ZERO_PAGE);
+        // Not the next vaddr: a new run.
+        r.push(0x4040_3000, 0x1402, 2, 0);
+        r.end();
+        assert!(r.in_rss, "THP is counted by smaps");
+        assert_eq!(c.runs, 3);
+        assert_eq!(c.resident_pages, 1028);
+        assert_eq!(c.thp_pages, 1024);
+        assert_eq!(c.reserved_pages, 1);
+        assert_eq!(c.locked_pages, 1027);
+        assert_eq!(c.longest_run_pages, 1025);
+        assert_eq!(c.leaves_iova_eq_vaddr[1].leaves, 2);
+        assert_eq!(c.leaves_iova_eq_vaddr[0].leaves, 4);
     }
 
     #[test]

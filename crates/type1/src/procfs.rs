@@ -39,6 +39,8 @@ pub mod pagemap {
 pub mod kpf {
     /// The page is locked (`PG_locked`).
     pub const LOCKED: u64 = 1 << 0;
+    /// On an LRU list (page cache or anonymous memory the kernel may reclaim).
+    pub const LRU: u64 = 1 << 5;
     /// Anonymous memory.
     pub const ANON: u64 = 1 << 12;
     /// The first page of a compound page (folio).
@@ -84,12 +86,51 @@ pub fn read_entries(file: &File, index: u64, n: usize) -> io::Result<Vec<u64>> {
         .collect())
 }
 
+/// Reads runs of 64-bit entries into buffers it keeps, so that a walk of a large range
+/// allocates once (`read_entries` allocates for every call).
+#[derive(Debug, Default)]
+pub struct EntryReader {
+    bytes: Vec<u8>,
+    entries: Vec<u64>,
+}
+
+impl EntryReader {
+    /// `read_entries` into this reader's buffer: up to `n` entries from `file` at entry index
+    /// `index`, fewer at the end of the file.
+    pub fn read(&mut self, file: &File, index: u64, n: usize) -> io::Result<&[u64]> {
+        let off = index
+            .checked_mul(8)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let len = n
+            .checked_mul(8)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.bytes.resize(len, 0);
+        let mut done = 0usize;
+        while done < len {
+            match file.read_at(&mut self.bytes[done..], off + done as u64) {
+                Ok(0) => break,
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.entries.clear();
+        self.entries.extend(
+            self.bytes[..done - done % 8]
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))),
+        );
+        Ok(&self.entries)
+    }
+}
+
 /// `/proc/kpageflags` of one pfn (0 when unreadable).
 pub fn page_flags(kpageflags: &File, pfn: u64) -> u64 {
-    read_entries(kpageflags, pfn, 1)
-        .ok()
-        .and_then(|v| v.first().copied())
-        .unwrap_or(0)
+    let mut b = [0u8; 8];
+    match pfn.checked_mul(8) {
+        Some(off) if kpageflags.read_exact_at(&mut b, off).is_ok() => u64::from_ne_bytes(b),
+        _ => 0,
+    }
 }
 
 /// The folio holding `pfn`, as its head and size, from `/proc/kpageflags`. A page that is not
@@ -258,5 +299,22 @@ mod tests {
             !e.contains(&0x7f00_0020_0000),
             "hugetlb pages are not in Rss"
         );
+    }
+
+    #[test]
+    fn entry_reader_reads_what_read_entries_reads() {
+        let f = File::open("/proc/self/pagemap").unwrap();
+        // Eight pages written (present) before either read.
+        let buf = vec![1u8; 9 * 4096];
+        let here = (buf.as_ptr() as u64).div_ceil(4096);
+        let mut r = EntryReader::default();
+        let a = r.read(&f, here, 8).unwrap().to_vec();
+        assert_eq!(a.len(), 8);
+        assert!(a.iter().all(|e| e & pagemap::PRESENT != 0));
+        assert_eq!(a, read_entries(&f, here, 8).unwrap());
+        drop(buf);
+        // Past the end of the user address space: nothing, as read_entries.
+        assert_eq!(r.read(&f, 1 << 52, 4).unwrap(), &[] as &[u64]);
+        assert!(r.read(&f, u64::MAX, 1).is_err());
     }
 }

@@ -84,7 +84,9 @@ fn check_report_against_pagemap(r: &Report) {
 }
 
 /// Not a test of its own: the child process of the tests below. TYPE1_INSPECT_CHILD says what
-/// it maps: `4k` 4 MiB of 4K pages, all written; `thp-partial` 8 MiB 2M-aligned with
+/// it maps: `4k` 4 MiB of 4K pages, all written; `thp-split` 16 MiB of THP, all written, one
+/// 4K page of its second 2M block unmapped; `thp-zero` 8 MiB of THP only read (the huge zero
+/// page); `thp-partial` 8 MiB 2M-aligned with
 /// MADV_HUGEPAGE, only its first 2 MiB written; `hugetlb-2m` 4 MiB of 2M hugetlb pages, all
 /// written. It prints the address and length and waits to be killed.
 #[test]
@@ -93,6 +95,22 @@ fn child_helper_allocates_and_waits() {
         return;
     };
     let m = match mode.to_str() {
+        Some("thp-split") => {
+            // 16 MiB of THP, all written; then one 4K page of the second 2M block unmapped,
+            // which splits that block's PMD into PTEs (a PTE-mapped THP beside PMD-mapped ones).
+            let mut m = Mapping::anon_aligned(16 << 20, true, M2).unwrap();
+            sys::madvise(m.base(), m.len(), Advice::HugePage).unwrap();
+            m.fill_first_bytes(m.base(), m.len(), 0x5a).unwrap();
+            m.unmap(m.base() + M2 + K4, K4).unwrap();
+            m
+        }
+        Some("thp-zero") => {
+            // 8 MiB read-only with MADV_HUGEPAGE, every page read: the huge zero page.
+            let m = Mapping::anon_aligned(8 << 20, false, M2).unwrap();
+            sys::madvise(m.base(), m.len(), Advice::HugePage).unwrap();
+            m.touch(m.base(), m.len()).unwrap();
+            m
+        }
         Some("thp-partial") => {
             let m = Mapping::anon_aligned(8 << 20, true, M2).unwrap();
             sys::madvise(m.base(), m.len(), Advice::HugePage).unwrap();
@@ -216,6 +234,12 @@ fn inspect_of_a_child_process_matches_pagemap() {
     assert!(all.vmas.iter().any(|v| v.name == "[stack]"));
     check_report_against_pagemap(&all);
     assert!(!all.notes.is_empty(), "holes are explained");
+    // Every page's kpageflags read instead: the same report of the whole process.
+    let mut o = Options::new(PGSIZES);
+    o.per_page_flags = true;
+    let slow = inspect::inspect(pid, &o).unwrap();
+    assert_eq!(slow.vmas, all.vmas);
+    assert_eq!(slow.total, all.total);
     drop(child);
     assert!(matches!(
         inspect::inspect_pid(pid, None, PGSIZES),
@@ -239,6 +263,14 @@ fn demo_regions_match_pagemap() {
         eprintln!("SKIP (part): no 2M huge pages for the demo");
     }
     check_report_against_pagemap(&d.report);
+    // The same regions with every page's kpageflags read: the same report.
+    let mut o = Options::new(PGSIZES);
+    o.ranges = d.report.ranges.clone();
+    o.per_page_flags = true;
+    let slow = inspect::inspect(std::process::id(), &o).unwrap();
+    assert_eq!(slow.vmas, d.report.vmas);
+    assert_eq!(slow.total, d.report.total);
+    assert_eq!(slow.reads.huge_mapped_pages, 0);
     for reg in &d.regions {
         let vmas: Vec<_> = d
             .report
@@ -407,4 +439,108 @@ fn filters_change_the_totals() {
     let none = inspect::inspect(pid, &o).unwrap();
     assert!(none.vmas.is_empty());
     assert_eq!(none.total.pages, 0);
+}
+
+/// The kpageflags of pages mapped by huge entries are read once per 2 MiB (`PAGEMAP_SCAN`),
+/// and the report is the one the per-page path gives: the same runs (consecutive pfns,
+/// uniformly reserved, as `vfio_pin_pages_remote` batches them: spec 3.2), leaves (`iommu_pgsize`
+/// split: spec 3.4) and counts, both checked against pagemap and kpageflags read here.
+#[test]
+fn huge_entries_read_flags_once_per_2m_and_report_as_per_page() {
+    let _g = serial();
+    let (_child, pid, base, len) = spawn_child("thp-split").unwrap();
+    let report = |per_page: bool| {
+        let mut o = Options::new(PGSIZES);
+        o.ranges = vec![(base, base + len)];
+        o.per_page_flags = per_page;
+        let r = inspect::inspect(pid, &o).unwrap();
+        check_report_against_pagemap(&r);
+        r
+    };
+    let (fast, slow) = (report(false), report(true));
+    assert_eq!(fast.vmas, slow.vmas);
+    assert_eq!(fast.total, slow.total);
+    assert_eq!(fast.verdict, slow.verdict);
+    let c = &fast.total;
+    eprintln!(
+        "thp-split: resident {} of {} pages, thp {}, runs {}, leaves {:?}; reads fast {:?}, \
+         per page {:?}",
+        c.resident_pages,
+        c.pages,
+        c.thp_pages,
+        c.runs,
+        c.leaves_iova_eq_vaddr,
+        fast.reads,
+        slow.reads
+    );
+    // The two pieces around the unmapped page, every other page written.
+    assert_eq!(fast.vmas.len(), 2);
+    assert_eq!(c.pages, len / K4 - 1);
+    assert_eq!(c.resident_pages, len / K4 - 1);
+    assert_eq!(slow.reads.kpageflags_entries, c.resident_pages);
+    assert_eq!(slow.reads.huge_mapped_pages, 0);
+    assert_eq!(fast.reads.pagemap_entries, slow.reads.pagemap_entries);
+    // Whatever the kernel mapped with huge entries was found in whole 2M blocks, and cost one
+    // kpageflags entry per block; the rest one per page.
+    let h = fast.reads.huge_mapped_pages;
+    assert_eq!(h % 512, 0);
+    assert_eq!(
+        fast.reads.kpageflags_entries,
+        c.resident_pages - h + h / 512
+    );
+    let scan = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+        .ok()
+        .and_then(|f| sys::pagemap_scan(&f, base, base + len, sys::page_is::HUGE).ok());
+    match scan {
+        Some(regions) => {
+            // PAGEMAP_SCAN (6.7+), read here: the pages it calls huge are those found.
+            let huge: u64 = regions
+                .iter()
+                .filter(|r| r.categories & sys::page_is::HUGE != 0)
+                .map(|r| (r.end - r.start) / K4)
+                .sum();
+            assert_eq!(h, huge);
+            // Every mapping of the range holds THP: smaps is not needed, nor read.
+            assert!(!fast.reads.smaps, "{:?}", fast.reads);
+            assert!(slow.reads.smaps, "the per-page path asks smaps first");
+            // The split block is mapped by PTEs; THP the kernel gave elsewhere is PMD-mapped.
+            assert!(h <= len / K4 - 512);
+            if c.thp_pages >= 4 * 512 {
+                assert!(h > 0, "{c:?}");
+            }
+        }
+        None => {
+            eprintln!("no PAGEMAP_SCAN: every page's flags read");
+            assert_eq!(h, 0);
+        }
+    }
+}
+
+/// A mapping whose huge entries all map the huge zero page is what smaps calls empty (no Rss):
+/// finding huge entries does not spare the smaps check there, and the report is the per-page
+/// path's (all holes, as before huge entries were looked for).
+#[test]
+fn huge_zero_page_mappings_are_still_judged_by_smaps() {
+    let _g = serial();
+    let (_child, pid, base, len) = spawn_child("thp-zero").unwrap();
+    let report = |per_page: bool| {
+        let mut o = Options::new(PGSIZES);
+        o.ranges = vec![(base, base + len)];
+        o.per_page_flags = per_page;
+        inspect::inspect(pid, &o).unwrap()
+    };
+    let (fast, slow) = (report(false), report(true));
+    eprintln!("thp-zero: {:?} / per page {:?}", fast.reads, slow.reads);
+    assert_eq!(fast.vmas, slow.vmas);
+    assert_eq!(fast.total, slow.total);
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    if type1::procfs::smaps_empty(&smaps).contains(&base) {
+        // Present pages none of which smaps counts: smaps was asked.
+        assert!(fast.reads.smaps, "{:?}", fast.reads);
+        assert_eq!(fast.total.resident_pages, 0);
+        assert_eq!(fast.total.hole_pages, len / K4);
+    } else {
+        // The kernel gave 4K zero pages or real pages: they are counted, and checked.
+        check_report_against_pagemap(&fast);
+    }
 }
