@@ -143,7 +143,7 @@ enum Cmd {
         json: bool,
     },
     /// Time the engine on the kernel's workload shapes (map-unmap per backing and strategy,
-    /// huge-guest, small-maps, fragmented, pagetable, threads, growth).
+    /// huge-guest, small-maps, fragmented, pagetable, threads, growth; on real memory, inspect).
     #[command(after_help = help::BENCH)]
     Bench(type1_cli::bench::Args),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
