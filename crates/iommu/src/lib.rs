@@ -267,6 +267,13 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     /// Remove every leaf that intersects `range`, whole; table pages that become empty are
     /// freed. Returns the bytes removed (0 where nothing is mapped).
     fn unmap_range(&mut self, range: IovaRange) -> u64;
+    /// As `unmap_range`, also returning the span the removal covers ([`leaf_hull`]: `range`
+    /// widened to the leaves holding its ends), which the IOTLB must forget. A table may know
+    /// it without the two extra walks the default makes.
+    fn unmap_range_span(&mut self, range: IovaRange) -> (u64, IovaRange) {
+        let span = leaf_hull(self, range);
+        (self.unmap_range(range), span)
+    }
     /// The leaf containing `iova`.
     fn translate(&self, iova: u64) -> Option<Leaf>;
     /// The raw leaf entry containing `iova` and its level.
@@ -304,6 +311,19 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     fn table_pages(&self) -> u64;
     /// Leaves installed, indexed by log2 of the page size.
     fn leaf_counts(&self) -> &[u64; 64];
+}
+
+/// `range` widened to whole leaves: from the start of the leaf holding its first byte to the
+/// last byte of the leaf holding its last (an end in a hole stays where it is). Leaves are
+/// removed whole, so this is what an unmap of `range` removes from the IOTLB's view.
+pub(crate) fn leaf_hull<T: PageTable + ?Sized>(table: &T, range: IovaRange) -> IovaRange {
+    let start = table
+        .translate(range.start())
+        .map_or(range.start(), |l| l.iova);
+    let last = table
+        .translate(range.last())
+        .map_or(range.last(), |l| l.iova + (l.size - 1));
+    IovaRange::new(start, last).expect("leaf starts are at or before the range's start")
 }
 
 /// An IOMMU domain: one translation table with its page sizes, aperture, counters and IOTLB.
@@ -492,8 +512,8 @@ impl Domain {
                 max: max_pa,
             });
         }
-        let faults = self.faults.clone();
-        let faults = faults.as_deref();
+        // Borrowed, not cloned: an `Arc` clone per call is two atomic operations per map.
+        let faults = self.faults.as_deref();
         let (mut cur, mut pa, mut left) = (iova, paddr, size);
         while left != 0 {
             let Some((pgsize, count)) = pgsize::iommu_pgsize(self.pgsize_bitmap, cur, pa, left)
@@ -539,7 +559,7 @@ impl Domain {
     }
 
     /// Unmap without flushing: `(span, removed)` where `span` covers the removed leaves when
-    /// `want_span` (it costs two walks), else is just `[iova, iova + size - 1]`.
+    /// `want_span` (up to two walks, unless the table knows it), else is just `[iova, iova + size - 1]`.
     fn unmap_nosync(&mut self, iova: u64, size: u64, want_span: bool) -> Option<(IovaRange, u64)> {
         self.stats.unmap_calls += 1;
         let min = self.min_pgsize();
@@ -548,17 +568,12 @@ impl Domain {
         }
         let asked = IovaRange::from_start_size(iova, size)?;
         // Leaves are removed whole: the span the IOTLB must forget runs from the start of the
-        // leaf holding `iova` to the last byte of the leaf holding `last`.
-        let mut span = asked;
-        if want_span {
-            let start = self.table.translate(iova).map_or(iova, |l| l.iova);
-            let last = self
-                .table
-                .translate(asked.last())
-                .map_or(asked.last(), |l| l.iova + (l.size - 1));
-            span = IovaRange::new(start, last).expect("leaf starts are at or before iova");
-        }
-        let removed = self.table.unmap_range(asked);
+        // leaf holding `iova` to the last byte of the leaf holding `last` (`leaf_hull`).
+        let (removed, span) = if want_span {
+            self.table.unmap_range_span(asked)
+        } else {
+            (self.table.unmap_range(asked), asked)
+        };
         if removed == 0 {
             return None;
         }
@@ -569,18 +584,42 @@ impl Domain {
     /// IOTLB. Returns the bytes removed, which exceed `size` when a larger leaf is cut into;
     /// 0 where nothing is mapped or the range is not aligned to the minimum page size.
     pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
-        // The span only matters to forget stale ranges; skip its walks when there are none.
-        let want_span = !self.stale.is_empty() || self.iotlb.is_some();
-        match self.unmap_nosync(iova, size, want_span) {
+        // The span only matters to forget stale ranges and cached translations: with neither
+        // (no deferred flush pending, the IOTLB model off) the flush has nothing to do.
+        if !self.stale.is_empty() || self.iotlb.is_some() {
+            return self.unmap_flush_span(iova, size);
+        }
+        match self.unmap_nosync(iova, size, false) {
+            None => 0,
+            Some((_, removed)) => {
+                self.stats.iotlb_flushes += 1;
+                removed
+            }
+        }
+    }
+
+    /// `unmap` where the flush has work: stale ranges to forget or the IOTLB model to
+    /// invalidate. Out of line, so that neither weighs on the common synchronous unmap.
+    #[cold]
+    #[inline(never)]
+    fn unmap_flush_span(&mut self, iova: u64, size: u64) -> u64 {
+        match self.unmap_nosync(iova, size, true) {
             None => 0,
             Some((span, removed)) => {
                 self.stats.iotlb_flushes += 1;
                 self.stale.retain(|s| !s.overlaps(span));
-                if let Some(t) = self.iotlb.as_deref_mut() {
-                    t.invalidate(span);
-                }
+                self.iotlb_invalidate(span);
                 removed
             }
+        }
+    }
+
+    /// Drop the IOTLB model's entries inside `span` (nothing when the model is off).
+    #[cold]
+    #[inline(never)]
+    fn iotlb_invalidate(&mut self, span: IovaRange) {
+        if let Some(t) = self.iotlb.as_deref_mut() {
+            t.invalidate(span);
         }
     }
 
@@ -604,8 +643,8 @@ impl Domain {
         };
         self.stats.iotlb_flushes += 1;
         self.stale.retain(|s| !flushed.covers(*s));
-        if let Some(t) = self.iotlb.as_deref_mut() {
-            t.invalidate(flushed);
+        if self.iotlb.is_some() {
+            self.iotlb_invalidate(flushed);
         }
     }
 

@@ -11,11 +11,24 @@
 //!
 //! The hot paths do not allocate once the arena has grown (free-list reuse), use no hashing, and
 //! make no per-leaf dynamic call: a `map_pages` call encodes its attributes once and then writes
-//! consecutive leaves of one table page in a tight loop (`attrs | paddr`), re-walking from the
-//! root only when it crosses into the next table page.
+//! consecutive leaves of one table page in a tight loop (`attrs | paddr`), re-walking only when
+//! it crosses into the next table page.
+//!
+//! The walk cache (`Walk`, one entry, like a hardware paging-structure cache): the last table page
+//! below the root that a walk reached, its depth, and the IOVA bits above its span (`tag`). A walk
+//! for an IOVA with the same tag starts there instead of at the root, so per-page map, lookup
+//! and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside a cached page-level
+//! table clears its entries in place. Invariant: a cached table page is linked into the tree at
+//! the position its tag names. A table is unlinked only when it is freed (`release`), and a
+//! freed page's descendants were freed before it, so `release` forgetting the cache keeps the
+//! invariant; linking new tables never moves an existing one. The cache changes no result,
+//! only the cost of the walk.
+
+use std::cell::Cell;
 
 use crate::{
-    Error, FaultInjector, FaultPoint, IovaRange, Leaf, LeafRun, Mapped, PageTable, Prot, Pte,
+    leaf_hull, Error, FaultInjector, FaultPoint, IovaRange, Leaf, LeafRun, Mapped, PageTable, Prot,
+    Pte,
 };
 
 /// The "physical address" of table page 0 of the arena: 16 TiB, above any memory the models
@@ -106,6 +119,19 @@ impl Desc {
     }
 }
 
+/// The walk cache's one entry: table page `t` at depth `d` (≥ 1; 0 = empty) holds the entries of
+/// every IOVA whose bits above the table's span equal `tag` (`iova >> shift(d - 1)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Walk {
+    tag: u64,
+    d: u8,
+    t: u32,
+}
+
+impl Walk {
+    const EMPTY: Walk = Walk { tag: 0, d: 0, t: 0 };
+}
+
 /// A radix table of one format.
 #[derive(Debug)]
 pub(crate) struct RadixTable {
@@ -121,6 +147,8 @@ pub(crate) struct RadixTable {
     counts: [u64; 64],
     /// Depth of a leaf of size `1 << s`, or `u8::MAX` where the format has no such leaf.
     depth_of_shift: [u8; 64],
+    /// The walk cache (module doc); a `Cell` so that lookups through `&self` keep it warm.
+    cache: Cell<Walk>,
 }
 
 impl RadixTable {
@@ -140,7 +168,64 @@ impl RadixTable {
             pages: 1,
             counts: [0; 64],
             depth_of_shift,
+            cache: Cell::new(Walk::EMPTY),
         }
+    }
+
+    /// The walk cache's tag of `iova` for a table page at depth `d` ≥ 1: the IOVA bits above the
+    /// span of that table page.
+    #[inline]
+    fn tag(&self, iova: u64, d: usize) -> u64 {
+        iova >> self.desc.shift(d - 1)
+    }
+
+    /// Where a walk for `iova` that must not go below depth `max_d` may start: the cached table
+    /// page when its tag matches and it is no deeper than `max_d`, else the root. `(depth, table)`.
+    #[inline]
+    fn walk_start(&self, iova: u64, max_d: usize) -> (usize, u32) {
+        let w = self.cache.get();
+        let d = w.d as usize;
+        if d != 0 && d <= max_d && self.tag(iova, d) == w.tag {
+            (d, w.t)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Remember that table page `t` at depth `d` holds the entry of `iova` (the root is not
+    /// cached: a walk starts there anyway).
+    #[inline]
+    fn remember(&self, iova: u64, d: usize, t: u32) {
+        if d != 0 {
+            self.cache.set(Walk {
+                tag: self.tag(iova, d),
+                d: d as u8,
+                t,
+            });
+        }
+    }
+
+    /// Unmap `[lo, hi]` (granule-aligned ends) in place when the cached table page is the
+    /// page-level one holding all of it: clear its entries, then free it if it is empty, with its
+    /// empty ancestors. `None` (nothing done) where the cache does not cover the range.
+    #[inline]
+    fn unmap_cached(&mut self, lo: u64, hi: u64) -> Option<u64> {
+        let pd = self.desc.levels as usize - 1;
+        let w = self.cache.get();
+        let granule_mask = (1u64 << self.desc.granule_shift) - 1;
+        let covered = pd != 0
+            && w.d as usize == pd
+            && (lo | hi.wrapping_add(1)) & granule_mask == 0
+            && self.tag(lo, pd) == w.tag
+            && self.tag(hi, pd) == w.tag;
+        if !covered {
+            return None;
+        }
+        let removed = self.clear_pages(w.t, lo, hi);
+        if self.live[w.t as usize] == 0 {
+            self.prune(lo, pd);
+        }
+        Some(removed)
     }
 
     /// The "physical address" of table page `t`.
@@ -174,23 +259,26 @@ impl RadixTable {
 
     fn release(&mut self, t: u32) {
         debug_assert!(t != 0 && self.live[t as usize] == 0);
+        // The freed page leaves the tree: the cache must not lead a walk into it (module doc).
+        self.cache.set(Walk::EMPTY);
         self.pages -= 1;
         self.free.push(t);
     }
 
-    /// Walk from the root to the table page at depth `leaf_d` that holds the entry for `iova`,
-    /// allocating missing tables. On failure every table this walk allocated is freed again.
+    /// Walk (from the cached table page or the root) to the table page at depth `leaf_d` that
+    /// holds the entry for `iova`, allocating missing tables. On failure every table this walk
+    /// allocated is freed again.
     fn walk_alloc(
         &mut self,
         iova: u64,
         leaf_d: usize,
         faults: Option<&FaultInjector>,
     ) -> Result<u32, Error> {
-        let mut t = 0u32;
+        let (d0, mut t) = self.walk_start(iova, leaf_d);
         // (parent table, index in it) of each table this walk allocated.
         let mut made: [(u32, usize); MAX_LEVELS] = [(0, 0); MAX_LEVELS];
         let mut n_made = 0;
-        for d in 0..leaf_d {
+        for d in d0..leaf_d {
             let i = self.desc.index(iova, d);
             let e = self.tables[t as usize][i];
             if e == 0 {
@@ -211,6 +299,7 @@ impl RadixTable {
                 t = self.table_of(e);
             }
         }
+        self.remember(iova, leaf_d, t);
         Ok(t)
     }
 
@@ -250,21 +339,27 @@ impl RadixTable {
         self.find_in(iova).map(|(d, raw, _)| (d, raw))
     }
 
-    /// As `find`, with the index of the table page holding the entry.
+    /// As `find`, with the index of the table page holding the entry. Starts at the cached table
+    /// page when it covers `iova`, and caches the table page where it stops.
     fn find_in(&self, iova: u64) -> Option<(usize, u64, usize)> {
         if iova > self.desc.max_iova() {
             return None;
         }
-        let mut t = 0usize;
-        for d in 0..self.desc.levels as usize {
+        let levels = self.desc.levels as usize;
+        let (mut d, t) = self.walk_start(iova, levels - 1);
+        let mut t = t as usize;
+        while d < levels {
             let e = self.tables[t][self.desc.index(iova, d)];
             if e == 0 {
+                self.remember(iova, d, t as u32);
                 return None;
             }
             if self.desc.is_leaf(e, d) {
+                self.remember(iova, d, t as u32);
                 return Some((d, e, t));
             }
             t = self.table_of(e) as usize;
+            d += 1;
         }
         None
     }
@@ -279,21 +374,30 @@ impl RadixTable {
         }
     }
 
-    /// Remove the leaves of table `t` (depth `d`, its span starting at `tbase`) intersecting
-    /// `[lo, hi]`, both inside that span; returns the bytes removed.
-    fn unmap_in(&mut self, t: u32, d: usize, tbase: u64, lo: u64, hi: u64) -> u64 {
+    /// Clear the entries of page-level table `t` for `[lo, hi]` (both inside its span): every
+    /// non-zero entry there is a leaf. Returns the bytes removed; the table is not freed here.
+    fn clear_pages(&mut self, t: u32, lo: u64, hi: u64) -> u64 {
+        let d = self.desc.levels as usize - 1;
         let shift = self.desc.shift(d);
         let (a, b) = (self.desc.index(lo, d), self.desc.index(hi, d));
         let tu = t as usize;
+        let slots = &mut self.tables[tu][a..=b];
+        let n = slots.iter().filter(|&&e| e != 0).count() as u32;
+        slots.fill(0);
+        self.live[tu] -= n;
+        self.counts[shift as usize] -= n as u64;
+        (n as u64) << shift
+    }
+
+    /// Remove the leaves of table `t` (depth `d`, its span starting at `tbase`) intersecting
+    /// `[lo, hi]`, both inside that span; returns the bytes removed.
+    fn unmap_in(&mut self, t: u32, d: usize, tbase: u64, lo: u64, hi: u64) -> u64 {
         if d + 1 == self.desc.levels as usize {
-            // Page level: every non-zero entry is a leaf. Count them, then clear the slice.
-            let slots = &mut self.tables[tu][a..=b];
-            let n = slots.iter().filter(|&&e| e != 0).count() as u32;
-            slots.fill(0);
-            self.live[tu] -= n;
-            self.counts[shift as usize] -= n as u64;
-            return (n as u64) << shift;
+            return self.clear_pages(t, lo, hi);
         }
+        let shift = self.desc.shift(d);
+        let (a, b) = (self.desc.index(lo, d), self.desc.index(hi, d));
+        let tu = t as usize;
         let mut removed = 0;
         let span_mask = (1u64 << shift) - 1;
         for i in a..=b {
@@ -461,7 +565,26 @@ impl PageTable for RadixTable {
         if range.start() > max {
             return 0;
         }
-        self.unmap_in(0, 0, 0, range.start(), range.last().min(max))
+        let (lo, hi) = (range.start(), range.last().min(max));
+        match self.unmap_cached(lo, hi) {
+            Some(removed) => removed,
+            None => self.unmap_in(0, 0, 0, lo, hi),
+        }
+    }
+
+    /// Inside the cached page-level table page the span is `range` itself (page-level leaves lie
+    /// inside a range aligned to the granule); elsewhere, as the default.
+    fn unmap_range_span(&mut self, range: IovaRange) -> (u64, IovaRange) {
+        let max = self.desc.max_iova();
+        if range.start() > max {
+            return (0, range);
+        }
+        let (lo, hi) = (range.start(), range.last().min(max));
+        if let Some(removed) = self.unmap_cached(lo, hi) {
+            return (removed, range);
+        }
+        let span = leaf_hull(self, range);
+        (self.unmap_in(0, 0, 0, lo, hi), span)
     }
 
     /// One walk from the root, then the following entries of the same table page are read in
@@ -539,5 +662,150 @@ impl PageTable for RadixTable {
 
     fn leaf_counts(&self) -> &[u64; 64] {
         &self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::x86_64;
+
+    const K4: u64 = 1 << 12;
+    const M2: u64 = 1 << 21;
+    /// A 2M-aligned IOVA at 1 GiB and a frame far from it.
+    const A: u64 = 1 << 30;
+    const PA: u64 = 1 << 33;
+
+    fn table() -> RadixTable {
+        RadixTable::new(x86_64::desc(4))
+    }
+
+    fn map(t: &mut RadixTable, iova: u64, paddr: u64, pgsize: u64, count: u64) {
+        let run = LeafRun {
+            iova,
+            paddr,
+            pgsize,
+            count,
+            prot: Prot::RW,
+        };
+        assert_eq!(t.map_pages(run, None), (count * pgsize, Ok(())));
+    }
+
+    fn range(start: u64, size: u64) -> IovaRange {
+        IovaRange::from_start_size(start, size).unwrap()
+    }
+
+    fn phys(t: &RadixTable, iova: u64) -> Option<u64> {
+        t.translate(iova).map(|l| l.paddr + (iova - l.iova))
+    }
+
+    #[test]
+    fn walks_at_following_iovas_start_at_the_cached_table() {
+        let mut t = table();
+        map(&mut t, A, PA, K4, 1);
+        let w = t.cache.get();
+        assert_eq!(
+            (w.d, w.tag),
+            (3, A >> 21),
+            "the page-level table of A is cached"
+        );
+        map(&mut t, A + K4, PA + 5 * K4, K4, 1);
+        assert_eq!(
+            t.cache.get(),
+            w,
+            "the next page's walk ended in the same table"
+        );
+        assert_eq!(phys(&t, A), Some(PA));
+        assert_eq!(phys(&t, A + K4 + 12), Some(PA + 5 * K4 + 12));
+        assert_eq!(phys(&t, A + 2 * K4), None, "a hole in the cached table");
+        assert_eq!(t.cache.get(), w);
+        // A 2M leaf: the cached table is deeper than the leaf, so that walk starts at the root.
+        map(&mut t, A + M2, PA + M2, M2, 1);
+        assert_eq!(t.cache.get().d, 2);
+        assert_eq!(phys(&t, A + M2 + 3 * K4), Some(PA + M2 + 3 * K4));
+        assert_eq!(t.translate(A + M2).map(|l| l.size), Some(M2));
+        // Back in the first 2M: the walk from the depth-2 table reaches the page table again.
+        assert_eq!(phys(&t, A + K4), Some(PA + 5 * K4));
+        assert_eq!(t.cache.get(), w);
+        assert_eq!(t.table_pages(), 4);
+    }
+
+    #[test]
+    fn freeing_the_cached_table_forgets_it_and_a_remap_translates_right() {
+        let mut t = table();
+        map(&mut t, A + 5 * K4, PA, K4, 1);
+        let cached = t.cache.get();
+        assert_eq!(cached.d, 3);
+        assert_eq!(t.table_pages(), 4);
+        // The unmap empties the cached table: it is freed with its empty ancestors.
+        assert_eq!(
+            t.unmap_range_span(range(A + 5 * K4, K4)),
+            (K4, range(A + 5 * K4, K4))
+        );
+        assert_eq!(t.table_pages(), 1);
+        assert_eq!(t.cache.get(), Walk::EMPTY, "a freed table is not cached");
+        // Another GiB: the freed pages come back from the free list, the page-level one as the
+        // page-level table again (same arena index), now holding B's entries.
+        let b = 2 * A + 5 * K4;
+        map(&mut t, b, PA + M2, K4, 1);
+        assert_eq!(t.cache.get().t, cached.t, "the freed table page is reused");
+        assert_eq!(phys(&t, b), Some(PA + M2));
+        assert_eq!(
+            phys(&t, A + 5 * K4),
+            None,
+            "A is not translated through B's table"
+        );
+        assert_eq!(t.leaf_pte(A + 5 * K4), None);
+        // Were the entry still there, a walk for A would read B's leaf: what `release` prevents.
+        t.cache.set(cached);
+        assert_eq!(phys(&t, A + 5 * K4), Some(PA + M2));
+    }
+
+    #[test]
+    fn unmaps_inside_the_cached_table_clear_in_place_then_free_it() {
+        let mut t = table();
+        map(&mut t, A, PA, K4, 512);
+        map(&mut t, A + M2, PA + 2 * M2, K4, 1);
+        assert_eq!(t.table_pages(), 5);
+        for i in 0..512 {
+            let at = A + i * K4;
+            assert_eq!(
+                t.phys_run(at, 512 * K4),
+                Some((PA + i * K4, (512 - i) * K4))
+            );
+            assert_eq!(t.unmap_range_span(range(at, K4)), (K4, range(at, K4)));
+            assert_eq!(phys(&t, at), None);
+            if i < 511 {
+                assert_eq!(phys(&t, at + K4), Some(PA + (i + 1) * K4));
+            }
+        }
+        assert_eq!(
+            t.table_pages(),
+            4,
+            "the emptied page table is freed, the other stays"
+        );
+        assert_eq!(t.leaf_counts()[12], 1);
+        assert_eq!(phys(&t, A + M2), Some(PA + 2 * M2));
+        // Nothing left where the freed table was: nothing removed, the span is the range asked.
+        assert_eq!(t.unmap_range_span(range(A, K4)), (0, range(A, K4)));
+        assert_eq!(t.table_pages(), 4);
+    }
+
+    #[test]
+    fn unmap_spans_widen_to_whole_leaves() {
+        let mut t = table();
+        map(&mut t, A, PA, M2, 1);
+        assert_eq!(
+            t.unmap_range_span(range(A + K4, K4)),
+            (M2, range(A, M2)),
+            "a 4K unmap inside a 2M leaf removes the leaf"
+        );
+        map(&mut t, A + M2, PA, K4, 1);
+        assert_eq!(
+            t.unmap_range_span(range(A + M2 - K4, 3 * K4)),
+            (K4, range(A + M2 - K4, 3 * K4)),
+            "ends in holes stay where they are"
+        );
+        assert_eq!(t.table_pages(), 1);
     }
 }
