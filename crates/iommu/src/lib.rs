@@ -9,6 +9,10 @@
 //! hardware encodings (Intel VT-d second-level tables, ARM VMSAv8-64 stage-1 tables) or, for
 //! `mock`, in a sorted map that accepts any page-size bitmap.
 //!
+//! The IOTLB model costs the map/unmap path nothing while it is off: `map` never looks at it,
+//! and a synchronous `unmap` leaves its common path (no stale range, no model: the flush has
+//! nothing to forget, so no span is computed) only for an out-of-line one that does the work.
+//!
 //! Ranges follow `addr`'s convention: `last` is inclusive, `end` exclusive. The domain's
 //! aperture, the stale (unflushed) IOTLB ranges and the gather are `IovaRange`s inside; the
 //! public accessors keep `(start, last)` pairs.

@@ -364,6 +364,18 @@ impl RadixTable {
         None
     }
 
+    /// The leaf entry `raw` at depth `d` holding `iova`: its first IOVA, physical address and
+    /// size (`leaf_at` without decoding the permissions).
+    #[inline]
+    fn leaf_span(&self, d: usize, raw: u64, iova: u64) -> (u64, u64, u64) {
+        let size = 1u64 << self.desc.shift(d);
+        (
+            iova & !(size - 1),
+            raw & self.desc.oa_mask & !(size - 1),
+            size,
+        )
+    }
+
     fn leaf_at(&self, d: usize, raw: u64, iova: u64) -> Leaf {
         let size = 1u64 << self.desc.shift(d);
         Leaf {
@@ -591,14 +603,39 @@ impl PageTable for RadixTable {
     /// place; a new walk only where the run crosses into another table page.
     fn phys_run(&self, iova: u64, max: u64) -> Option<(u64, u64)> {
         let (d, raw, t) = self.find_in(iova)?;
-        let leaf = self.leaf_at(d, raw, iova);
-        let phys = leaf.paddr + (iova - leaf.iova);
-        let mut len = (leaf.size - (iova - leaf.iova)).min(max);
+        let (lstart, lpa, lsize) = self.leaf_span(d, raw, iova);
+        let phys = lpa + (iova - lstart);
+        let mut len = (lsize - (iova - lstart)).min(max);
         let (mut cd, mut ct, mut idx) = (d, t, self.desc.index(iova, d));
+        let page_d = self.desc.levels as usize - 1;
+        let entries = self.desc.entries();
         while len < max {
             // `iova + max` does not pass 2^64 (the caller's range exists), so neither does this.
             let at = iova + len;
             let next = idx + 1;
+            if cd == page_d && next < entries && self.desc.index(at, cd) == next {
+                // Page level, same table page: compare the following entries' addresses in a
+                // tight loop (every non-zero entry there is a leaf of one granule).
+                let g_shift = self.desc.granule_shift;
+                let want = (max - len).div_ceil(1 << g_shift);
+                let upto = usize::try_from(want).map_or(entries, |w| entries.min(next + w));
+                let slots = &self.tables[ct][next..upto];
+                let mut expect = phys + len;
+                let mut k = 0;
+                for &e in slots {
+                    if e == 0 || e & self.desc.oa_mask != expect {
+                        break;
+                    }
+                    expect += 1 << g_shift;
+                    k += 1;
+                }
+                len += ((k as u64) << g_shift).min(max - len);
+                if k < slots.len() {
+                    break; // a hole or a physical jump
+                }
+                idx = next + k - 1;
+                continue;
+            }
             let in_place = next < self.tables[ct].len()
                 && self.desc.index(at, cd) == next
                 && self.tables[ct][next] != 0
@@ -611,11 +648,11 @@ impl PageTable for RadixTable {
                     None => break,
                 }
             };
-            let n = self.leaf_at(nd, nraw, at);
-            if n.paddr + (at - n.iova) != phys + len {
+            let (nstart, npa, nsize) = self.leaf_span(nd, nraw, at);
+            if npa + (at - nstart) != phys + len {
                 break;
             }
-            len += (n.size - (at - n.iova)).min(max - len);
+            len += (nsize - (at - nstart)).min(max - len);
             (cd, ct, idx) = (nd, nt, self.desc.index(at, nd));
         }
         Some((phys, len))
@@ -789,6 +826,30 @@ mod tests {
         // Nothing left where the freed table was: nothing removed, the span is the range asked.
         assert_eq!(t.unmap_range_span(range(A, K4)), (0, range(A, K4)));
         assert_eq!(t.table_pages(), 4);
+    }
+
+    #[test]
+    fn phys_runs_scan_page_tables_in_place_and_stop_where_memory_jumps() {
+        let mut t = table();
+        map(&mut t, A, PA, K4, 600);
+        map(&mut t, A + 600 * K4, PA + 10 * M2, K4, 1);
+        assert_eq!(
+            t.phys_run(A, 1 << 30),
+            Some((PA, 600 * K4)),
+            "across a table page"
+        );
+        assert_eq!(t.phys_run(A + 5 * K4, 3 * K4), Some((PA + 5 * K4, 3 * K4)));
+        assert_eq!(
+            t.phys_run(A + 510 * K4, 4 * K4),
+            Some((PA + 510 * K4, 4 * K4))
+        );
+        assert_eq!(t.phys_run(A + 599 * K4, 1 << 30), Some((PA + 599 * K4, K4)));
+        assert_eq!(
+            t.phys_run(A + 600 * K4, 8 * K4),
+            Some((PA + 10 * M2, K4)),
+            "stops at the hole after it"
+        );
+        assert_eq!(t.phys_run(A + 601 * K4, K4), None);
     }
 
     #[test]
