@@ -17,8 +17,8 @@
 //! The walk cache (`Walk`, one entry, like a hardware paging-structure cache): the last table page
 //! below the root that a walk reached, its depth, and the IOVA bits above its span (`tag`). A walk
 //! for an IOVA with the same tag starts there instead of at the root, so per-page map, lookup
-//! and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside a cached page-level
-//! table clears its entries in place. Invariant: a cached table page is linked into the tree at
+//! and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside one page-level table
+//! clears its entries in place (through the cache, or after one walk that then caches it). Invariant: a cached table page is linked into the tree at
 //! the position its tag names. A table is unlinked only when it is freed (`release`), and a
 //! freed page's descendants were freed before it, so `release` forgetting the cache keeps the
 //! invariant; linking new tables never moves an existing one. The cache changes no result,
@@ -203,6 +203,39 @@ impl RadixTable {
                 t,
             });
         }
+    }
+
+    /// Unmap `[lo, hi]` in place when one page-level table page holds all of it: the cached one,
+    /// or the one a walk reaches (then cached, so that the unmaps that follow start there).
+    /// `None` (nothing done) otherwise, or for ends not aligned to the granule.
+    #[inline]
+    fn unmap_in_page_table(&mut self, lo: u64, hi: u64) -> Option<u64> {
+        if let Some(removed) = self.unmap_cached(lo, hi) {
+            return Some(removed);
+        }
+        let pd = self.desc.levels as usize - 1;
+        if pd == 0 || self.tag(lo, pd) != self.tag(hi, pd) {
+            return None;
+        }
+        let t = self.page_table_of(lo)?;
+        self.remember(lo, pd, t);
+        self.unmap_cached(lo, hi)
+    }
+
+    /// The page-level table page holding the entry of `iova`, if a walk reaches that level (no
+    /// hole or larger leaf on the way).
+    fn page_table_of(&self, iova: u64) -> Option<u32> {
+        let pd = self.desc.levels as usize - 1;
+        let (mut d, mut t) = self.walk_start(iova, pd);
+        while d < pd {
+            let e = self.tables[t as usize][self.desc.index(iova, d)];
+            if e == 0 || self.desc.is_leaf(e, d) {
+                return None;
+            }
+            t = self.table_of(e);
+            d += 1;
+        }
+        Some(t)
     }
 
     /// Unmap `[lo, hi]` (granule-aligned ends) in place when the cached table page is the
@@ -578,7 +611,7 @@ impl PageTable for RadixTable {
             return 0;
         }
         let (lo, hi) = (range.start(), range.last().min(max));
-        match self.unmap_cached(lo, hi) {
+        match self.unmap_in_page_table(lo, hi) {
             Some(removed) => removed,
             None => self.unmap_in(0, 0, 0, lo, hi),
         }
@@ -592,7 +625,7 @@ impl PageTable for RadixTable {
             return (0, range);
         }
         let (lo, hi) = (range.start(), range.last().min(max));
-        if let Some(removed) = self.unmap_cached(lo, hi) {
+        if let Some(removed) = self.unmap_in_page_table(lo, hi) {
             return (removed, range);
         }
         let span = leaf_hull(self, range);
@@ -850,6 +883,24 @@ mod tests {
             "stops at the hole after it"
         );
         assert_eq!(t.phys_run(A + 601 * K4, K4), None);
+    }
+
+    #[test]
+    fn an_unmap_in_an_uncached_page_table_walks_once_then_caches_it() {
+        let mut t = table();
+        map(&mut t, A, PA, K4, 4);
+        map(&mut t, A + M2, PA + M2, K4, 1);
+        assert_eq!(t.cache.get().tag, (A + M2) >> 21, "the last map's table is cached");
+        assert_eq!(t.unmap_range_span(range(A + K4, K4)), (K4, range(A + K4, K4)));
+        let w = t.cache.get();
+        assert_eq!((w.d, w.tag), (3, A >> 21), "the walk to A's page table cached it");
+        assert_eq!(t.unmap_range(range(A + 2 * K4, K4)), K4);
+        assert_eq!(phys(&t, A), Some(PA));
+        assert_eq!(phys(&t, A + 3 * K4), Some(PA + 3 * K4));
+        assert_eq!(t.unmap_range(range(A, 4 * K4)), 2 * K4);
+        assert_eq!(t.table_pages(), 4, "A's page table is freed");
+        assert_eq!(t.cache.get(), Walk::EMPTY);
+        assert_eq!(phys(&t, A + M2), Some(PA + M2));
     }
 
     #[test]
