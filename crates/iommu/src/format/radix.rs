@@ -17,8 +17,9 @@
 //! The walk cache (`Walk`, one entry, like a hardware paging-structure cache): the last table page
 //! below the root that a walk reached, its depth, and the IOVA bits above its span (`tag`). A walk
 //! for an IOVA with the same tag starts there instead of at the root, so per-page map, lookup
-//! and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside one page-level table
-//! clears its entries in place (through the cache, or after one walk that then caches it). Invariant: a cached table page is linked into the tree at
+//! and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside one table page below
+//! the root starts there (the cached one, or the one a walk for its start then caches) and
+//! removes exactly what an unmap from the root would. Invariant: a cached table page is linked into the tree at
 //! the position its tag names. A table is unlinked only when it is freed (`release`), and a
 //! freed page's descendants were freed before it, so `release` forgetting the cache keeps the
 //! invariant; linking new tables never moves an existing one. The cache changes no result,
@@ -205,60 +206,49 @@ impl RadixTable {
         }
     }
 
-    /// Unmap `[lo, hi]` in place when one page-level table page holds all of it: the cached one,
-    /// or the one a walk reaches (then cached, so that the unmaps that follow start there).
-    /// `None` (nothing done) otherwise, or for ends not aligned to the granule.
+    /// Unmap `[lo, hi]` starting at the table page that holds all of it, when the walk cache
+    /// knows one: the cached table page, or the one a walk for `lo` stops in (then cached, so
+    /// that the unmaps that follow start there). Removes what `unmap_in` from the root would,
+    /// then frees that table page if it became empty, with its empty ancestors. `None`
+    /// (nothing done) where no cached table page below the root holds both ends.
     #[inline]
-    fn unmap_in_page_table(&mut self, lo: u64, hi: u64) -> Option<u64> {
+    fn unmap_local(&mut self, lo: u64, hi: u64) -> Option<u64> {
         if let Some(removed) = self.unmap_cached(lo, hi) {
             return Some(removed);
         }
-        let pd = self.desc.levels as usize - 1;
-        if pd == 0 || self.tag(lo, pd) != self.tag(hi, pd) {
-            return None;
-        }
-        let t = self.page_table_of(lo)?;
-        self.remember(lo, pd, t);
+        self.find_in(lo);
         self.unmap_cached(lo, hi)
     }
 
-    /// The page-level table page holding the entry of `iova`, if a walk reaches that level (no
-    /// hole or larger leaf on the way).
-    fn page_table_of(&self, iova: u64) -> Option<u32> {
-        let pd = self.desc.levels as usize - 1;
-        let (mut d, mut t) = self.walk_start(iova, pd);
-        while d < pd {
-            let e = self.tables[t as usize][self.desc.index(iova, d)];
-            if e == 0 || self.desc.is_leaf(e, d) {
-                return None;
-            }
-            t = self.table_of(e);
-            d += 1;
-        }
-        Some(t)
-    }
-
-    /// Unmap `[lo, hi]` (granule-aligned ends) in place when the cached table page is the
-    /// page-level one holding all of it: clear its entries, then free it if it is empty, with its
-    /// empty ancestors. `None` (nothing done) where the cache does not cover the range.
+    /// `unmap_local` with the cache as it is.
     #[inline]
     fn unmap_cached(&mut self, lo: u64, hi: u64) -> Option<u64> {
+        let w = self.cache.get();
+        let d = w.d as usize;
+        if d == 0 || self.tag(lo, d) != w.tag || self.tag(hi, d) != w.tag {
+            return None;
+        }
+        // The table page's span starts at its tag's bits.
+        let tbase = w.tag << self.desc.shift(d - 1);
+        let removed = self.unmap_in(w.t, d, tbase, lo, hi);
+        if self.live[w.t as usize] == 0 {
+            self.prune(lo, d);
+        }
+        Some(removed)
+    }
+
+    /// Whether the cached table page is the page-level one holding all of `[lo, hi]`, whose
+    /// ends are aligned to the granule: every leaf such an unmap removes lies inside the range.
+    #[inline]
+    fn in_cached_page_table(&self, lo: u64, hi: u64) -> bool {
         let pd = self.desc.levels as usize - 1;
         let w = self.cache.get();
         let granule_mask = (1u64 << self.desc.granule_shift) - 1;
-        let covered = pd != 0
+        pd != 0
             && w.d as usize == pd
             && (lo | hi.wrapping_add(1)) & granule_mask == 0
             && self.tag(lo, pd) == w.tag
-            && self.tag(hi, pd) == w.tag;
-        if !covered {
-            return None;
-        }
-        let removed = self.clear_pages(w.t, lo, hi);
-        if self.live[w.t as usize] == 0 {
-            self.prune(lo, pd);
-        }
-        Some(removed)
+            && self.tag(hi, pd) == w.tag
     }
 
     /// The "physical address" of table page `t`.
@@ -611,25 +601,27 @@ impl PageTable for RadixTable {
             return 0;
         }
         let (lo, hi) = (range.start(), range.last().min(max));
-        match self.unmap_in_page_table(lo, hi) {
+        match self.unmap_local(lo, hi) {
             Some(removed) => removed,
             None => self.unmap_in(0, 0, 0, lo, hi),
         }
     }
 
     /// Inside the cached page-level table page the span is `range` itself (page-level leaves lie
-    /// inside a range aligned to the granule); elsewhere, as the default.
+    /// inside a range aligned to the granule); elsewhere, as the default (its two lookups start
+    /// at the cached table page when it holds them).
     fn unmap_range_span(&mut self, range: IovaRange) -> (u64, IovaRange) {
         let max = self.desc.max_iova();
         if range.start() > max {
             return (0, range);
         }
         let (lo, hi) = (range.start(), range.last().min(max));
-        if let Some(removed) = self.unmap_in_page_table(lo, hi) {
-            return (removed, range);
-        }
-        let span = leaf_hull(self, range);
-        (self.unmap_in(0, 0, 0, lo, hi), span)
+        let span = if self.in_cached_page_table(lo, hi) {
+            range
+        } else {
+            leaf_hull(self, range)
+        };
+        (self.unmap_range(range), span)
     }
 
     /// One walk from the root, then the following entries of the same table page are read in
@@ -890,10 +882,21 @@ mod tests {
         let mut t = table();
         map(&mut t, A, PA, K4, 4);
         map(&mut t, A + M2, PA + M2, K4, 1);
-        assert_eq!(t.cache.get().tag, (A + M2) >> 21, "the last map's table is cached");
-        assert_eq!(t.unmap_range_span(range(A + K4, K4)), (K4, range(A + K4, K4)));
+        assert_eq!(
+            t.cache.get().tag,
+            (A + M2) >> 21,
+            "the last map's table is cached"
+        );
+        assert_eq!(
+            t.unmap_range_span(range(A + K4, K4)),
+            (K4, range(A + K4, K4))
+        );
         let w = t.cache.get();
-        assert_eq!((w.d, w.tag), (3, A >> 21), "the walk to A's page table cached it");
+        assert_eq!(
+            (w.d, w.tag),
+            (3, A >> 21),
+            "the walk to A's page table cached it"
+        );
         assert_eq!(t.unmap_range(range(A + 2 * K4, K4)), K4);
         assert_eq!(phys(&t, A), Some(PA));
         assert_eq!(phys(&t, A + 3 * K4), Some(PA + 3 * K4));
@@ -901,6 +904,40 @@ mod tests {
         assert_eq!(t.table_pages(), 4, "A's page table is freed");
         assert_eq!(t.cache.get(), Walk::EMPTY);
         assert_eq!(phys(&t, A + M2), Some(PA + M2));
+    }
+
+    #[test]
+    fn unmaps_start_at_a_cached_table_above_the_page_level() {
+        let mut t = table();
+        map(&mut t, A, PA, K4, 2);
+        map(&mut t, A + M2, PA + M2, M2, 2);
+        assert_eq!(t.translate(A + M2).map(|l| l.size), Some(M2));
+        assert_eq!(
+            t.cache.get().d,
+            2,
+            "the walk to a 2M leaf stops in the depth-2 table"
+        );
+        // A 4K unmap inside a 2M leaf removes the leaf whole; the span covers it.
+        assert_eq!(
+            t.unmap_range_span(range(A + M2 + K4, K4)),
+            (M2, range(A + M2, M2))
+        );
+        assert_eq!(t.cache.get().d, 2);
+        // From A's second page through the other 2M leaf: one depth-2 table
+        // holds it all; the page and the leaf go.
+        assert_eq!(
+            t.unmap_range_span(range(A + K4, 3 * M2)),
+            (K4 + M2, range(A + K4, 3 * M2))
+        );
+        assert_eq!(phys(&t, A), Some(PA));
+        assert_eq!(
+            t.table_pages(),
+            4,
+            "A's page table stays: A is still mapped"
+        );
+        assert_eq!(t.unmap_range(range(A, K4)), K4);
+        assert_eq!(t.table_pages(), 1);
+        assert_eq!(t.leaf_counts().iter().sum::<u64>(), 0);
     }
 
     #[test]
