@@ -343,6 +343,9 @@ pub struct Domain {
     faults: Option<Arc<FaultInjector>>,
     /// The IOTLB model, when enabled (`set_iotlb`); `None` keeps it out of map and unmap.
     iotlb: Option<Box<Iotlb>>,
+    /// `!stale.is_empty() || iotlb.is_some()`, kept up to date wherever either changes: whether
+    /// a synchronous unmap's flush has work, read with one test on its common path.
+    flush_work: bool,
 }
 
 impl Domain {
@@ -393,6 +396,7 @@ impl Domain {
             stale: Vec::new(),
             faults: None,
             iotlb: None,
+            flush_work: false,
         })
     }
 
@@ -405,6 +409,7 @@ impl Domain {
     /// While enabled, every flush (`unmap`, `iotlb_sync`) drops the entries its range covers.
     pub fn set_iotlb(&mut self, cfg: Option<&IotlbConfig>) -> Result<(), iotlb::ConfigError> {
         self.iotlb = cfg.map(Iotlb::new).transpose()?.map(Box::new);
+        self.update_flush_work();
         Ok(())
     }
 
@@ -590,7 +595,11 @@ impl Domain {
     pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
         // The span only matters to forget stale ranges and cached translations: with neither
         // (no deferred flush pending, the IOTLB model off) the flush has nothing to do.
-        if !self.stale.is_empty() || self.iotlb.is_some() {
+        debug_assert_eq!(
+            self.flush_work,
+            !self.stale.is_empty() || self.iotlb.is_some()
+        );
+        if self.flush_work {
             return self.unmap_flush_span(iova, size);
         }
         match self.unmap_nosync(iova, size, false) {
@@ -612,10 +621,16 @@ impl Domain {
             Some((span, removed)) => {
                 self.stats.iotlb_flushes += 1;
                 self.stale.retain(|s| !s.overlaps(span));
+                self.update_flush_work();
                 self.iotlb_invalidate(span);
                 removed
             }
         }
+    }
+
+    /// Recompute `flush_work` after `stale` or `iotlb` changed.
+    fn update_flush_work(&mut self) {
+        self.flush_work = !self.stale.is_empty() || self.iotlb.is_some();
     }
 
     /// Drop the IOTLB model's entries inside `span` (nothing when the model is off).
@@ -635,6 +650,7 @@ impl Domain {
             Some((span, removed)) => {
                 gather.add(span);
                 self.stale.push(span);
+                self.flush_work = true;
                 removed
             }
         }
@@ -647,6 +663,7 @@ impl Domain {
         };
         self.stats.iotlb_flushes += 1;
         self.stale.retain(|s| !flushed.covers(*s));
+        self.update_flush_work();
         if self.iotlb.is_some() {
             self.iotlb_invalidate(flushed);
         }
@@ -698,5 +715,40 @@ impl Domain {
     /// Every leaf in IOVA order.
     pub fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf)) {
         self.table.for_each_leaf(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `flush_work` follows the stale ranges and the IOTLB model through every change, and a
+    /// synchronous unmap still forgets stale ranges and cached entries when it has work.
+    #[test]
+    fn flush_work_tracks_stale_ranges_and_the_iotlb_model() {
+        let mut d = Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap();
+        d.map(0, 1 << 32, 4 * SZ_4K, Prot::RW).unwrap();
+        assert!(!d.flush_work);
+        let mut g = Gather::new();
+        assert_eq!(d.unmap_fast(0, SZ_4K, &mut g), SZ_4K);
+        assert!(d.flush_work && d.iotlb_stale(0, SZ_4K));
+        // A synchronous unmap over the stale page flushes it: nothing stale is left.
+        assert_eq!(d.unmap(0, 2 * SZ_4K), SZ_4K);
+        assert!(!d.iotlb_stale(0, SZ_4K));
+        assert!(!d.flush_work);
+        assert_eq!(d.unmap_fast(2 * SZ_4K, SZ_4K, &mut g), SZ_4K);
+        assert!(d.flush_work);
+        d.iotlb_sync(&mut g);
+        assert!(!d.flush_work && !d.iotlb_stale(2 * SZ_4K, SZ_4K));
+        // The model on: every unmap has work, and drops the cached translation.
+        d.set_iotlb(Some(&IotlbConfig::split(SZ_4K, 4, 4))).unwrap();
+        assert!(d.flush_work);
+        assert_eq!(d.access(3 * SZ_4K), Access::Miss((1 << 32) + 3 * SZ_4K));
+        assert!(d.iotlb().unwrap().holds(3 * SZ_4K));
+        assert_eq!(d.unmap(3 * SZ_4K, SZ_4K), SZ_4K);
+        assert!(!d.iotlb().unwrap().holds(3 * SZ_4K));
+        d.set_iotlb(None).unwrap();
+        assert!(!d.flush_work);
+        assert_eq!(d.stats().iotlb_flushes, 3);
     }
 }
