@@ -12,18 +12,19 @@
 //! The hot paths do not allocate once the arena has grown (free-list reuse), use no hashing, and
 //! make no per-leaf dynamic call: a `map_pages` call encodes its attributes once and then writes
 //! consecutive leaves of one table page in a tight loop (`attrs | paddr`), re-walking only when
-//! it crosses into the next table page.
+//! it crosses into the next table page; `phys_run` compares the addresses of the following
+//! page-level entries of one table page in a loop of the same kind.
 //!
-//! The walk cache (`Walk`, one entry, like a hardware paging-structure cache): the last table page
-//! below the root that a walk reached, its depth, and the IOVA bits above its span (`tag`). A walk
-//! for an IOVA with the same tag starts there instead of at the root, so per-page map, lookup
-//! and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside one table page below
-//! the root starts there (the cached one, or the one a walk for its start then caches) and
-//! removes exactly what an unmap from the root would. Invariant: a cached table page is linked into the tree at
-//! the position its tag names. A table is unlinked only when it is freed (`release`), and a
-//! freed page's descendants were freed before it, so `release` forgetting the cache keeps the
-//! invariant; linking new tables never moves an existing one. The cache changes no result,
-//! only the cost of the walk.
+//! The walk cache (`Walk`, one entry, like a hardware paging-structure cache): the last table
+//! page below the root that a walk reached, its depth, and the IOVA bits above its span (`tag`).
+//! A walk for an IOVA with the same tag starts there instead of at the root, so per-page map,
+//! lookup and unmap at consecutive IOVAs do not re-descend; an unmap wholly inside one table page
+//! below the root starts there (the cached one, or the one a walk for its start then caches) and
+//! removes exactly what an unmap from the root would. Invariant: a cached table page is linked
+//! into the tree at the position its tag names. A table is unlinked only when it is freed
+//! (`release`), and a freed page's descendants were freed before it, so `release` forgetting the
+//! cache keeps the invariant; linking new tables never moves an existing one. The cache changes
+//! no result, only the cost of a walk.
 
 use std::cell::Cell;
 
