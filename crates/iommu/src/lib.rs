@@ -568,7 +568,8 @@ impl Domain {
     }
 
     /// Unmap without flushing: `(span, removed)` where `span` covers the removed leaves when
-    /// `want_span` (up to two walks, unless the table knows it), else is just `[iova, iova + size - 1]`.
+    /// `want_span` (up to two walks, unless the table knows it), else is just
+    /// `[iova, iova + size - 1]`.
     fn unmap_nosync(&mut self, iova: u64, size: u64, want_span: bool) -> Option<(IovaRange, u64)> {
         self.stats.unmap_calls += 1;
         let min = self.min_pgsize();
