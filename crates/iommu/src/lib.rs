@@ -9,6 +9,10 @@
 //! hardware encodings (Intel VT-d second-level tables, ARM VMSAv8-64 stage-1 tables) or, for
 //! `mock`, in a sorted map that accepts any page-size bitmap.
 //!
+//! The IOTLB model costs the map/unmap path nothing while it is off: `map` never looks at it,
+//! and a synchronous `unmap` leaves its common path (no stale range, no model: the flush has
+//! nothing to forget, so no span is computed) only for an out-of-line one that does the work.
+//!
 //! Ranges follow `addr`'s convention: `last` is inclusive, `end` exclusive. The domain's
 //! aperture, the stale (unflushed) IOTLB ranges and the gather are `IovaRange`s inside; the
 //! public accessors keep `(start, last)` pairs.
@@ -267,6 +271,13 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     /// Remove every leaf that intersects `range`, whole; table pages that become empty are
     /// freed. Returns the bytes removed (0 where nothing is mapped).
     fn unmap_range(&mut self, range: IovaRange) -> u64;
+    /// As `unmap_range`, also returning the span the removal covers ([`leaf_hull`]: `range`
+    /// widened to the leaves holding its ends), which the IOTLB must forget. A table may know
+    /// it without the two extra walks the default makes.
+    fn unmap_range_span(&mut self, range: IovaRange) -> (u64, IovaRange) {
+        let span = leaf_hull(self, range);
+        (self.unmap_range(range), span)
+    }
     /// The leaf containing `iova`.
     fn translate(&self, iova: u64) -> Option<Leaf>;
     /// The raw leaf entry containing `iova` and its level.
@@ -306,6 +317,19 @@ pub(crate) trait PageTable: Send + std::fmt::Debug {
     fn leaf_counts(&self) -> &[u64; 64];
 }
 
+/// `range` widened to whole leaves: from the start of the leaf holding its first byte to the
+/// last byte of the leaf holding its last (an end in a hole stays where it is). Leaves are
+/// removed whole, so this is what an unmap of `range` removes from the IOTLB's view.
+pub(crate) fn leaf_hull<T: PageTable + ?Sized>(table: &T, range: IovaRange) -> IovaRange {
+    let start = table
+        .translate(range.start())
+        .map_or(range.start(), |l| l.iova);
+    let last = table
+        .translate(range.last())
+        .map_or(range.last(), |l| l.iova + (l.size - 1));
+    IovaRange::new(start, last).expect("leaf starts are at or before the range's start")
+}
+
 /// An IOMMU domain: one translation table with its page sizes, aperture, counters and IOTLB.
 #[derive(Debug)]
 pub struct Domain {
@@ -319,6 +343,9 @@ pub struct Domain {
     faults: Option<Arc<FaultInjector>>,
     /// The IOTLB model, when enabled (`set_iotlb`); `None` keeps it out of map and unmap.
     iotlb: Option<Box<Iotlb>>,
+    /// `!stale.is_empty() || iotlb.is_some()`, kept up to date wherever either changes: whether
+    /// a synchronous unmap's flush has work, read with one test on its common path.
+    flush_work: bool,
 }
 
 impl Domain {
@@ -369,6 +396,7 @@ impl Domain {
             stale: Vec::new(),
             faults: None,
             iotlb: None,
+            flush_work: false,
         })
     }
 
@@ -381,6 +409,7 @@ impl Domain {
     /// While enabled, every flush (`unmap`, `iotlb_sync`) drops the entries its range covers.
     pub fn set_iotlb(&mut self, cfg: Option<&IotlbConfig>) -> Result<(), iotlb::ConfigError> {
         self.iotlb = cfg.map(Iotlb::new).transpose()?.map(Box::new);
+        self.update_flush_work();
         Ok(())
     }
 
@@ -492,8 +521,8 @@ impl Domain {
                 max: max_pa,
             });
         }
-        let faults = self.faults.clone();
-        let faults = faults.as_deref();
+        // Borrowed, not cloned: an `Arc` clone per call is two atomic operations per map.
+        let faults = self.faults.as_deref();
         let (mut cur, mut pa, mut left) = (iova, paddr, size);
         while left != 0 {
             let Some((pgsize, count)) = pgsize::iommu_pgsize(self.pgsize_bitmap, cur, pa, left)
@@ -539,7 +568,8 @@ impl Domain {
     }
 
     /// Unmap without flushing: `(span, removed)` where `span` covers the removed leaves when
-    /// `want_span` (it costs two walks), else is just `[iova, iova + size - 1]`.
+    /// `want_span` (up to two walks, unless the table knows it), else is just
+    /// `[iova, iova + size - 1]`.
     fn unmap_nosync(&mut self, iova: u64, size: u64, want_span: bool) -> Option<(IovaRange, u64)> {
         self.stats.unmap_calls += 1;
         let min = self.min_pgsize();
@@ -548,17 +578,12 @@ impl Domain {
         }
         let asked = IovaRange::from_start_size(iova, size)?;
         // Leaves are removed whole: the span the IOTLB must forget runs from the start of the
-        // leaf holding `iova` to the last byte of the leaf holding `last`.
-        let mut span = asked;
-        if want_span {
-            let start = self.table.translate(iova).map_or(iova, |l| l.iova);
-            let last = self
-                .table
-                .translate(asked.last())
-                .map_or(asked.last(), |l| l.iova + (l.size - 1));
-            span = IovaRange::new(start, last).expect("leaf starts are at or before iova");
-        }
-        let removed = self.table.unmap_range(asked);
+        // leaf holding `iova` to the last byte of the leaf holding `last` (`leaf_hull`).
+        let (removed, span) = if want_span {
+            self.table.unmap_range_span(asked)
+        } else {
+            (self.table.unmap_range(asked), asked)
+        };
         if removed == 0 {
             return None;
         }
@@ -569,18 +594,52 @@ impl Domain {
     /// IOTLB. Returns the bytes removed, which exceed `size` when a larger leaf is cut into;
     /// 0 where nothing is mapped or the range is not aligned to the minimum page size.
     pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
-        // The span only matters to forget stale ranges; skip its walks when there are none.
-        let want_span = !self.stale.is_empty() || self.iotlb.is_some();
-        match self.unmap_nosync(iova, size, want_span) {
+        // The span only matters to forget stale ranges and cached translations: with neither
+        // (no deferred flush pending, the IOTLB model off) the flush has nothing to do.
+        debug_assert_eq!(
+            self.flush_work,
+            !self.stale.is_empty() || self.iotlb.is_some()
+        );
+        if self.flush_work {
+            return self.unmap_flush_span(iova, size);
+        }
+        match self.unmap_nosync(iova, size, false) {
+            None => 0,
+            Some((_, removed)) => {
+                self.stats.iotlb_flushes += 1;
+                removed
+            }
+        }
+    }
+
+    /// `unmap` where the flush has work: stale ranges to forget or the IOTLB model to
+    /// invalidate. Out of line, so that neither weighs on the common synchronous unmap.
+    #[cold]
+    #[inline(never)]
+    fn unmap_flush_span(&mut self, iova: u64, size: u64) -> u64 {
+        match self.unmap_nosync(iova, size, true) {
             None => 0,
             Some((span, removed)) => {
                 self.stats.iotlb_flushes += 1;
                 self.stale.retain(|s| !s.overlaps(span));
-                if let Some(t) = self.iotlb.as_deref_mut() {
-                    t.invalidate(span);
-                }
+                self.update_flush_work();
+                self.iotlb_invalidate(span);
                 removed
             }
+        }
+    }
+
+    /// Recompute `flush_work` after `stale` or `iotlb` changed.
+    fn update_flush_work(&mut self) {
+        self.flush_work = !self.stale.is_empty() || self.iotlb.is_some();
+    }
+
+    /// Drop the IOTLB model's entries inside `span` (nothing when the model is off).
+    #[cold]
+    #[inline(never)]
+    fn iotlb_invalidate(&mut self, span: IovaRange) {
+        if let Some(t) = self.iotlb.as_deref_mut() {
+            t.invalidate(span);
         }
     }
 
@@ -592,6 +651,7 @@ impl Domain {
             Some((span, removed)) => {
                 gather.add(span);
                 self.stale.push(span);
+                self.flush_work = true;
                 removed
             }
         }
@@ -604,8 +664,9 @@ impl Domain {
         };
         self.stats.iotlb_flushes += 1;
         self.stale.retain(|s| !flushed.covers(*s));
-        if let Some(t) = self.iotlb.as_deref_mut() {
-            t.invalidate(flushed);
+        self.update_flush_work();
+        if self.iotlb.is_some() {
+            self.iotlb_invalidate(flushed);
         }
     }
 
@@ -655,5 +716,40 @@ impl Domain {
     /// Every leaf in IOVA order.
     pub fn for_each_leaf(&self, f: &mut dyn FnMut(Leaf)) {
         self.table.for_each_leaf(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `flush_work` follows the stale ranges and the IOTLB model through every change, and a
+    /// synchronous unmap still forgets stale ranges and cached entries when it has work.
+    #[test]
+    fn flush_work_tracks_stale_ranges_and_the_iotlb_model() {
+        let mut d = Domain::new(DomainConfig::new(Format::X86_64 { levels: 4 })).unwrap();
+        d.map(0, 1 << 32, 4 * SZ_4K, Prot::RW).unwrap();
+        assert!(!d.flush_work);
+        let mut g = Gather::new();
+        assert_eq!(d.unmap_fast(0, SZ_4K, &mut g), SZ_4K);
+        assert!(d.flush_work && d.iotlb_stale(0, SZ_4K));
+        // A synchronous unmap over the stale page flushes it: nothing stale is left.
+        assert_eq!(d.unmap(0, 2 * SZ_4K), SZ_4K);
+        assert!(!d.iotlb_stale(0, SZ_4K));
+        assert!(!d.flush_work);
+        assert_eq!(d.unmap_fast(2 * SZ_4K, SZ_4K, &mut g), SZ_4K);
+        assert!(d.flush_work);
+        d.iotlb_sync(&mut g);
+        assert!(!d.flush_work && !d.iotlb_stale(2 * SZ_4K, SZ_4K));
+        // The model on: every unmap has work, and drops the cached translation.
+        d.set_iotlb(Some(&IotlbConfig::split(SZ_4K, 4, 4))).unwrap();
+        assert!(d.flush_work);
+        assert_eq!(d.access(3 * SZ_4K), Access::Miss((1 << 32) + 3 * SZ_4K));
+        assert!(d.iotlb().unwrap().holds(3 * SZ_4K));
+        assert_eq!(d.unmap(3 * SZ_4K, SZ_4K), SZ_4K);
+        assert!(!d.iotlb().unwrap().holds(3 * SZ_4K));
+        d.set_iotlb(None).unwrap();
+        assert!(!d.flush_work);
+        assert_eq!(d.stats().iotlb_flushes, 3);
     }
 }

@@ -1,14 +1,17 @@
 //! Pin counts per page, stored as non-overlapping ranges of equal count, so that memory nobody
 //! pinned costs nothing and a pinned 1 GiB huge page costs one entry.
 //!
-//! Pages pinned one at a time where no range covers them (the scattered-4K case) live in a hash
-//! side table instead, so pinning and unpinning them costs no B-tree descent. Invariants: a pfn
-//! is in at most one of the two tables; every count stored is at least 1; `total` is the sum of
-//! all counts; `ranges()` merges both tables into the one canonical form (sorted, adjacent
-//! ranges of equal count merged), so the representation never shows. Memory stays bounded by
-//! what is pinned: one entry per pinned range or lone pinned page, and a page pinned next to a
-//! range or a lone page joins the range table, so contiguous memory pinned page by page is still
-//! one range.
+//! Pages pinned one at a time where no range covers them (the scattered-4K case) live in hash
+//! side tables instead, so pinning and unpinning them costs no B-tree descent: `ones`, lone
+//! pages pinned once, as 64-pfn bitmaps keyed by `pfn / 64` (scattered pages share words, so the
+//! table stays small enough for the cache however the pfns are ordered), and `multi`, lone pages
+//! pinned more than once, `pfn → count`. Invariants: a pfn is in at most one of the three
+//! tables; `ones` holds no zero word; every count in `multi` is at least 2 and every count in
+//! the range table at least 1; `total` is the sum of all counts; `ranges()` merges the tables
+//! into the one canonical form (sorted, adjacent ranges of equal count merged), so the
+//! representation never shows. Memory stays bounded by what is pinned: one entry per pinned
+//! range or lone pinned page at most, and a page pinned next to a range or a lone page joins
+//! the range table, so contiguous memory pinned page by page is still one range.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -35,15 +38,24 @@ impl Hasher for PfnHasher {
     }
 }
 
-/// Lone pinned pages: `pfn → count`.
-type Singles = HashMap<u64, u32, BuildHasherDefault<PfnHasher>>;
+/// A hash map keyed by pfn (or pfn / 64).
+type PfnMap<V> = HashMap<u64, V, BuildHasherDefault<PfnHasher>>;
+
+/// The `ones` word of `pfn` and its bit there.
+#[inline]
+fn word_bit(pfn: u64) -> (u64, u64) {
+    (pfn >> 6, 1u64 << (pfn & 63))
+}
 
 /// `start pfn → (end pfn exclusive, count)`; adjacent ranges with the same count are merged.
-/// Single pages pinned outside every range are kept in a hash side table (see the module doc).
+/// Single pages pinned outside every range are kept in hash side tables (see the module doc).
 #[derive(Clone, Debug, Default)]
 pub struct PinCounts {
     map: BTreeMap<u64, (u64, u32)>,
-    singles: Singles,
+    /// Lone pages pinned once: bit `pfn % 64` of word `pfn / 64`; no zero words.
+    ones: PfnMap<u64>,
+    /// Lone pages pinned more than once: `pfn → count` (≥ 2).
+    multi: PfnMap<u32>,
     total: u64,
 }
 
@@ -68,10 +80,54 @@ impl PinCounts {
 
     /// The count of one pfn.
     pub fn get(&self, pfn: u64) -> u32 {
-        if let Some(&c) = self.singles.get(&pfn) {
+        if let Some(c) = self.lone(pfn) {
             return c;
         }
         self.tree_get(pfn)
+    }
+
+    /// The count of a lone page (`None` when `pfn` is in neither side table).
+    #[inline]
+    fn lone(&self, pfn: u64) -> Option<u32> {
+        let (w, bit) = word_bit(pfn);
+        if self.ones.get(&w).is_some_and(|&x| x & bit != 0) {
+            return Some(1);
+        }
+        if self.multi.is_empty() {
+            return None;
+        }
+        self.multi.get(&pfn).copied()
+    }
+
+    /// Whether no page is in the side tables.
+    #[inline]
+    fn no_lone_pages(&self) -> bool {
+        self.ones.is_empty() && self.multi.is_empty()
+    }
+
+    /// Every lone page with its count, sorted by pfn.
+    fn lone_pages(&self) -> Vec<(u64, u32)> {
+        let mut lone: Vec<(u64, u32)> = self.multi.iter().map(|(&p, &c)| (p, c)).collect();
+        for (&w, &bits) in &self.ones {
+            let mut b = bits;
+            while b != 0 {
+                lone.push(((w << 6) | u64::from(b.trailing_zeros()), 1));
+                b &= b - 1;
+            }
+        }
+        lone.sort_unstable();
+        lone
+    }
+
+    /// Clear bit `bit` of `ones` word `w` (set), dropping the word when it becomes zero.
+    #[inline]
+    fn clear_one(&mut self, w: u64, bit: u64) {
+        if let Some(x) = self.ones.get_mut(&w) {
+            *x &= !bit;
+            if *x == 0 {
+                self.ones.remove(&w);
+            }
+        }
     }
 
     /// The count of one pfn in the range table alone.
@@ -87,11 +143,10 @@ impl PinCounts {
 
     /// Ranges as `(start, pages, count)`.
     pub fn ranges(&self) -> Vec<(u64, u64, u32)> {
-        if self.singles.is_empty() {
+        if self.no_lone_pages() {
             return self.map.iter().map(|(&s, &(e, c))| (s, e - s, c)).collect();
         }
-        let mut lone: Vec<(u64, u32)> = self.singles.iter().map(|(&p, &c)| (p, c)).collect();
-        lone.sort_unstable();
+        let lone = self.lone_pages();
         let mut out: Vec<(u64, u64, u32)> = Vec::with_capacity(self.map.len() + lone.len());
         let mut push = |s: u64, n: u64, c: u32| match out.last_mut() {
             Some((ls, ln, lc)) if *ls + *ln == s && *lc == c => *ln += n,
@@ -120,27 +175,61 @@ impl PinCounts {
     }
 
     /// Move every lone page in `[start, end)` into the range table, so that range operations
-    /// there see all counts. Costs `min(end - start, lone pages)` hash operations.
+    /// there see all counts. Costs `min(words or pages in the range, side-table entries)` hash
+    /// operations.
     fn absorb_singles(&mut self, start: u64, end: u64) {
-        if self.singles.is_empty() {
+        if self.no_lone_pages() || start >= end {
             return;
         }
-        let moved: Vec<(u64, u32)> = if (self.singles.len() as u64) <= end - start {
-            let v: Vec<(u64, u32)> = self
-                .singles
-                .iter()
-                .filter(|&(&p, _)| p >= start && p < end)
-                .map(|(&p, &c)| (p, c))
-                .collect();
-            for (p, _) in &v {
-                self.singles.remove(p);
+        let mut moved: Vec<(u64, u32)> = Vec::new();
+        if !self.ones.is_empty() {
+            let (w0, w1) = (start >> 6, (end - 1) >> 6);
+            let words: Vec<u64> = if (self.ones.len() as u64) <= w1 - w0 {
+                self.ones
+                    .keys()
+                    .copied()
+                    .filter(|w| (w0..=w1).contains(w))
+                    .collect()
+            } else {
+                (w0..=w1).filter(|w| self.ones.contains_key(w)).collect()
+            };
+            for w in words {
+                // The bits of word `w` inside [start, end).
+                let lo = start.saturating_sub(w << 6);
+                let hi = (end - (w << 6)).min(64);
+                let mask = if hi - lo == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << (hi - lo)) - 1) << lo
+                };
+                let x = self.ones.get_mut(&w).expect("listed above");
+                let mut b = *x & mask;
+                *x &= !mask;
+                if *x == 0 {
+                    self.ones.remove(&w);
+                }
+                while b != 0 {
+                    moved.push(((w << 6) | u64::from(b.trailing_zeros()), 1));
+                    b &= b - 1;
+                }
             }
-            v
-        } else {
-            (start..end)
-                .filter_map(|p| self.singles.remove(&p).map(|c| (p, c)))
-                .collect()
-        };
+        }
+        if !self.multi.is_empty() {
+            if (self.multi.len() as u64) <= end - start {
+                let v: Vec<(u64, u32)> = self
+                    .multi
+                    .iter()
+                    .filter(|&(&p, _)| p >= start && p < end)
+                    .map(|(&p, &c)| (p, c))
+                    .collect();
+                for (p, _) in &v {
+                    self.multi.remove(p);
+                }
+                moved.extend(v);
+            } else {
+                moved.extend((start..end).filter_map(|p| self.multi.remove(&p).map(|c| (p, c))));
+            }
+        }
         for (p, c) in moved {
             // Lone pages are outside every range: insert, then restore the canonical form.
             self.map.insert(p, (p + 1, c));
@@ -178,8 +267,19 @@ impl PinCounts {
             return;
         }
         if n == 1 {
-            if let Some(c) = self.singles.get_mut(&start) {
-                *c += 1;
+            if !self.multi.is_empty() {
+                if let Some(c) = self.multi.get_mut(&start) {
+                    *c += 1;
+                    self.total += 1;
+                    return;
+                }
+            }
+            let (w, bit) = word_bit(start);
+            let word = self.ones.get(&w).copied().unwrap_or(0);
+            if word & bit != 0 {
+                // A lone page pinned a second time moves from `ones` to `multi`.
+                self.clear_one(w, bit);
+                self.multi.insert(start, 2);
                 self.total += 1;
                 return;
             }
@@ -191,9 +291,15 @@ impl PinCounts {
                     .range(..=start)
                     .next_back()
                     .is_some_and(|(_, &(e, _))| e >= start);
-            let lone_left = start > 0 && self.singles.contains_key(&(start - 1));
+            let lone_left = start > 0
+                && if start & 63 != 0 {
+                    word & (bit >> 1) != 0
+                        || (!self.multi.is_empty() && self.multi.contains_key(&(start - 1)))
+                } else {
+                    self.lone(start - 1).is_some()
+                };
             if !touches_range && !lone_left {
-                self.singles.insert(start, 1);
+                *self.ones.entry(w).or_insert(0) |= bit;
                 self.total += 1;
                 return;
             }
@@ -251,13 +357,28 @@ impl PinCounts {
             return 0;
         }
         if n == 1 {
-            if let Some(c) = self.singles.get_mut(&start) {
-                *c -= 1;
-                if *c == 0 {
-                    self.singles.remove(&start);
+            let (w, bit) = word_bit(start);
+            if let Some(x) = self.ones.get_mut(&w) {
+                if *x & bit != 0 {
+                    *x &= !bit;
+                    if *x == 0 {
+                        self.ones.remove(&w);
+                    }
+                    self.total -= 1;
+                    return 0;
                 }
-                self.total -= 1;
-                return 0;
+            }
+            if !self.multi.is_empty() {
+                if let Some(c) = self.multi.get_mut(&start) {
+                    *c -= 1;
+                    if *c == 1 {
+                        // Down to one pin: back to `ones`.
+                        self.multi.remove(&start);
+                        *self.ones.entry(w).or_insert(0) |= bit;
+                    }
+                    self.total -= 1;
+                    return 0;
+                }
             }
         }
         let end = start + n;
@@ -306,6 +427,7 @@ impl PinCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     /// The counts after one pin of each `(start, pages)` in turn.
     fn pinned(adds: &[(u64, u64)]) -> PinCounts {
@@ -379,6 +501,41 @@ mod tests {
         out
     }
 
+    /// Runs `(add?, start, pages)` operations on a `PinCounts` and on a per-page reference,
+    /// checking after each that the results, ranges, total and counts around it agree.
+    fn against_reference(
+        ops: Vec<(bool, u64, u64)>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut p = PinCounts::new();
+        let mut r = std::collections::BTreeMap::<u64, u32>::new();
+        for (is_add, start, n) in ops {
+            if is_add {
+                p.add(start, n);
+                for pfn in start..start + n {
+                    *r.entry(pfn).or_insert(0) += 1;
+                }
+            } else {
+                let mut missing = 0;
+                for pfn in start..start + n {
+                    match r.get_mut(&pfn) {
+                        Some(c) if *c > 1 => *c -= 1,
+                        Some(_) => {
+                            r.remove(&pfn);
+                        }
+                        None => missing += 1,
+                    }
+                }
+                proptest::prop_assert_eq!(p.sub(start, n), missing);
+            }
+            proptest::prop_assert_eq!(p.ranges(), reference_ranges(&r));
+            proptest::prop_assert_eq!(p.total(), r.values().map(|&c| u64::from(c)).sum::<u64>());
+            for pfn in start.saturating_sub(1)..start + n + 1 {
+                proptest::prop_assert_eq!(p.get(pfn), r.get(&pfn).copied().unwrap_or(0));
+            }
+        }
+        Ok(())
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
 
@@ -390,33 +547,48 @@ mod tests {
                 0..80,
             )
         ) {
-            let mut p = PinCounts::new();
-            let mut r = std::collections::BTreeMap::<u64, u32>::new();
-            for (is_add, start, n) in ops {
-                if is_add {
-                    p.add(start, n);
-                    for pfn in start..start + n {
-                        *r.entry(pfn).or_insert(0) += 1;
-                    }
-                } else {
-                    let mut missing = 0;
-                    for pfn in start..start + n {
-                        match r.get_mut(&pfn) {
-                            Some(c) if *c > 1 => *c -= 1,
-                            Some(_) => {
-                                r.remove(&pfn);
-                            }
-                            None => missing += 1,
-                        }
-                    }
-                    proptest::prop_assert_eq!(p.sub(start, n), missing);
-                }
-                proptest::prop_assert_eq!(p.ranges(), reference_ranges(&r));
-                proptest::prop_assert_eq!(p.total(), r.values().map(|&c| u64::from(c)).sum::<u64>());
-                for pfn in start.saturating_sub(1)..start + n + 1 {
-                    proptest::prop_assert_eq!(p.get(pfn), r.get(&pfn).copied().unwrap_or(0));
-                }
-            }
+            against_reference(ops)?;
         }
+
+        /// Mostly lone pages spread over several 64-pfn bitmap words (every third pfn, word
+        /// edges), pinned up to three times, with ranges across words now and then.
+        #[test]
+        fn lone_pages_across_bitmap_words_match_the_reference(
+            ops in proptest::collection::vec(
+                (
+                    proptest::bool::ANY,
+                    proptest::prop_oneof![
+                        (0u64..70).prop_map(|x| x * 3),
+                        (1u64..4).prop_map(|w| w * 64 - 1),
+                        (1u64..4).prop_map(|w| w * 64),
+                    ],
+                    proptest::prop_oneof![6 => proptest::strategy::Just(1u64), 1 => 1u64..140],
+                ),
+                0..120,
+            )
+        ) {
+            against_reference(ops)?;
+        }
+    }
+
+    #[test]
+    fn a_lone_page_pinned_twice_and_lone_neighbours_across_a_word_edge() {
+        let mut p = pinned(&[(1000, 1), (1002, 1), (1000, 1)]);
+        assert_eq!(p.get(1000), 2);
+        assert_eq!(p.ranges(), vec![(1000, 1, 2), (1002, 1, 1)]);
+        assert_eq!(p.total(), 3);
+        assert_eq!(p.sub(1000, 1), 0);
+        assert_eq!(p.ranges(), vec![(1000, 1, 1), (1002, 1, 1)]);
+        assert_eq!(p.sub(1000, 3), 1, "pfn 1001 was not pinned");
+        assert_eq!(p, PinCounts::new());
+        // 127 and 128 sit in different words: the second still finds its lone neighbour and
+        // both go to the range table as one range.
+        let mut p = pinned(&[(127, 1), (128, 1)]);
+        assert_eq!(p.ranges(), vec![(127, 2, 1)]);
+        assert!(p.ones.is_empty() && p.multi.is_empty());
+        assert_eq!(p.sub(127, 1), 0);
+        assert_eq!(p.sub(128, 1), 0);
+        assert_eq!(p.sub(128, 1), 1);
+        assert_eq!(p.total(), 0);
     }
 }

@@ -16,7 +16,7 @@ use iommu::{FaultInjector, FaultPoint};
 
 use super::pincount::PinCounts;
 use super::{
-    cut_vmas, in_ranges, unreserved_pieces, vma_at, Backing, Batch, Layout, MemError, Memory,
+    cut_vmas, for_each_unreserved, in_ranges, vma_at, Backing, Batch, Layout, MemError, Memory,
     MmError, MmapSpec, PageAudit, PageSource, PinMode, PinResult, Pinned, Vma, Vmas,
 };
 use crate::PAGE_SIZE;
@@ -29,11 +29,13 @@ struct Region {
     size: u64,
     backing: Backing,
     layout: Layout,
-    seed: u64,
     pbase: u64,
     writable: bool,
     /// Placement units (huge pages) the region spans.
     nunits: u64,
+    /// The scattered placement's permutation of units (`permute(·, nunits, seed)`), its round
+    /// keys computed once.
+    perm: Feistel,
     /// Its pages are the shared zero page and that is a reserved pfn (read-only, never written,
     /// kernel 6.1): mapped, never pinned or charged.
     zero_reserved: bool,
@@ -43,13 +45,12 @@ impl Region {
     /// Physical address of byte `off` of the region, and the pages from it to the end of its
     /// folio.
     fn locate(&self, off: u64) -> (u64, u64) {
+        // Every unit and folio size is a power of two: shifts and masks, no divisions.
         let unit = self.backing.unit();
-        let (u, within) = (off / unit, off % unit);
+        let (u, within) = (off >> unit.trailing_zeros(), off & (unit - 1));
         let paddr = match self.layout {
             Layout::Contiguous => self.pbase + off,
-            Layout::Scattered => {
-                self.pbase + 2 * permute(u, self.nunits, self.seed) * unit + within
-            }
+            Layout::Scattered => self.pbase + 2 * self.perm.apply(u, self.nunits) * unit + within,
         };
         let folio = match self.backing {
             Backing::Page4k | Backing::Pfnmap => PAGE_SIZE,
@@ -57,7 +58,7 @@ impl Region {
             Backing::Thp if (u + 1) * unit > self.size => PAGE_SIZE,
             _ => unit,
         };
-        let folio_left = (folio - (off % folio)) / PAGE_SIZE;
+        let folio_left = (folio - (off & (folio - 1))) / PAGE_SIZE;
         (paddr, folio_left)
     }
 
@@ -130,24 +131,49 @@ fn mix(mut z: u64) -> u64 {
 /// A seeded permutation of `[0, n)`: a 4-round balanced Feistel network over the smallest even
 /// bit width that covers `n`, with cycle walking. No table, O(1) expected per call.
 pub fn permute(i: u64, n: u64, seed: u64) -> u64 {
-    if n <= 1 {
-        return 0;
-    }
-    let bits = 64 - (n - 1).leading_zeros();
-    let half = bits.div_ceil(2);
-    let mask = (1u64 << half) - 1;
-    let mut x = i;
-    loop {
-        let (mut l, mut r) = (x >> half, x & mask);
-        for round in 0..4u64 {
-            let f = mix(r ^ mix(seed.wrapping_add(round))) & mask;
-            let nl = r;
-            r = l ^ f;
-            l = nl;
+    Feistel::new(n, seed).apply(i, n)
+}
+
+/// The network of [`permute`] for one `(n, seed)`: the half width and the round keys
+/// (`mix(seed + round)`), computed once instead of on every call.
+#[derive(Clone, Copy, Debug)]
+struct Feistel {
+    half: u32,
+    mask: u64,
+    keys: [u64; 4],
+}
+
+impl Feistel {
+    fn new(n: u64, seed: u64) -> Self {
+        let bits = 64 - n.saturating_sub(1).leading_zeros();
+        let half = bits.div_ceil(2);
+        Feistel {
+            half,
+            mask: (1u64 << half) - 1,
+            keys: std::array::from_fn(|round| mix(seed.wrapping_add(round as u64))),
         }
-        x = (l << half) | r;
-        if x < n {
-            return x;
+    }
+
+    /// The image of `i` in `[0, n)` (`n` as given to `new`).
+    #[inline]
+    fn apply(&self, i: u64, n: u64) -> u64 {
+        if n <= 1 {
+            return 0;
+        }
+        let (half, mask) = (self.half, self.mask);
+        let mut x = i;
+        loop {
+            let (mut l, mut r) = (x >> half, x & mask);
+            for k in self.keys {
+                let f = mix(r ^ k) & mask;
+                let nl = r;
+                r = l ^ f;
+                l = nl;
+            }
+            x = (l << half) | r;
+            if x < n {
+                return x;
+            }
         }
     }
 }
@@ -413,10 +439,10 @@ impl SimMm {
             size: spec.size,
             backing,
             layout,
-            seed: spec.seed,
             pbase,
             writable: spec.writable,
             nunits,
+            perm: Feistel::new(nunits, spec.seed),
             zero_reserved,
         });
         self.names.insert(name, idx);
@@ -610,28 +636,33 @@ impl PageSource for SimMm {
     }
 
     fn unpin(&mut self, pfn: u64, npages: u64, _dirty: bool, skip_reserved: bool) -> u64 {
-        let pieces = if skip_reserved {
-            unreserved_pieces(pfn, npages, &self.mmio)
-        } else {
-            vec![(pfn, npages)]
-        };
-        let mut done = 0;
-        for (s, n) in pieces {
-            let missing = self.pins.sub(s, n);
-            if missing != 0 {
-                let e = s + n;
-                self.violations.push(format!(
-                    "unpin of {missing} page(s) in pfn range [{s:#x}, {e:#x}) that were not pinned"
-                ));
-            }
-            done += n - missing;
+        let (pins, violations) = (&mut self.pins, &mut self.violations);
+        if !skip_reserved {
+            return unpin_counted(pins, violations, pfn, npages);
         }
+        let mut done = 0;
+        for_each_unreserved(pfn, npages, &self.mmio, |s, n| {
+            done += unpin_counted(pins, violations, s, n);
+        });
         done
     }
 
     fn is_reserved(&self, pfn: u64) -> bool {
         in_ranges(pfn, &self.mmio)
     }
+}
+
+/// Drop one pin of each of `n` pages from `s`; returns the pages that were pinned, and reports
+/// the others (an unbalanced unpin) in `violations`.
+fn unpin_counted(pins: &mut PinCounts, violations: &mut Vec<String>, s: u64, n: u64) -> u64 {
+    let missing = pins.sub(s, n);
+    if missing != 0 {
+        let e = s + n;
+        violations.push(format!(
+            "unpin of {missing} page(s) in pfn range [{s:#x}, {e:#x}) that were not pinned"
+        ));
+    }
+    n - missing
 }
 
 impl PageAudit for SimMm {
