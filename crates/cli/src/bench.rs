@@ -616,25 +616,34 @@ impl MemoryFactory for Host {
     }
 }
 
+/// Read the pagemap entries of `[vaddr, vaddr + size)` as the machine's floor does: 4096
+/// entries per `pread` into `buf` (at least 4096 × 8 bytes), the figures themselves unused.
+fn read_pagemap(
+    pagemap: &std::fs::File,
+    vaddr: u64,
+    size: u64,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (mut idx, end) = (vaddr / K4, (vaddr + size) / K4);
+    while idx < end {
+        let n = ((end - idx) as usize).min(4096) * 8;
+        pagemap.read_exact_at(&mut buf[..n], idx * 8)?;
+        idx += (n / 8) as u64;
+    }
+    std::hint::black_box(&buf);
+    Ok(())
+}
+
 /// The machine's floor for pinning a fresh, populated region of `spec` (made by `HostMm`, as
 /// the engine's): read its pagemap, 4096 entries per read, and `mlock` it; then `munlock` it.
 fn host_floor(spec: &MmapSpec) -> Result<(Duration, Duration), String> {
-    use std::os::unix::fs::FileExt;
     let mut mm = type1::mm::host::HostMm::new().map_err(|e| e.to_string())?;
     let v = mm.mmap(spec).map_err(|e| e.to_string())?;
     let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 4096 * 8];
-    let (first, end) = (v / K4, (v + spec.size) / K4);
     let t0 = Instant::now();
-    let mut idx = first;
-    while idx < end {
-        let n = ((end - idx) as usize).min(4096) * 8;
-        pagemap
-            .read_exact_at(&mut buf[..n], idx * 8)
-            .map_err(|e| format!("floor: pagemap: {e}"))?;
-        idx += (n / 8) as u64;
-    }
-    std::hint::black_box(&buf);
+    read_pagemap(&pagemap, v, spec.size, &mut buf).map_err(|e| format!("floor: pagemap: {e}"))?;
     type1::sys::mlock(v, spec.size).map_err(|e| format!("floor: mlock: {e}"))?;
     let t1 = Instant::now();
     type1::sys::munlock(v, spec.size).map_err(|e| format!("floor: munlock: {e}"))?;
@@ -999,23 +1008,17 @@ pub fn threads(size: u64) -> Result<Vec<Measurement>, String> {
 /// process restricted to it with the command line's default options (what `type1 inspect --pid
 /// PID --range START-END` runs). The region is released before the figures are put together.
 pub fn inspect_thp(size: u64) -> Result<Measurement, String> {
-    use std::os::unix::fs::FileExt;
-    use type1::sys::{self, Advice, Mapping};
     if size == 0 || !size.is_multiple_of(M2) {
         return Err(format!(
             "inspect: the region must be whole 2M pages, not {}",
             show_size(size)
         ));
     }
-    let m = Mapping::anon_aligned(size, true, M2).map_err(|e| format!("inspect: mmap: {e}"))?;
-    let v = m.base();
-    sys::madvise(v, size, Advice::HugePage)
-        .map_err(|e| format!("inspect: madvise(MADV_HUGEPAGE): {e}"))?;
-    if sys::madvise(v, size, Advice::PopulateWrite).is_err() {
-        // Before Linux 5.14: fault it in by touching it.
-        m.touch(v, size)
-            .map_err(|e| format!("inspect: populate: {e}"))?;
-    }
+    // Made and populated (MADV_HUGEPAGE, MADV_POPULATE_WRITE) as the engine's THP regions are.
+    let mut mm = type1::mm::host::HostMm::new().map_err(|e| format!("inspect: {e}"))?;
+    let v = mm
+        .mmap(&MmapSpec::new("inspect", size, Backing::Thp))
+        .map_err(|e| format!("inspect: {e}"))?;
     let pagemap = std::fs::File::open("/proc/self/pagemap")
         .map_err(|e| format!("inspect: /proc/self/pagemap: {e}"))?;
     let mut o = type1::inspect::Options::new(K4 | M2 | G1);
@@ -1024,24 +1027,15 @@ pub fn inspect_thp(size: u64) -> Result<Measurement, String> {
     let mut buf = vec![0u8; 4096 * 8];
     let mut report = None;
     let timed = repeat(reps_for(size), || {
-        let (first, end) = (v / K4, (v + size) / K4);
         let t0 = Instant::now();
-        let mut idx = first;
-        while idx < end {
-            let n = ((end - idx) as usize).min(4096) * 8;
-            pagemap
-                .read_exact_at(&mut buf[..n], idx * 8)
-                .map_err(|e| format!("inspect: pagemap: {e}"))?;
-            idx += (n / 8) as u64;
-        }
-        std::hint::black_box(&buf);
+        read_pagemap(&pagemap, v, size, &mut buf).map_err(|e| format!("inspect: pagemap: {e}"))?;
         let t1 = Instant::now();
         let r = type1::inspect::inspect(pid, &o).map_err(|e| format!("inspect: {e}"))?;
         let t2 = Instant::now();
         report = Some(r);
         Ok([per_page(t1 - t0, size), per_page(t2 - t1, size)])
     });
-    drop(m);
+    drop(mm);
     let [pm, ins] = timed?;
     let r = report.ok_or("inspect: no run")?;
     let t = &r.total;
